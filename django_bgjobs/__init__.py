@@ -1,0 +1,24 @@
+"""django-bgjobs: Sidekiq-style background jobs for Django, on Redis.
+
+Import the public names from here::
+
+    from django_bgjobs import Job, Retry, Discard
+"""
+
+from django_bgjobs.errors import (
+    BgJobsError,
+    ConfigurationError,
+    Discard,
+    EnqueueError,
+    InvalidPayloadError,
+    Retry,
+    SerializationError,
+    UnknownJobError,
+)
+from django_bgjobs.job import ConfiguredJob, EnqueuedJob, Job
+
+__all__ = [
+    "BgJobsError", "ConfigurationError", "ConfiguredJob", "Discard", "EnqueueError", "EnqueuedJob",
+    "InvalidPayloadError", "Job", "Retry", "SerializationError", "UnknownJobError",
+]
+__version__ = "0.1.0"

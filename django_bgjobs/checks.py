@@ -1,0 +1,49 @@
+"""System checks (``manage.py check``).  They read settings only: no network I/O.
+
+* ``django_bgjobs.E001``: ``BGJOBS`` is not a dict.
+* ``django_bgjobs.E002``: ``BGJOBS["QUEUES"]`` is empty or holds an invalid queue name.
+* ``django_bgjobs.E003``: ``BGJOBS["BACKEND"]`` is neither ``"redis"`` nor ``"inline"``.
+* ``django_bgjobs.E004``: ``BGJOBS["CONCURRENCY"]`` is not a whole number >= 1.
+* ``django_bgjobs.W001``: ``BGJOBS`` has a key django-bgjobs does not know (a typo?).
+"""
+
+from django.core.checks import Error, Tags, Warning, register
+
+from django_bgjobs import conf
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs=None, **kwargs):
+    from django.conf import settings
+
+    raw = getattr(settings, "BGJOBS", None)
+    if raw is not None and not isinstance(raw, dict):
+        return [Error("BGJOBS must be a dict.", hint="BGJOBS = {'QUEUES': ['default']}", id="django_bgjobs.E001")]
+    from django_bgjobs.job import check_queue_name
+
+    errors = []
+    for key in conf.unknown_keys():
+        errors.append(Warning(
+            f"BGJOBS has an unknown key {key!r}.",
+            hint="Known keys: " + ", ".join(sorted(conf.DEFAULTS)), id="django_bgjobs.W001",
+        ))
+    queues = conf.get("QUEUES")
+    try:
+        if not queues:
+            raise ValueError("BGJOBS['QUEUES'] is empty")
+        for queue in queues:
+            check_queue_name(queue.rsplit(",", 1)[0] if isinstance(queue, str) else queue)
+    except (ValueError, TypeError) as exc:
+        errors.append(Error(str(exc), hint="BGJOBS['QUEUES'] = ['critical', 'default', 'low']", id="django_bgjobs.E002"))
+    if conf.get("BACKEND") not in ("redis", "inline"):
+        errors.append(Error(
+            f"BGJOBS['BACKEND'] is {conf.get('BACKEND')!r}.", hint="Use 'redis', or 'inline' in tests.",
+            id="django_bgjobs.E003",
+        ))
+    concurrency = conf.get("CONCURRENCY")
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        errors.append(Error(
+            f"BGJOBS['CONCURRENCY'] is {concurrency!r}.", hint="A whole number of threads, e.g. 5.",
+            id="django_bgjobs.E004",
+        ))
+    return errors

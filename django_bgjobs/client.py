@@ -1,0 +1,120 @@
+"""The client side: turn ``perform_later`` calls into payloads and write them.
+
+1. Build each payload (arguments checked and encoded here, so a bad argument
+   raises before anything is written).
+2. Hand the payloads to the backend: a capture installed by
+   ``django_bgjobs.testing``, the ``inline`` backend (run at once, after a JSON
+   round trip), or Redis.
+3. For Redis, push inside ``transaction.on_commit`` when a transaction is open
+   (``BGJOBS["DEFER_ON_COMMIT"]``, default on), so a worker never sees a row
+   that is not committed and a rollback enqueues nothing.  One round trip per
+   call, whatever the number of jobs, in a MULTI so a call writes all or nothing.
+"""
+
+import logging
+import threading
+
+import redis
+
+from django_bgjobs import conf, keys, serialization, signals
+from django_bgjobs.connection import describe, get_redis
+from django_bgjobs.errors import ConfigurationError, EnqueueError
+from django_bgjobs.payload import dumps, loads, new_jid, now_s
+
+logger = logging.getLogger(__name__)
+
+_captures = []
+_captures_lock = threading.Lock()
+
+
+def enqueue(configured, items):
+    """Enqueue one job per ``(args, kwargs)`` in ``items``; return their ``EnqueuedJob`` handles."""
+    from django_bgjobs.job import EnqueuedJob
+
+    job_class = configured.job_class
+    queue = configured.queue or job_class.queue
+    retry = configured.retry if configured.retry is not None else job_class.retry
+    retry = True if retry is None else retry
+    created_at = now_s()
+    payloads = []
+    for args, kwargs in items:
+        payload = {
+            "class": job_class.name,
+            "args": serialization.encode_args(args, kwargs),
+            "retry": retry,
+            "queue": queue,
+            "jid": new_jid(),
+            "created_at": created_at,
+        }
+        if configured.at_s is not None and configured.at_s > created_at:
+            payload["at"] = configured.at_s
+        payloads.append(payload)
+    handles = [
+        EnqueuedJob(p["jid"], job_class, queue, p["args"], p.get("at")) for p in payloads
+    ]
+    _dispatch(job_class, payloads)
+    return handles
+
+
+def _dispatch(job_class, payloads):
+    with _captures_lock:
+        capture = _captures[-1] if _captures else None
+    if capture is not None:
+        capture.extend(loads(dumps(p)) for p in payloads)
+        return
+    backend = conf.get("BACKEND")
+    if backend == "inline":
+        from django_bgjobs import execution
+
+        for payload in payloads:
+            payload["enqueued_at"] = now_s()
+            execution.perform_inline(loads(dumps(payload)))
+        return
+    if backend != "redis":
+        raise ConfigurationError(f"BGJOBS['BACKEND'] must be 'redis' or 'inline', not {backend!r}")
+    if conf.get("DEFER_ON_COMMIT"):
+        from django.db import transaction
+
+        if transaction.get_connection().in_atomic_block:
+            transaction.on_commit(lambda: push(job_class, payloads))
+            return
+    push(job_class, payloads)
+
+
+def push(job_class, payloads):
+    """Write ``payloads`` to Redis in one MULTI: queues now, or the schedule set when due later."""
+    now = now_s()
+    by_queue = {}
+    scheduled = {}
+    for payload in payloads:
+        if "at" in payload:
+            scheduled[dumps(payload)] = payload["at"]
+        else:
+            payload["enqueued_at"] = now
+            by_queue.setdefault(payload["queue"], []).append(dumps(payload))
+    try:
+        pipe = get_redis().pipeline(transaction=True)
+        if by_queue:
+            pipe.sadd(keys.queues(), *by_queue)
+            for queue, raws in by_queue.items():
+                pipe.lpush(keys.queue(queue), *raws)
+        if scheduled:
+            pipe.zadd(keys.schedule(), scheduled)
+        pipe.execute()
+    except redis.RedisError as exc:
+        raise EnqueueError(
+            f"could not enqueue {len(payloads)} {job_class.name} job(s) to Redis at {describe()}: {exc}"
+        ) from exc
+    for payload in payloads:
+        signals.send(signals.job_enqueued, job_class, payload=payload, scheduled_at=payload.get("at"))
+
+
+def install_capture(sink):
+    """Route every enqueue into the list ``sink`` instead of the backend (used by ``testing``)."""
+    with _captures_lock:
+        _captures.append(sink)
+
+
+def remove_capture(sink):
+    with _captures_lock:
+        _captures.remove(sink)

@@ -1,0 +1,71 @@
+"""Settings: ``settings.BGJOBS`` merged over :data:`DEFAULTS`, read lazily.
+
+Nothing reads Django settings at import time.  :func:`get_settings` caches the
+merged dict; Django's ``setting_changed`` signal clears the cache so
+``override_settings(BGJOBS=...)`` works in tests.  Defaults follow Sidekiq's
+so operators recognise them.
+"""
+
+import os
+from functools import lru_cache
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DAY_S = 24 * 60 * 60
+
+DEFAULTS = {
+    # Connection: REDIS_URL (env var REDIS_URL wins when set), or REDIS = {"CACHE": alias}
+    # to reuse a django-redis cache's client, or REDIS = {...} keyword arguments for redis.Redis.
+    "REDIS_URL": "redis://localhost:6379/0",
+    "REDIS": None,
+    "KEY_PREFIX": "",
+    # "redis" pushes to Redis; "inline" runs jobs at once in-process (after a JSON round trip).
+    "BACKEND": "redis",
+    "DEFER_ON_COMMIT": True,
+    "QUEUES": ["default"],
+    "CONCURRENCY": 5,
+    "SHUTDOWN_TIMEOUT_S": 25,
+    "MAX_RETRIES": 25,
+    "DEAD_MAX_JOBS": 10_000,
+    "DEAD_TIMEOUT_S": 180 * DAY_S,
+    "HEARTBEAT_INTERVAL_S": 5,
+    "HEARTBEAT_TTL_S": 30,
+    "POLL_INTERVAL_S": 1,
+    "FETCH_TIMEOUT_S": 2,
+    "RECONNECT_MAX_WAIT_S": 10,
+}
+
+
+@lru_cache(maxsize=1)
+def get_settings():
+    """Return the merged settings dict (cached until a setting changes)."""
+    from django.conf import settings
+
+    merged = dict(DEFAULTS)
+    merged.update(getattr(settings, "BGJOBS", None) or {})
+    env_url = os.environ.get("REDIS_URL")
+    if env_url:
+        merged["REDIS_URL"] = env_url
+    return merged
+
+
+def get(name):
+    """Return one setting by name."""
+    return get_settings()[name]
+
+
+def unknown_keys():
+    """Keys in ``settings.BGJOBS`` that django-bgjobs does not know (a system check warns)."""
+    from django.conf import settings
+
+    return sorted(set(getattr(settings, "BGJOBS", None) or {}) - set(DEFAULTS))
+
+
+@receiver(setting_changed)
+def _reset(setting, **kwargs):
+    if setting in ("BGJOBS",):
+        get_settings.cache_clear()
+        from django_bgjobs import connection
+
+        connection.reset()

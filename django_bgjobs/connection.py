@@ -1,0 +1,63 @@
+"""The Redis connection every part of django-bgjobs shares, created on first use.
+
+Where it comes from, in order: ``BGJOBS["REDIS"] = {"CACHE": alias}`` reuses a
+django-redis cache's client; ``BGJOBS["REDIS"] = {...}`` passes keyword arguments
+to ``redis.Redis``; otherwise ``BGJOBS["REDIS_URL"]`` (the ``REDIS_URL``
+environment variable wins when set).  Importing this module opens nothing.
+"""
+
+import threading
+
+import redis
+
+from django_bgjobs import conf
+from django_bgjobs.errors import ConfigurationError
+
+_lock = threading.Lock()
+_client = None
+
+
+def get_redis():
+    """Return the shared ``redis.Redis`` client (thread-safe; one pool per process)."""
+    global _client
+    client = _client
+    if client is None:
+        with _lock:
+            if _client is None:
+                _client = _make_client()
+            client = _client
+    return client
+
+
+def _make_client():
+    options = conf.get("REDIS")
+    if options and "CACHE" in options:
+        try:
+            from django_redis import get_redis_connection
+        except ImportError as exc:  # pragma: no cover - django-redis is a dependency
+            raise ConfigurationError("BGJOBS['REDIS']['CACHE'] needs django-redis installed") from exc
+        return get_redis_connection(options["CACHE"])
+    if options:
+        return redis.Redis(**options)
+    url = conf.get("REDIS_URL")
+    try:
+        return redis.Redis.from_url(url, health_check_interval=30)
+    except ValueError as exc:
+        raise ConfigurationError(f"BGJOBS['REDIS_URL'] is not a valid Redis URL: {url!r} ({exc})") from exc
+
+
+def describe():
+    """A short ``host:port/db`` of the configured server, for log lines and errors."""
+    kwargs = get_redis().connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}/{kwargs.get('db', 0)}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def reset():
+    """Forget the shared client (after a settings change, or in a forked child)."""
+    global _client
+    with _lock:
+        old, _client = _client, None
+    if old is not None and conf.get("REDIS") is None:
+        old.connection_pool.disconnect()

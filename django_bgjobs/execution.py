@@ -1,0 +1,80 @@
+"""Run one payload: the single code path shared by the worker, the inline backend and
+the test helpers, so all three resolve classes, decode arguments and send signals alike.
+
+1. :func:`instantiate` looks the payload's ``class`` up in the registry (never an
+   import), decodes the arguments and checks they fit ``perform``'s signature.
+   Problems with the payload itself raise :class:`InvalidPayloadError` or
+   :class:`UnknownJobError`: the job can never succeed, so the worker buries it.
+2. :func:`run` calls ``perform`` between the ``job_started`` and ``job_succeeded``
+   / ``job_failed`` signals and returns its result; exceptions propagate to the caller
+   (the worker's retry logic, or the code that called ``perform_now``).
+"""
+
+import inspect
+import time
+from functools import lru_cache
+
+from django_bgjobs import registry, serialization, signals
+from django_bgjobs.errors import InvalidPayloadError
+from django_bgjobs.payload import new_jid, now_s
+
+
+@lru_cache(maxsize=None)
+def _signature(job_class):
+    return inspect.signature(job_class.perform)
+
+
+def instantiate(payload):
+    """Return ``(job, args, kwargs)`` for a checked payload dict, ready for :func:`run`."""
+    job_class = registry.get(payload["class"])
+    try:
+        args, kwargs = serialization.decode_args(payload["args"])
+    except (ValueError, TypeError, KeyError, LookupError) as exc:
+        raise InvalidPayloadError(f"arguments cannot be decoded: {exc}") from None
+    job = job_class()
+    try:
+        _signature(job_class).bind(job, *args, **kwargs)
+    except TypeError as exc:
+        raise InvalidPayloadError(
+            f"arguments do not fit {job_class.name}.perform{_signature(job_class)}: {exc}"
+        ) from None
+    job.jid = payload.get("jid")
+    job.payload = payload
+    return job, args, kwargs
+
+
+def run(job, args, kwargs):
+    """Call ``job.perform(*args, **kwargs)`` with signals around it; return its result."""
+    job_class = type(job)
+    signals.send(signals.job_started, job_class, job=job, payload=job.payload)
+    started = time.perf_counter()
+    try:
+        result = job.perform(*args, **kwargs)
+    except Exception as exc:
+        signals.send(
+            signals.job_failed, job_class, job=job, payload=job.payload, exception=exc,
+            duration_s=time.perf_counter() - started,
+        )
+        raise
+    signals.send(
+        signals.job_succeeded, job_class, job=job, payload=job.payload, result=result,
+        duration_s=time.perf_counter() - started,
+    )
+    return result
+
+
+def perform_inline(payload):
+    """Run a payload that was just enqueued, here and now (the ``inline`` backend, test helpers)."""
+    job, args, kwargs = instantiate(payload)
+    return run(job, args, kwargs)
+
+
+def perform_now(job_class, args, kwargs):
+    """``Job.perform_now``: run in this process without a JSON round trip or Redis."""
+    job = job_class()
+    job.jid = new_jid()
+    job.payload = {
+        "class": job_class.name, "args": list(args), "queue": job_class.queue, "jid": job.jid,
+        "created_at": now_s(), "enqueued_at": now_s(),
+    }
+    return run(job, args, kwargs)

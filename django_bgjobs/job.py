@@ -1,0 +1,209 @@
+"""The ``Job`` base class: what a user subclasses, and the ActiveJob-style API to enqueue it.
+
+::
+
+    class EmailSenderJob(Job):
+        queue = "default"
+        retry = 5
+
+        def perform(self, user_id, email_type): ...
+
+    EmailSenderJob.perform_later(user.id, "welcome")
+    EmailSenderJob.set(wait=timedelta(hours=1), queue="low").perform_later(user.id, "digest")
+    EmailSenderJob.perform_now(user.id, "welcome")
+
+Options are class attributes, checked when the class is created, so a typo
+fails at import rather than in production.  This module is client side: it
+imports no worker code and opens no connection.
+"""
+
+import datetime
+from dataclasses import dataclass
+
+from django_bgjobs import client, registry
+from django_bgjobs.errors import ConfigurationError
+from django_bgjobs.payload import QUEUE_NAME_RE
+
+# Names users reach for from other libraries, mapped to ours.
+_MISSPELLINGS = {
+    "queue_as": "queue",
+    "queue_name": "queue",
+    "retries": "retry",
+    "max_retries": "retry",
+    "sidekiq_options": "queue / retry class attributes",
+    "retry_count": "retry",
+}
+
+
+def check_queue_name(queue):
+    """Raise ``ValueError`` unless ``queue`` is a usable queue name."""
+    if not isinstance(queue, str) or not QUEUE_NAME_RE.match(queue):
+        raise ValueError(
+            f"queue name {queue!r} is invalid: use 1 to 128 letters, digits, '_', '-' or '.'"
+        )
+
+
+def check_retry(retry):
+    """Raise ``ValueError`` unless ``retry`` is None, a bool or a non-negative int."""
+    if retry is None or isinstance(retry, bool):
+        return
+    if not isinstance(retry, int) or retry < 0:
+        raise ValueError(f"retry must be True, False or a whole number >= 0, not {retry!r}")
+
+
+class Job:
+    """Subclass this and write ``perform``.  See the module docstring for the API."""
+
+    #: The name stored in payloads' ``class``; default ``module.QualName``. Set it to share
+    #: jobs with a Ruby Sidekiq (``name = "HardWorker"``).
+    name = None
+    #: The queue ``perform_later`` pushes to, like ActiveJob's ``queue_as``.
+    queue = "default"
+    #: Retries before the dead set: None = ``BGJOBS["MAX_RETRIES"]`` (25); 0 = straight to the
+    #: dead set; False = no retry and no dead entry.
+    retry = None
+    #: True on a base class that must not be registered.
+    abstract = False
+
+    # Set on the instance by the executor before ``perform`` runs.
+    jid = None
+    payload = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        for wrong, right in _MISSPELLINGS.items():
+            if wrong in cls.__dict__:
+                raise ConfigurationError(f"{where} sets unknown option {wrong!r}; did you mean {right}?")
+        if cls.__dict__.get("abstract", False):
+            return
+        if "name" not in cls.__dict__ or cls.__dict__["name"] is None:
+            cls.name = where
+        if not isinstance(cls.name, str) or not cls.name:
+            raise ConfigurationError(f"{where}.name must be a non-empty string")
+        try:
+            check_queue_name(cls.queue)
+            check_retry(cls.retry)
+        except ValueError as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
+        if not callable(getattr(cls, "perform", None)):
+            raise ConfigurationError(f"{where} must define a perform(self, ...) method")
+        registry.register(cls)
+
+    def perform(self, *args, **kwargs):
+        raise NotImplementedError("subclasses of Job must define perform()")
+
+    @property
+    def retry_count(self):
+        """How many times this job has failed before this attempt (None on the first try)."""
+        return (self.payload or {}).get("retry_count")
+
+    @property
+    def queue_name(self):
+        return (self.payload or {}).get("queue", self.queue)
+
+    def retry_in(self, count, exception):
+        """Seconds (or a timedelta) before retry number ``count``; None = exponential backoff;
+        ``"kill"`` = dead set now; ``"discard"`` = drop.  Override to customise."""
+        return None
+
+    def retries_exhausted(self, job, exception):
+        """Called with the payload dict once the job will not be retried again.  Override it."""
+
+    # -- enqueueing -------------------------------------------------------------------------
+
+    @classmethod
+    def set(cls, *, wait=None, wait_until=None, queue=None, retry=None):
+        """Return a :class:`ConfiguredJob` with these options, like ActiveJob's ``set``."""
+        return ConfiguredJob(cls, _resolve_at(wait, wait_until), _option_queue(queue), _option_retry(retry))
+
+    @classmethod
+    def perform_later(cls, *args, **kwargs):
+        """Enqueue one job; return an :class:`EnqueuedJob` whose ``jid`` is known at once."""
+        return ConfiguredJob(cls).perform_later(*args, **kwargs)
+
+    @classmethod
+    def perform_bulk(cls, args_list):
+        """Enqueue many jobs in one round trip; ``args_list`` holds one args tuple per job."""
+        return ConfiguredJob(cls).perform_bulk(args_list)
+
+    @classmethod
+    def perform_now(cls, *args, **kwargs):
+        """Run the job in this process, now, and return what ``perform`` returns.  No Redis."""
+        from django_bgjobs import execution
+
+        return execution.perform_now(cls, args, kwargs)
+
+
+@dataclass(frozen=True)
+class ConfiguredJob:
+    """An immutable Job class plus enqueue options, from ``Job.set(...)``."""
+
+    job_class: type
+    at_s: float | None = None
+    queue: str | None = None
+    retry: object = None
+
+    def perform_later(self, *args, **kwargs):
+        return client.enqueue(self, [(args, kwargs)])[0]
+
+    def perform_bulk(self, args_list):
+        batch = []
+        for index, args in enumerate(args_list):
+            if not isinstance(args, (list, tuple)):
+                raise TypeError(f"perform_bulk item {index} is a {type(args).__name__}; give a tuple of args")
+            batch.append((tuple(args), {}))
+        return client.enqueue(self, batch)
+
+    def perform_now(self, *args, **kwargs):
+        return self.job_class.perform_now(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class EnqueuedJob:
+    """What ``perform_later`` returns: the job's id and where it went."""
+
+    jid: str
+    job_class: type
+    queue: str
+    args: list
+    scheduled_at: float | None = None
+
+
+def _option_queue(queue):
+    if queue is not None:
+        check_queue_name(queue)
+    return queue
+
+
+def _option_retry(retry):
+    check_retry(retry)
+    return retry
+
+
+def _resolve_at(wait, wait_until):
+    """Turn ``wait`` / ``wait_until`` into epoch seconds (or None for now)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    if wait is not None and wait_until is not None:
+        raise ValueError("give wait or wait_until, not both")
+    if wait is not None:
+        if isinstance(wait, datetime.timedelta):
+            seconds = wait.total_seconds()
+        elif isinstance(wait, (int, float)) and not isinstance(wait, bool):
+            seconds = float(wait)
+        else:
+            raise TypeError(f"wait must be a number of seconds or a timedelta, not {type(wait).__name__}")
+        if seconds != seconds or seconds < 0:
+            raise ValueError(f"wait must not be negative, got {wait!r}")
+        return None if seconds == 0 else client.now_s() + seconds
+    if wait_until is not None:
+        if not isinstance(wait_until, datetime.datetime):
+            raise TypeError(f"wait_until must be a datetime, not {type(wait_until).__name__}")
+        if timezone.is_naive(wait_until):
+            if settings.USE_TZ:
+                raise ValueError("wait_until is a naive datetime while USE_TZ=True; give an aware datetime")
+            wait_until = timezone.make_aware(wait_until, timezone.get_default_timezone())
+        return wait_until.timestamp()
+    return None

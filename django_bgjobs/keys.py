@@ -1,0 +1,88 @@
+"""Every Redis key django-bgjobs reads or writes, and nothing else builds one.
+
+The names are Sidekiq's, so a Ruby Sidekiq client or Web UI pointed at the same
+database sees the same jobs.  ``BGJOBS["KEY_PREFIX"]`` (default empty) is put in
+front of every key followed by a colon, like redis-namespace does for Sidekiq.
+Changing any string here is a data migration: ``tests/test_keys.py`` pins them.
+"""
+
+from django_bgjobs import conf
+
+
+def _k(name):
+    prefix = conf.get("KEY_PREFIX")
+    return f"{prefix}:{name}" if prefix else name
+
+
+def queues():
+    """Set of every queue name that has been pushed to. Written by the client."""
+    return _k("queues")
+
+
+def queue(name):
+    """List of payloads waiting in queue ``name``; pushed at the head, taken from the tail."""
+    return _k(f"queue:{name}")
+
+
+def schedule():
+    """Sorted set of payloads to enqueue later, scored by epoch seconds. Written by the client."""
+    return _k("schedule")
+
+
+def retry():
+    """Sorted set of failed payloads waiting to retry, scored by epoch seconds. Written by the worker."""
+    return _k("retry")
+
+
+def dead():
+    """Sorted set of payloads that will not run again, scored by death time. Written by the worker."""
+    return _k("dead")
+
+
+def stat(name, day=None):
+    """String counter ``stat:processed`` / ``stat:failed``, or its per-day ``:YYYY-MM-DD`` twin."""
+    return _k(f"stat:{name}:{day}") if day else _k(f"stat:{name}")
+
+
+def processes():
+    """Set of live worker identities (Sidekiq's ProcessSet). Written by each worker's heartbeat."""
+    return _k("processes")
+
+
+def process(identity):
+    """Hash with one worker's ``info`` JSON, ``busy``, ``beat``, ``quiet``; expires without heartbeats."""
+    return _k(identity)
+
+
+def work(identity):
+    """Hash of thread id -> JSON of the job that thread runs now. Written by the worker's heartbeat."""
+    return _k(f"{identity}:work")
+
+
+def process_signals(identity):
+    """List of remote commands (``TSTP`` quiet, ``TERM`` stop) for one worker. Written by the admin."""
+    return _k(f"{identity}-signals")
+
+
+def inflight(identity, queue_name):
+    """List of payloads worker ``identity`` took from ``queue_name`` and has not finished (reliable fetch)."""
+    return _k(f"inflight:{identity}:{queue_name}")
+
+
+def inflight_owners():
+    """Hash of identity -> JSON list of queue names, for every worker that may own in-flight lists.
+
+    Kept apart from ``processes`` because Sidekiq's Web UI prunes that set, and a
+    dead worker must stay known until another worker has pushed its jobs back.
+    """
+    return _k("inflight-owners")
+
+
+def paused():
+    """Set of queue names that every worker skips until resumed. Written by the admin / API."""
+    return _k("paused")
+
+
+def crashes():
+    """Hash of jid -> how many worker processes died while running it (poison-job detection)."""
+    return _k("crashes")

@@ -1,0 +1,64 @@
+"""A job's payload: the one JSON object stored in Redis, in Sidekiq's format.
+
+Fields written at enqueue: ``class``, ``args``, ``jid`` (24 hex chars), ``queue``,
+``retry``, ``created_at``, ``enqueued_at`` (epoch seconds, floats, as Sidekiq 6)
+and ``at`` for a scheduled job.  The worker adds ``retry_count``,
+``error_class``, ``error_message``, ``failed_at``, ``retried_at`` on failure, and
+``error_backtrace`` (a list of lines; Sidekiq stores it compressed, we keep it
+readable).  :func:`dumps` always writes ``enqueued_at`` last, so the Lua poller
+can refresh it in place without re-encoding the arguments (see ``lua/enqueue_due.lua``).
+"""
+
+import json
+import re
+import secrets
+import time
+
+from django_bgjobs.errors import InvalidPayloadError
+
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def new_jid():
+    """A fresh job id: 24 lowercase hex characters, like Sidekiq's."""
+    return secrets.token_hex(12)
+
+
+def now_s():
+    """Epoch seconds as a float: the unit of every payload time and sorted-set score."""
+    return time.time()
+
+
+def dumps(payload):
+    """Encode a payload dict, ``enqueued_at`` last, compactly."""
+    if "enqueued_at" in payload:
+        payload = {k: v for k, v in payload.items() if k != "enqueued_at"} | {"enqueued_at": payload["enqueued_at"]}
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False)
+
+
+def loads(raw):
+    """Decode and check a payload read from Redis; raise :class:`InvalidPayloadError` with the reason."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidPayloadError(f"payload is not UTF-8 text ({exc})") from None
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidPayloadError(f"payload is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise InvalidPayloadError(f"payload is a JSON {type(payload).__name__}, not an object")
+    cls = payload.get("class")
+    if not isinstance(cls, str) or not cls:
+        raise InvalidPayloadError("payload has no 'class' string")
+    if not isinstance(payload.get("args", []), list):
+        raise InvalidPayloadError("payload 'args' is not a list")
+    payload.setdefault("args", [])
+    return payload
+
+
+def describe(raw, limit=200):
+    """A short printable excerpt of a raw payload, for log lines about bad input."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"

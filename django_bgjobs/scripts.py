@@ -1,0 +1,34 @@
+"""Loads the Lua scripts in ``lua/`` once per process and runs them by name.
+
+Each ``.lua`` file opens with its contract (KEYS, ARGV, return value).  redis-py's
+``Script`` object sends EVALSHA and falls back to loading the script when the
+server does not know it yet (after a restart, say).
+"""
+
+import threading
+from importlib import resources
+
+from django_bgjobs.connection import get_redis
+
+_lock = threading.Lock()
+_scripts = {}
+
+
+def get_script(name, client=None):
+    """Return the registered ``redis.commands.core.Script`` for ``lua/<name>.lua``."""
+    client = client or get_redis()
+    key = (name, id(client))
+    script = _scripts.get(key)
+    if script is None:
+        with _lock:
+            script = _scripts.get(key)
+            if script is None:
+                source = resources.files("django_bgjobs").joinpath("lua", f"{name}.lua").read_text()
+                script = _scripts[key] = client.register_script(source)
+    return script
+
+
+def run(name, keys=(), args=(), client=None):
+    """Run script ``name`` with ``keys`` and ``args`` and return its result."""
+    client = client or get_redis()
+    return get_script(name, client)(keys=list(keys), args=list(args), client=client)
