@@ -103,4 +103,5 @@ def test_test_database_is_the_one_the_settings_name():
 
     # Then: the run's backend (SQLite or PostgreSQL) really holds the row
     assert Author.objects.get().name == "Ada"
-    assert connection.vendor == settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    engine = settings.DATABASES["default"]["ENGINE"]
+    assert connection.vendor == ("postgresql" if engine.endswith("postgresql") else "sqlite")
