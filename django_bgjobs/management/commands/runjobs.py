@@ -1,0 +1,64 @@
+"""``manage.py runjobs``: run a worker (or ``--processes N`` of them) until stopped."""
+
+import logging
+import sys
+
+import redis
+from django.core.management.base import BaseCommand, CommandError
+
+from django_bgjobs import conf
+from django_bgjobs.connection import describe, get_redis
+
+LOG_FORMAT = "%(asctime)s pid=%(process)d %(threadName)s %(levelname)s %(name)s: %(message)s"
+
+
+class Command(BaseCommand):
+    help = "Run background jobs from Redis (like `bundle exec sidekiq`)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("-c", "--concurrency", type=int, help="threads per process (default BGJOBS['CONCURRENCY'], 5)")
+        parser.add_argument(
+            "-q", "--queue", action="append", dest="queues", metavar="NAME[,WEIGHT]",
+            help="a queue to serve; repeat for more. Strict priority in the order given; "
+                 "NAME,WEIGHT for weighted order. Default BGJOBS['QUEUES'].",
+        )
+        parser.add_argument("-t", "--timeout", type=float, help="seconds running jobs get to finish on shutdown (default 25)")
+        parser.add_argument("--processes", type=int, default=1, help="fork this many worker processes (default 1)")
+        parser.add_argument("--tag", default="", help="a label shown in the admin's process list")
+
+    def handle(self, *args, concurrency=None, queues=None, timeout=None, processes=1, tag="", **options):
+        self._setup_logging(options.get("verbosity", 1))
+        from django_bgjobs.worker.queues import QueueOrder
+        from django_bgjobs.worker.runner import Supervisor, run_one
+
+        if concurrency is not None and concurrency < 1:
+            raise CommandError("--concurrency must be at least 1")
+        if processes < 1:
+            raise CommandError("--processes must be at least 1")
+        if timeout is not None and timeout < 0:
+            raise CommandError("--timeout must not be negative")
+        try:
+            QueueOrder(queues or conf.get("QUEUES"))
+        except ValueError as exc:
+            raise CommandError(f"bad queue list: {exc}") from None
+        try:
+            get_redis().ping()
+        except redis.RedisError as exc:
+            raise CommandError(f"cannot reach Redis at {describe()}: {exc}") from None
+        options = {"queues": queues, "concurrency": concurrency, "shutdown_timeout_s": timeout, "tag": tag}
+        if processes > 1:
+            code = Supervisor(processes, **options).run()
+        else:
+            code = run_one(**options)
+        if code:
+            sys.exit(code)
+
+    def _setup_logging(self, verbosity):
+        """Show the worker's INFO lines on stderr unless the project configured logging for them."""
+        log = logging.getLogger("django_bgjobs")
+        if log.handlers or logging.getLogger().handlers:
+            return
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG if verbosity > 2 else logging.WARNING if verbosity == 0 else logging.INFO)

@@ -1,0 +1,220 @@
+"""Launcher: the top of one worker process, run by ``manage.py runjobs`` in the main thread.
+
+Duties:
+
+1. On start, write the first heartbeat (so this process is known before it takes a
+   job), push back the in-flight jobs of any dead worker, then start the
+   :class:`Manager` (processor threads), the :class:`Poller` and the heartbeat thread.
+2. :meth:`beat`, every ``HEARTBEAT_INTERVAL_S`` in the heartbeat thread: refresh this
+   process's hash in ``processes`` (expiring after ``HEARTBEAT_TTL_S``), the jobs running
+   now, the ``inflight-owners`` entry, add the processed/failed counts to ``stat:*``, and
+   read remote commands (``TSTP`` quiet, ``TERM`` stop) sent from the admin.
+3. :meth:`recover_orphans`, after each beat: a worker whose heartbeat has expired is
+   gone (``kill -9``, lost machine); its in-flight jobs go back to the tail of their
+   queues (``lua/recover.lua``, atomic, so two workers never both push them back).
+4. :meth:`stop`: stop fetching, give running jobs ``shutdown_timeout_s`` to finish, push
+   the unfinished ones back to their queues, flush the counts and leave ``processes``.
+"""
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+
+import redis
+
+from django_bgjobs import __version__, conf, keys, scripts
+from django_bgjobs.connection import get_redis
+from django_bgjobs.payload import now_s
+from django_bgjobs.worker.backoff import Reconnect
+from django_bgjobs.worker.fetcher import Fetcher
+from django_bgjobs.worker.manager import Manager
+from django_bgjobs.worker.poller import Poller
+from django_bgjobs.worker.queues import QueueOrder
+
+logger = logging.getLogger(__name__)
+
+STATS_TTL_S = 5 * 365 * 24 * 60 * 60  # per-day counters, as Sidekiq keeps them
+
+
+class Launcher:
+    def __init__(self, queues=None, concurrency=None, shutdown_timeout_s=None, tag="", client=None):
+        self.client = client or get_redis()
+        self.queue_order = QueueOrder(queues or conf.get("QUEUES"))
+        self.concurrency = concurrency or conf.get("CONCURRENCY")
+        self.shutdown_timeout_s = conf.get("SHUTDOWN_TIMEOUT_S") if shutdown_timeout_s is None else shutdown_timeout_s
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+        self.tag = tag
+        self.started_at = now_s()
+        self.fetcher = Fetcher(self.identity, self.queue_order, self.client)
+        self.manager = Manager(self.fetcher, self.concurrency)
+        self.poller = Poller(self.client)
+        self.quiet = False
+        self.stopping = threading.Event()  # set when this process should stop (signal or admin)
+        self._heartbeat_stop = threading.Event()
+        self._flushed = (0, 0)
+        self._heartbeat_thread = None
+        self._reconnect = Reconnect("heartbeat", conf.get("RECONNECT_MAX_WAIT_S"), self._heartbeat_stop)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self):
+        self.beat()
+        self.recover_orphans()
+        self.manager.start()
+        self.poller.start()
+        self._heartbeat_thread = threading.Thread(target=self._run_heartbeat, name="bgjobs-heartbeat", daemon=True)
+        self._heartbeat_thread.start()
+        logger.info(
+            "worker %s started: queues [%s], concurrency %d, Redis %s", self.identity, self.queue_order,
+            self.concurrency, self.client.connection_pool.connection_kwargs.get("host", "?"),
+        )
+
+    def quiet_down(self):
+        """Stop taking new jobs; running jobs finish.  Sidekiq's TSTP."""
+        if not self.quiet:
+            logger.info("worker %s is quiet: no new jobs will be fetched", self.identity)
+        self.quiet = True
+        self.manager.quiet()
+
+    def stop(self):
+        """Shut down as described in the module docstring; return the number of jobs pushed back."""
+        self.stopping.set()
+        self.quiet = True
+        logger.info("worker %s stopping; waiting up to %ss for running jobs", self.identity, self.shutdown_timeout_s)
+        self.poller.stop_event.set()
+        busy = self.manager.stop(time.monotonic() + self.shutdown_timeout_s)
+        self._heartbeat_stop.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(5)
+        pushed_back = self._leave(busy)
+        logger.info("worker %s stopped; %d unfinished job(s) pushed back to their queues", self.identity, pushed_back)
+        return pushed_back
+
+    def _leave(self, busy):
+        if busy:
+            logger.warning(
+                "%d job(s) still running after %ss; pushing them back: %s", len(busy), self.shutdown_timeout_s,
+                ", ".join(_describe_work(p.current) for p in busy),
+            )
+        for attempt in range(50):
+            try:
+                counts = self.manager.counts()
+                self._flush_counts(self.client.pipeline(transaction=True), counts).execute()
+                self._flushed = counts
+                self.client.delete(keys.process(self.identity), keys.work(self.identity))
+                pushed_back = self._recover(self.identity)
+                self.client.srem(keys.processes(), self.identity)
+                return max(pushed_back, 0)
+            except redis.RedisError as exc:
+                logger.warning("shutdown: Redis error (%s); retrying", exc)
+                time.sleep(min(0.1 * 2**attempt, 2))
+        logger.error("shutdown: Redis unreachable; in-flight jobs will be pushed back by the next worker")
+        return 0
+
+    # -- heartbeat -----------------------------------------------------------------------
+
+    def _run_heartbeat(self):
+        interval_s = conf.get("HEARTBEAT_INTERVAL_S")
+        while not self._heartbeat_stop.wait(interval_s):
+            try:
+                commands = self.beat()
+                self.recover_orphans()
+            except redis.RedisError as exc:
+                self._reconnect.failed(exc)
+                continue
+            self._reconnect.ok()
+            for command in commands:
+                if command == "TSTP":
+                    self.quiet_down()
+                elif command == "TERM":
+                    logger.info("worker %s asked to stop from Redis", self.identity)
+                    self.stopping.set()
+
+    def info(self):
+        """The ``info`` JSON of this process's hash, in Sidekiq's shape."""
+        return {
+            "hostname": socket.gethostname(), "started_at": self.started_at, "pid": os.getpid(), "tag": self.tag,
+            "concurrency": self.concurrency, "queues": self.queue_order.names, "weights": self.queue_order.weights,
+            "labels": [], "identity": self.identity, "version": __version__,
+        }
+
+    def beat(self, now=None):
+        """Write one heartbeat (see the module docstring); return the remote commands received."""
+        now = now_s() if now is None else now
+        ttl_s = max(1, int(round(conf.get("HEARTBEAT_TTL_S"))))
+        work = {
+            thread: json.dumps({"queue": queue, "payload": raw.decode() if isinstance(raw, bytes) else raw,
+                                "run_at": run_at})
+            for thread, (queue, raw, run_at) in self.manager.busy_work().items()
+        }
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(keys.processes(), self.identity)
+        pipe.hset(keys.process(self.identity), mapping={
+            "info": json.dumps(self.info()), "busy": len(work), "beat": now, "quiet": str(self.quiet).lower(),
+        })
+        pipe.expire(keys.process(self.identity), ttl_s)
+        pipe.delete(keys.work(self.identity))
+        if work:
+            pipe.hset(keys.work(self.identity), mapping=work)
+            pipe.expire(keys.work(self.identity), ttl_s)
+        pipe.hset(keys.inflight_owners(), self.identity, json.dumps(self.queue_order.names))
+        counts = self.manager.counts()
+        self._flush_counts(pipe, counts, now)
+        signals_key = keys.process_signals(self.identity)
+        pipe.lrange(signals_key, 0, -1)
+        pipe.delete(signals_key)
+        results = pipe.execute()
+        self._flushed = counts
+        return [c.decode() if isinstance(c, bytes) else c for c in reversed(results[-2])]
+
+    def _flush_counts(self, pipe, counts, now=None):
+        """Queue on ``pipe`` the INCRBYs of the counts not yet written (the caller marks them
+        written once the pipeline has run)."""
+        day = time.strftime("%Y-%m-%d", time.gmtime(now_s() if now is None else now))
+        for name, total, flushed in zip(("processed", "failed"), counts, self._flushed):
+            if total > flushed:
+                pipe.incrby(keys.stat(name), total - flushed)
+                pipe.incrby(keys.stat(name, day), total - flushed)
+                pipe.expire(keys.stat(name, day), STATS_TTL_S)
+        return pipe
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def recover_orphans(self):
+        """Push back the in-flight jobs of every worker whose heartbeat has expired."""
+        owners = self.client.hgetall(keys.inflight_owners())
+        others = [o.decode() for o in owners if o.decode() != self.identity]
+        if not others:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for identity in others:
+            pipe.exists(keys.process(identity))
+        total = 0
+        for identity, alive in zip(others, pipe.execute()):
+            if not alive:
+                queues = json.loads(owners[identity.encode()])
+                moved = self._recover(identity, queues)
+                if moved > 0:
+                    logger.warning("worker %s is gone; pushed %d of its in-flight jobs back", identity, moved)
+                total += max(moved, 0)
+        return total
+
+    def _recover(self, identity, queues=None):
+        queues = self.queue_order.names if queues is None else queues
+        flat = [keys.inflight_owners(), keys.process(identity)]
+        for name in queues:
+            flat += (keys.inflight(identity, name), keys.queue(name))
+        return scripts.run("recover", flat, [identity], client=self.client)
+
+
+def _describe_work(current):
+    queue, raw, _ = current
+    try:
+        payload = json.loads(raw)
+        return f"{payload.get('class')} jid={payload.get('jid')}"
+    except ValueError:
+        return f"(unreadable payload in {queue})"
