@@ -1,0 +1,46 @@
+"""django_bgjobs.keys: every key name pinned.  Changing one breaks Sidekiq compatibility and existing data."""
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from django_bgjobs import keys
+
+IDENTITY = "web.1:4242:a1b2c3d4e5f6"
+
+PINNED = [
+    (keys.queues, (), "queues"),
+    (keys.queue, ("default",), "queue:default"),
+    (keys.queue, ("mail.low",), "queue:mail.low"),
+    (keys.schedule, (), "schedule"),
+    (keys.retry, (), "retry"),
+    (keys.dead, (), "dead"),
+    (keys.stat, ("processed",), "stat:processed"),
+    (keys.stat, ("failed", "2024-05-17"), "stat:failed:2024-05-17"),
+    (keys.processes, (), "processes"),
+    (keys.process, (IDENTITY,), IDENTITY),
+    (keys.work, (IDENTITY,), f"{IDENTITY}:work"),
+    (keys.process_signals, (IDENTITY,), f"{IDENTITY}-signals"),
+    (keys.inflight, (IDENTITY, "default"), f"inflight:{IDENTITY}:default"),
+    (keys.inflight_owners, (), "inflight-owners"),
+    (keys.paused, (), "paused"),
+    (keys.crashes, (), "crashes"),
+]
+
+
+@pytest.mark.parametrize(("build", "args", "expected"), PINNED, ids=[p[2] for p in PINNED])
+def test_key_is_sidekiqs_string_when_no_prefix_is_set(build, args, expected):
+    assert build(*args) == expected
+
+
+@pytest.mark.parametrize(("build", "args", "expected"), PINNED, ids=[p[2] for p in PINNED])
+def test_key_starts_with_prefix_and_colon_when_key_prefix_is_set(build, args, expected):
+    with override_settings(BGJOBS={**settings.BGJOBS, "KEY_PREFIX": "myapp"}):
+        assert build(*args) == f"myapp:{expected}"
+
+
+def test_every_key_function_is_pinned():
+    public = {name for name in dir(keys) if not name.startswith("_") and callable(getattr(keys, name))}
+    public.discard("conf")
+
+    assert public == {build.__name__ for build, _, _ in PINNED}
