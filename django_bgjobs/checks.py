@@ -1,7 +1,8 @@
 """System checks (``manage.py check``).  They read settings only: no network I/O.
 
 * ``django_bgjobs.E001``: ``BGJOBS`` is not a dict.
-* ``django_bgjobs.E002``: ``BGJOBS["QUEUES"]`` is empty or holds an invalid queue name.
+* ``django_bgjobs.E002``: ``BGJOBS["QUEUES"]`` is empty, not a list, or holds an invalid queue
+  name or ``name,weight`` entry.
 * ``django_bgjobs.E003``: ``BGJOBS["BACKEND"]`` is neither ``"redis"`` nor ``"inline"``.
 * ``django_bgjobs.E004``: ``BGJOBS["CONCURRENCY"]`` is not a whole number >= 1.
 * ``django_bgjobs.W001``: ``BGJOBS`` has a key django-bgjobs does not know (a typo?).
@@ -31,8 +32,14 @@ def check_settings(app_configs=None, **kwargs):
     try:
         if not queues:
             raise ValueError("BGJOBS['QUEUES'] is empty")
+        if not isinstance(queues, (list, tuple)):
+            # A bare string would be served one character at a time: "default" -> "d", "e", ...
+            raise ValueError(f"BGJOBS['QUEUES'] is {queues!r}; give a list of queue names")
         for queue in queues:
-            check_queue_name(queue.rsplit(",", 1)[0] if isinstance(queue, str) else queue)
+            name, comma, weight = queue.partition(",") if isinstance(queue, str) else (queue, "", "")
+            check_queue_name(name.strip() if isinstance(name, str) else name)
+            if comma and not (weight.strip().isdigit() and int(weight) >= 1):
+                raise ValueError(f"queue weight in {queue!r} must be a whole number >= 1 (as runjobs requires)")
     except (ValueError, TypeError) as exc:
         errors.append(Error(str(exc), hint="BGJOBS['QUEUES'] = ['critical', 'default', 'low']", id="django_bgjobs.E002"))
     if conf.get("BACKEND") not in ("redis", "inline"):

@@ -12,6 +12,8 @@ from functools import lru_cache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from django_bgjobs.errors import ConfigurationError
+
 DAY_S = 24 * 60 * 60
 
 DEFAULTS = {
@@ -42,8 +44,11 @@ def get_settings():
     """Return the merged settings dict (cached until a setting changes)."""
     from django.conf import settings
 
+    configured = getattr(settings, "BGJOBS", None) or {}
+    if not isinstance(configured, dict):
+        raise ConfigurationError(f"settings.BGJOBS must be a dict, not {type(configured).__name__}")
     merged = dict(DEFAULTS)
-    merged.update(getattr(settings, "BGJOBS", None) or {})
+    merged.update(configured)
     env_url = os.environ.get("REDIS_URL")
     if env_url:
         merged["REDIS_URL"] = env_url

@@ -1,0 +1,107 @@
+"""django_bgjobs.checks: each id fires on its mistake, with a hint, and touches no network."""
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from django_bgjobs import connection
+from django_bgjobs.checks import check_settings
+
+
+def bgjobs(**changes):
+    """override_settings for the test BGJOBS with ``changes`` applied."""
+    return override_settings(BGJOBS={**settings.BGJOBS, **changes})
+
+
+def ids(messages):
+    return [message.id for message in messages]
+
+
+def test_no_message_when_settings_are_valid():
+    assert check_settings() == []
+
+
+def test_no_message_when_bgjobs_is_not_set():
+    with override_settings():
+        del settings.BGJOBS
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize("value", [["default"], "redis://localhost", 42])
+def test_e001_when_bgjobs_is_not_a_dict(monkeypatch, value):
+    # Given (override_settings would fail earlier: its signal rebuilds the settings from the bad value)
+    monkeypatch.setattr(settings, "BGJOBS", value)
+
+    # When
+    messages = check_settings()
+
+    # Then
+    assert ids(messages) == ["django_bgjobs.E001"]
+    assert "QUEUES" in messages[0].hint
+
+
+@pytest.mark.parametrize(
+    "queues",
+    [[], ["default", "has space"], ["x" * 129], "default", ["default", 5], ["default,abc"], ["default,0"]],
+    ids=["empty", "space", "too-long", "bare-string", "not-a-string", "bad-weight", "zero-weight"],
+)
+def test_e002_when_queues_is_not_a_list_of_valid_names(queues):
+    with bgjobs(QUEUES=queues):
+        messages = check_settings()
+
+    assert ids(messages) == ["django_bgjobs.E002"]
+    assert messages[0].hint == "BGJOBS['QUEUES'] = ['critical', 'default', 'low']"
+
+
+def test_no_e002_when_queues_are_weighted():
+    with bgjobs(QUEUES=["critical,3", "default, 2", "low,1"]):
+        assert check_settings() == []
+
+
+def test_e003_when_backend_is_unknown():
+    with bgjobs(BACKEND="celery"):
+        messages = check_settings()
+
+    assert ids(messages) == ["django_bgjobs.E003"]
+    assert "'celery'" in messages[0].msg
+    assert "inline" in messages[0].hint
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, "5", 2.5, True])
+def test_e004_when_concurrency_is_not_a_whole_number_of_at_least_one(concurrency):
+    with bgjobs(CONCURRENCY=concurrency):
+        messages = check_settings()
+
+    assert ids(messages) == ["django_bgjobs.E004"]
+    assert messages[0].hint
+
+
+def test_w001_names_each_unknown_key_when_bgjobs_has_typos():
+    with bgjobs(CONCURENCY=3, QUEUE=["x"]):
+        messages = check_settings()
+
+    assert ids(messages) == ["django_bgjobs.W001", "django_bgjobs.W001"]
+    assert [m.msg for m in messages] == ["BGJOBS has an unknown key 'CONCURENCY'.", "BGJOBS has an unknown key 'QUEUE'."]
+    assert "CONCURRENCY" in messages[0].hint and "QUEUES" in messages[0].hint
+    assert messages[0].is_serious() is False
+
+
+def test_checks_open_no_redis_connection_when_redis_is_unreachable():
+    # Given: a Redis URL nothing listens on, and no client created yet
+    with bgjobs(REDIS_URL="redis://127.0.0.1:1/0", BACKEND="bogus"):
+        assert connection._client is None
+
+        # When
+        messages = check_settings()
+
+        # Then
+        assert ids(messages) == ["django_bgjobs.E003"]
+        assert connection._client is None
+
+
+def test_manage_py_check_reports_errors_when_settings_are_wrong():
+    with bgjobs(CONCURRENCY=0):
+        with pytest.raises(SystemCheckError, match=r"django_bgjobs\.E004"):
+            call_command("check")
