@@ -46,8 +46,9 @@ def enqueue(configured, items):
             "jid": new_jid(),
             "created_at": created_at,
         }
-        if configured.at_s is not None and configured.at_s > created_at:
-            payload["at"] = configured.at_s
+        at_s = configured.scheduled_at_s(created_at)
+        if at_s is not None and at_s > created_at:
+            payload["at"] = at_s
         payloads.append(payload)
     handles = [
         EnqueuedJob(p["jid"], job_class, queue, p["args"], p.get("at")) for p in payloads

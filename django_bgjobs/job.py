@@ -18,6 +18,7 @@ imports no worker code and opens no connection.
 """
 
 import datetime
+import math
 from dataclasses import dataclass
 
 from django_bgjobs import client, registry
@@ -86,7 +87,8 @@ class Job:
             check_retry(cls.retry)
         except ValueError as exc:
             raise ConfigurationError(f"{where}: {exc}") from None
-        if not callable(getattr(cls, "perform", None)):
+        perform = getattr(cls, "perform", None)
+        if not callable(perform) or perform is Job.perform:
             raise ConfigurationError(f"{where} must define a perform(self, ...) method")
         registry.register(cls)
 
@@ -115,7 +117,11 @@ class Job:
     @classmethod
     def set(cls, *, wait=None, wait_until=None, queue=None, retry=None):
         """Return a :class:`ConfiguredJob` with these options, like ActiveJob's ``set``."""
-        return ConfiguredJob(cls, _resolve_at(wait, wait_until), _option_queue(queue), _option_retry(retry))
+        if wait is not None and wait_until is not None:
+            raise ValueError("give wait or wait_until, not both")
+        return ConfiguredJob(
+            cls, _resolve_at(None, wait_until), _option_queue(queue), _option_retry(retry), _resolve_wait_s(wait),
+        )
 
     @classmethod
     def perform_later(cls, *args, **kwargs):
@@ -143,6 +149,13 @@ class ConfiguredJob:
     at_s: float | None = None
     queue: str | None = None
     retry: object = None
+    #: ``set(wait=...)`` in seconds: counted from each ``perform_later``, as ActiveJob does, so a
+    #: ``ConfiguredJob`` kept in a variable does not drift into the past.
+    wait_s: float | None = None
+
+    def scheduled_at_s(self, now_s):
+        """Epoch seconds to run at for a job enqueued at ``now_s``, or None for "now"."""
+        return now_s + self.wait_s if self.wait_s else self.at_s
 
     def perform_later(self, *args, **kwargs):
         return client.enqueue(self, [(args, kwargs)])[0]
@@ -181,6 +194,21 @@ def _option_retry(retry):
     return retry
 
 
+def _resolve_wait_s(wait):
+    """Check ``wait`` and return it in seconds (None when no wait)."""
+    if wait is None:
+        return None
+    if isinstance(wait, datetime.timedelta):
+        seconds = wait.total_seconds()
+    elif isinstance(wait, (int, float)) and not isinstance(wait, bool):
+        seconds = float(wait)
+    else:
+        raise TypeError(f"wait must be a number of seconds or a timedelta, not {type(wait).__name__}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"wait must be a finite number of seconds >= 0, got {wait!r}")
+    return seconds or None
+
+
 def _resolve_at(wait, wait_until):
     """Turn ``wait`` / ``wait_until`` into epoch seconds (or None for now)."""
     from django.conf import settings
@@ -189,15 +217,8 @@ def _resolve_at(wait, wait_until):
     if wait is not None and wait_until is not None:
         raise ValueError("give wait or wait_until, not both")
     if wait is not None:
-        if isinstance(wait, datetime.timedelta):
-            seconds = wait.total_seconds()
-        elif isinstance(wait, (int, float)) and not isinstance(wait, bool):
-            seconds = float(wait)
-        else:
-            raise TypeError(f"wait must be a number of seconds or a timedelta, not {type(wait).__name__}")
-        if seconds != seconds or seconds < 0:
-            raise ValueError(f"wait must not be negative, got {wait!r}")
-        return None if seconds == 0 else client.now_s() + seconds
+        seconds = _resolve_wait_s(wait)
+        return None if not seconds else client.now_s() + seconds
     if wait_until is not None:
         if not isinstance(wait_until, datetime.datetime):
             raise TypeError(f"wait_until must be a datetime, not {type(wait_until).__name__}")

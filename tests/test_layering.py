@@ -52,7 +52,7 @@ print(json.dumps({
 """
 
 
-def test_web_process_loads_no_worker_and_opens_nothing_when_importing_client_and_api():
+def test_web_process_loads_no_server_side_and_opens_nothing_when_importing_client_and_api():
     # When
     result = subprocess.run(
         [sys.executable, "-c", WEB_PROCESS_PROBE], env=subprocess_env(), capture_output=True, text=True, timeout=60,
@@ -100,14 +100,14 @@ def offending(paths, forbidden_prefixes):
 
 
 @pytest.mark.parametrize("module", CLIENT_SIDE)
-def test_client_module_imports_no_worker_api_or_admin_when_scanned(module):
+def test_client_module_imports_no_server_or_web_side_when_scanned(module):
     path = PACKAGE / f"{module}.py"
 
     assert offending([path], ["django_bgjobs.worker", "django_bgjobs.api", "django_bgjobs.admin",
                               "django_bgjobs.views", "django_bgjobs.management"]) == {}
 
 
-def test_worker_imports_no_api_or_admin_when_scanned():
+def test_server_side_imports_no_api_or_admin_when_scanned():
     paths = sorted((PACKAGE / "worker").rglob("*.py")) + sorted((PACKAGE / "management").rglob("*.py"))
     if not paths:
         pytest.skip("no worker modules yet")
@@ -115,7 +115,7 @@ def test_worker_imports_no_api_or_admin_when_scanned():
     assert offending(paths, ["django_bgjobs.api", "django_bgjobs.admin", "django_bgjobs.views"]) == {}
 
 
-def test_web_side_imports_no_worker_when_scanned():
+def test_web_side_imports_no_server_side_when_scanned():
     paths = [
         path for path in sorted(PACKAGE.rglob("*.py"))
         if path.relative_to(PACKAGE).parts[0] in ("api", "api.py", "admin", "admin.py", "views", "views.py")
