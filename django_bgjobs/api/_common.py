@@ -1,0 +1,98 @@
+"""Small helpers shared by the monitoring API's modules (no Redis access at import)."""
+
+import base64
+import json
+import zlib
+
+from django_bgjobs import conf
+from django_bgjobs.connection import get_redis
+from django_bgjobs.payload import QUEUE_NAME_RE
+
+DEFAULT_PAGE_SIZE = 100
+# Sidekiq 7+ stores ``created_at`` / ``enqueued_at`` as integer milliseconds; no epoch-seconds
+# value reaches this before the year 5138, so a bigger number is taken as milliseconds.
+_MS_THRESHOLD = 100_000_000_000
+
+
+class RedisUser:
+    """Base of every API object: holds an optional client, else uses the shared one on first use."""
+
+    def __init__(self, client=None):
+        self._client = client
+
+    @property
+    def redis(self):
+        """The ``redis.Redis`` client this object talks to (the shared one unless one was given)."""
+        if self._client is None:
+            self._client = get_redis()
+        return self._client
+
+
+def text(value):
+    """``value`` as ``str`` whether the client decodes responses or not (None stays None)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def to_int(value):
+    """A Redis counter or hash field as an int; 0 when missing or not a number."""
+    try:
+        return int(text(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def to_float(value):
+    """A Redis hash field as a float; None when missing or not a number."""
+    try:
+        return float(text(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def epoch_s(value):
+    """A payload timestamp as epoch seconds (float), or None when absent or not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if value > _MS_THRESHOLD:
+        return value / 1000.0
+    return float(value)
+
+
+def queue_name_of(item):
+    """The queue a payload belongs to, ``"default"`` when it names none (as Sidekiq's client does)."""
+    name = item.get("queue")
+    return name if isinstance(name, str) and QUEUE_NAME_RE.match(name) else "default"
+
+
+def configured_queue_names():
+    """Queue names from ``BGJOBS["QUEUES"]`` without their ``,weight`` suffix."""
+    names = []
+    for entry in conf.get("QUEUES") or ():
+        if isinstance(entry, str):
+            names.append(entry.rsplit(",", 1)[0].strip())
+        elif isinstance(entry, (list, tuple)) and entry:
+            names.append(str(entry[0]))
+    return [name for name in names if name]
+
+
+def glob_escape(substring):
+    """Escape Redis glob characters so ``MATCH`` looks for ``substring`` literally."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in substring)
+
+
+def backtrace_lines(value):
+    """An ``error_backtrace`` as a list of lines: ours is a list; Sidekiq's is base64 of zlib'd JSON."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(line) for line in value]
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(zlib.decompress(base64.b64decode(value, validate=True)))
+        except (ValueError, zlib.error):
+            return value.splitlines()
+        if isinstance(decoded, list):
+            return [str(line) for line in decoded]
+    return [str(value)]

@@ -1,0 +1,190 @@
+"""Worker processes and the jobs they run now, as their heartbeats left them in Redis.
+
+Each ``runjobs`` process adds its identity to the ``processes`` set and, every
+heartbeat, rewrites the hash ``<identity>`` (``info`` JSON, ``busy``, ``beat``,
+``quiet``) and ``<identity>:work`` (thread id -> the job it runs), both with a
+short TTL.  A process that died without saying goodbye leaves its identity in
+the set after its hashes have expired: reads skip it, :meth:`ProcessSet.cleanup`
+removes it.  Remote commands go through the list ``<identity>-signals``.
+"""
+
+import json
+
+from django_bgjobs import keys
+from django_bgjobs.api._common import RedisUser, text, to_float, to_int
+from django_bgjobs.api.records import JobRecord
+
+SIGNAL_TTL_S = 60
+
+
+class Process(RedisUser):
+    """One live worker process (``runjobs``), from its last heartbeat."""
+
+    def __init__(self, identity, info, busy=0, beat=None, quiet=False, client=None):
+        super().__init__(client)
+        self.identity = identity
+        #: The whole ``info`` dict the worker wrote (hostname, pid, tag, queues, ...).
+        self.info = info
+        #: How many of its threads run a job now.
+        self.busy = busy
+        #: Epoch seconds of its last heartbeat.
+        self.beat = beat
+        #: True once the process was told to stop taking jobs (quiet) or is shutting down.
+        self.is_quiet = quiet
+
+    def __repr__(self):
+        return f"<Process {self.identity} busy={self.busy}/{self.concurrency}>"
+
+    @property
+    def hostname(self):
+        return self.info.get("hostname")
+
+    @property
+    def pid(self):
+        return self.info.get("pid")
+
+    @property
+    def tag(self):
+        return self.info.get("tag")
+
+    @property
+    def queues(self):
+        return self.info.get("queues") or []
+
+    @property
+    def concurrency(self):
+        return self.info.get("concurrency")
+
+    @property
+    def started_at(self):
+        """Epoch seconds when the process started."""
+        return self.info.get("started_at")
+
+    def quiet(self):
+        """Ask the process to stop fetching jobs; it finishes those it runs (takes a heartbeat)."""
+        self._signal("TSTP")
+
+    def stop(self):
+        """Ask the process to shut down within its shutdown timeout (takes a heartbeat)."""
+        self._signal("TERM")
+
+    def _signal(self, command):
+        key = keys.process_signals(self.identity)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lpush(key, command)
+        # A command for a process that never reads it must not wait for a later one.
+        pipe.expire(key, SIGNAL_TTL_S)
+        pipe.execute()
+
+
+class ProcessSet(RedisUser):
+    """The live worker processes, sorted by identity.  Reading never prunes (see :meth:`cleanup`)."""
+
+    def __iter__(self):
+        identities = self._identities()
+        pipe = self.redis.pipeline(transaction=False)
+        for identity in identities:
+            pipe.exists(keys.process(identity))
+            pipe.hmget(keys.process(identity), "info", "busy", "beat", "quiet")
+        results = pipe.execute()
+        for identity, exists, fields in zip(identities, results[::2], results[1::2]):
+            if exists:
+                yield _process(identity, fields, self._client)
+
+    def size(self):
+        """How many processes are live (identities whose heartbeat hash has not expired)."""
+        return sum(1 for _ in self)
+
+    def __len__(self):
+        return self.size()
+
+    def get(self, identity):
+        """The live :class:`Process` with this identity, or None."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(keys.processes(), identity)
+        pipe.exists(keys.process(identity))
+        pipe.hmget(keys.process(identity), "info", "busy", "beat", "quiet")
+        member, exists, fields = pipe.execute()
+        return _process(identity, fields, self._client) if member and exists else None
+
+    def total_concurrency(self):
+        """Threads available across every live process."""
+        return sum(p.concurrency or 0 for p in self)
+
+    def cleanup(self):
+        """Remove identities whose heartbeat hash has expired; return how many were removed.
+
+        A write, so it is never called by the read methods; the admin or a cron calls it.
+        """
+        identities = self._identities()
+        pipe = self.redis.pipeline(transaction=False)
+        for identity in identities:
+            pipe.exists(keys.process(identity))
+        stale = [identity for identity, exists in zip(identities, pipe.execute()) if not exists]
+        return self.redis.srem(keys.processes(), *stale) if stale else 0
+
+    def _identities(self):
+        return sorted(text(member) for member in self.redis.smembers(keys.processes()))
+
+
+class WorkSet(RedisUser):
+    """What every thread of every process runs now: ``(identity, thread_id, work)`` tuples.
+
+    ``work`` is the dict the worker wrote (``queue``, ``payload``, ``run_at``) with
+    ``payload`` decoded into a dict, and ``job`` a :class:`JobRecord` of it.  Live data:
+    a job may have finished by the time it is shown.
+    """
+
+    def __iter__(self):
+        identities = sorted(text(m) for m in self.redis.smembers(keys.processes()))
+        pipe = self.redis.pipeline(transaction=False)
+        for identity in identities:
+            pipe.hgetall(keys.work(identity))
+        for identity, threads in zip(identities, pipe.execute()):
+            for thread_id in sorted(threads):
+                work = _work(threads[thread_id])
+                if work is not None:
+                    yield identity, text(thread_id), work
+
+    def size(self):
+        """How many threads run a job, from the processes' ``busy`` counts (as Sidekiq counts)."""
+        identities = self.redis.smembers(keys.processes())
+        pipe = self.redis.pipeline(transaction=False)
+        for identity in identities:
+            pipe.hget(keys.process(text(identity)), "busy")
+        return sum(to_int(busy) for busy in pipe.execute())
+
+    def find_work_by_jid(self, jid):
+        """The ``(identity, thread_id, work)`` running the job ``jid``, or None."""
+        for identity, thread_id, work in self:
+            if work["job"].jid == jid:
+                return identity, thread_id, work
+        return None
+
+
+def _process(identity, fields, client):
+    info_raw, busy, beat, quiet = (text(f) for f in fields)
+    try:
+        info = json.loads(info_raw) if info_raw else {}
+    except ValueError:
+        info = {}
+    if not isinstance(info, dict):
+        info = {}
+    return Process(identity, info, to_int(busy), to_float(beat), quiet == "true", client=client)
+
+
+def _work(raw):
+    try:
+        work = json.loads(text(raw))
+    except ValueError:
+        return None
+    if not isinstance(work, dict):
+        return None
+    payload = work.get("payload")
+    if isinstance(payload, dict):
+        payload = json.dumps(payload)
+    record = JobRecord(payload or "", work.get("queue"))
+    work["payload"] = record.item
+    work["job"] = record
+    return work
+

@@ -1,0 +1,127 @@
+"""A queue as the monitoring API sees it: :class:`Queue`, over the list ``queue:NAME``.
+
+The client LPUSHes at the head and the worker takes from the tail, so the tail
+is the oldest job and the next to run.  Listing pages through the list with
+``LRANGE`` offsets and never loads it whole; the data is live, so a page read
+while workers take jobs may skip or repeat one.
+"""
+
+from django_bgjobs import keys
+from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, configured_queue_names, text
+from django_bgjobs.api.records import JobRecord
+
+
+class Queue(RedisUser):
+    """The jobs waiting in one queue::
+
+        queue = Queue("default")
+        queue.size(), queue.latency()
+        for job in queue.page(0, 25):
+            print(job.klass, job.display_args)
+        queue.find_job(jid).delete()
+    """
+
+    def __init__(self, name="default", client=None):
+        super().__init__(client)
+        self.name = name
+        # Removals made through this object's records, so iteration does not skip entries.
+        self._removed = 0
+
+    def __repr__(self):
+        return f"<Queue {self.name}>"
+
+    def __eq__(self, other):
+        return isinstance(other, Queue) and other.name == self.name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    @property
+    def key(self):
+        return keys.queue(self.name)
+
+    @classmethod
+    def all(cls, client=None):
+        """Every queue known in Redis (``queues``) or configured in ``BGJOBS["QUEUES"]``, by name."""
+        probe = RedisUser(client)
+        names = {text(name) for name in probe.redis.smembers(keys.queues())}
+        names.update(configured_queue_names())
+        return [cls(name, client=client) for name in sorted(names)]
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def size(self):
+        """How many jobs wait in the queue now."""
+        return self.redis.llen(self.key)
+
+    def __len__(self):
+        return self.size()
+
+    def latency(self):
+        """Seconds since the oldest waiting job was enqueued; 0.0 when the queue is empty."""
+        raw = self.redis.lindex(self.key, -1)
+        return 0.0 if raw is None else JobRecord(raw, self.name).latency
+
+    def page(self, offset=0, limit=DEFAULT_PAGE_SIZE, newest_first=True):
+        """Up to ``limit`` :class:`JobRecord`, skipping the ``offset`` newest (or oldest) jobs."""
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, not {offset}")
+        if limit <= 0:
+            return []
+        if newest_first:
+            raws = self.redis.lrange(self.key, offset, offset + limit - 1)
+        else:
+            # Count from the tail; LRANGE returns head-to-tail, so reverse for oldest first.
+            raws = self.redis.lrange(self.key, -(offset + limit), -(offset + 1))[::-1]
+        return [JobRecord(raw, self.name, parent=self, client=self._client) for raw in raws]
+
+    def jobs(self, newest_first=True, page_size=DEFAULT_PAGE_SIZE):
+        """Iterate every job, a page at a time; removing the yielded record is safe."""
+        position = 0
+        removed_before = self._removed
+        while True:
+            records = self.page(position - (self._removed - removed_before), page_size, newest_first)
+            yield from records
+            if len(records) < page_size:
+                return
+            position += len(records)
+
+    def __iter__(self):
+        return self.jobs()
+
+    def find_job(self, jid):
+        """The :class:`JobRecord` with this jid, or None.  O(n): for operators, not app logic."""
+        needle = jid.encode() if isinstance(jid, str) else jid
+        for record in self.jobs():
+            raw = record.raw if isinstance(record.raw, bytes) else record.raw.encode()
+            if needle in raw and record.jid == jid:
+                return record
+        return None
+
+    @property
+    def paused(self):
+        """True while workers skip this queue (its name is in the ``paused`` set)."""
+        return bool(self.redis.sismember(keys.paused(), self.name))
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def delete_job(self, jid):
+        """Remove the job with this jid; True when it was found and removed."""
+        record = self.find_job(jid)
+        return record is not None and record.delete()
+
+    def clear(self):
+        """Delete every waiting job and forget the queue name; return how many jobs were removed."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.llen(self.key)
+        pipe.delete(self.key)
+        pipe.srem(keys.queues(), self.name)
+        return pipe.execute()[0]
+
+    def pause(self):
+        """Make every worker skip this queue until :meth:`resume`."""
+        self.redis.sadd(keys.paused(), self.name)
+
+    def resume(self):
+        """Let workers take jobs from this queue again."""
+        self.redis.srem(keys.paused(), self.name)
