@@ -12,8 +12,9 @@ pytest-django imports the settings module before any conftest is loaded, so
 this runs; the loaded ``settings.BGJOBS`` is therefore updated in place too.
 
 Every test starts with that Redis database flushed (``FLUSHDB``, never
-``FLUSHALL``), the settings cache cleared, and ends with any worker
-subprocess it forgot to stop killed.
+``FLUSHALL``) and the settings cache cleared, and ends with any worker
+subprocess it started and forgot to stop killed (ones started by a wider-scoped
+fixture are left to that fixture; the session's end kills whatever remains).
 """
 
 import atexit
@@ -22,7 +23,7 @@ import os
 import pytest
 import redis as redis_lib
 
-from tests.helpers import kill_leftover_procs, start_redis_server
+from tests.helpers import kill_leftover_procs, start_redis_server, started_procs
 
 _session_server = None
 
@@ -30,6 +31,7 @@ _session_server = None
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     global _session_server
+    atexit.register(kill_leftover_procs)
     url = os.environ.get("BGJOBS_TEST_REDIS_URL")
     if not url:
         _session_server = start_redis_server()
@@ -47,6 +49,7 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     global _session_server
+    kill_leftover_procs()  # workers first, so they do not log a vanished Redis
     if _session_server is not None:
         _session_server.cleanup()
         _session_server = None
@@ -82,10 +85,11 @@ def _session_redis(redis_url):
 
 @pytest.fixture(autouse=True)
 def _fresh_redis_and_settings(_session_redis):
+    running_before = started_procs()
     _session_redis.flushdb()
     _clear_settings_cache()
     yield
-    kill_leftover_procs()
+    kill_leftover_procs(keep=running_before)
 
 
 @pytest.fixture

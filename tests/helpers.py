@@ -241,11 +241,22 @@ def stop_worker(proc, sig=signal.SIGTERM, timeout=15):
         ) from None
 
 
-def kill_leftover_procs():
-    """SIGKILL every subprocess started here that is still running; return how many."""
+def started_procs():
+    """The subprocesses started here and not yet reaped by :func:`kill_leftover_procs`."""
+    return list(_started_procs)
+
+
+def kill_leftover_procs(keep=()):
+    """SIGKILL every subprocess started here, except those in ``keep``; return how many were running.
+
+    ``conftest.py`` calls it after each test with ``keep`` = what was running
+    before the test, so a worker started by a module-scoped fixture survives.
+    """
     killed = 0
-    while _started_procs:
-        proc = _started_procs.pop()
+    for proc in list(_started_procs):
+        if any(proc is kept for kept in keep):
+            continue
+        _started_procs.remove(proc)
         if proc.poll() is None:
             proc.kill()
             proc.wait()

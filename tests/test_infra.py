@@ -8,6 +8,7 @@ import redis as redis_lib
 from django.conf import settings
 
 from tests.helpers import (
+    kill_leftover_procs,
     read_log,
     start_django_command,
     start_redis_server,
@@ -105,3 +106,20 @@ def test_test_database_is_the_one_the_settings_name():
     assert Author.objects.get().name == "Ada"
     engine = settings.DATABASES["default"]["ENGINE"]
     assert connection.vendor == ("postgresql" if engine.endswith("postgresql") else "sqlite")
+
+
+def test_kill_leftover_procs_spares_the_ones_to_keep():
+    # Given two sleeping Django subprocesses
+    sleep = "import time; time.sleep(60)"
+    kept = start_django_command("shell", "-c", sleep)
+    other = start_django_command("shell", "-c", sleep)
+
+    # When
+    killed = kill_leftover_procs(keep=[kept])
+
+    # Then
+    assert killed == 1
+    assert other.poll() is not None
+    assert kept.poll() is None
+    kept.kill()
+    kept.wait()
