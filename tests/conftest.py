@@ -31,12 +31,12 @@ _session_server = None
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     global _session_server
-    atexit.register(kill_leftover_procs)
     url = os.environ.get("BGJOBS_TEST_REDIS_URL")
     if not url:
         _session_server = start_redis_server()
         atexit.register(_session_server.cleanup)
         url = _session_server.url
+    atexit.register(kill_leftover_procs)  # atexit runs last-in first: workers go before Redis
     os.environ["BGJOBS_TEST_REDIS_URL"] = url
     os.environ["REDIS_URL"] = url
 
