@@ -511,6 +511,30 @@ def test_kill_moves_entry_to_dead_set_once_when_called_twice(redis):
     assert score == pytest.approx(time.time(), abs=5)
 
 
+def test_kill_moves_entry_once_when_many_threads_kill_it_at_once(redis):
+    # Given
+    jid = fail_job(Fragile, 1)
+    entries = [RetrySet().find_job(jid) for _ in range(8)]
+    barrier = threading.Barrier(len(entries))
+    results = []
+
+    def click(entry):
+        barrier.wait()
+        results.append(entry.kill())
+
+    # When
+    threads = [threading.Thread(target=click, args=(e,)) for e in entries]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    # Then
+    assert sorted(results) == [False] * 7 + [True]
+    assert redis.zcard(keys.retry()) == 0
+    assert redis.zcard(keys.dead()) == 1
+
+
 def test_kill_trims_dead_set_when_it_is_full(redis):
     # Given: three recent deaths
     an_hour_ago = int(time.time()) - 3600
@@ -568,6 +592,34 @@ def test_kill_all_moves_every_entry_to_dead_set_when_retry_set_spans_pages(redis
     assert redis.zcard(keys.retry()) == 0
     assert redis.zcard(keys.dead()) == 231
     assert redis.zscore(keys.dead(), "odd entry") is not None
+
+
+def test_kill_all_keeps_dead_set_within_its_cap_when_many_entries_move(redis):
+    fill_set(redis, keys.retry(), 150)
+
+    with bgjobs_settings(DEAD_MAX_JOBS=40):
+        assert RetrySet().kill_all() == 150
+
+    assert redis.zcard(keys.dead()) == 40
+
+
+def test_moves_use_prefixed_keys_when_key_prefix_is_set(redis):
+    # Given
+    with bgjobs_settings(KEY_PREFIX="app"):
+        jid = fail_job(Fragile, 1)
+        assert redis.zcard("app:retry") == 1
+
+        # When
+        assert RetrySet().find_job(jid).retry()
+        Queue("default").pause()
+        stats = Stats()
+
+    # Then
+    assert redis.llen("app:queue:default") == 1
+    assert redis.smembers("app:queues") == {"default"}
+    assert redis.smembers("app:paused") == {"default"}
+    assert stats.queues["default"] == 1
+    assert not redis.exists("queue:default", "queues", "retry", "paused")
 
 
 def test_clear_deletes_set_when_it_has_entries(redis):

@@ -114,7 +114,7 @@ class Queue(RedisUser):
         """Delete every waiting job and forget the queue name; return how many jobs were removed."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.llen(self.key)
-        pipe.delete(self.key)
+        pipe.unlink(self.key)  # a big key is freed in the background
         pipe.srem(keys.queues(), self.name)
         return pipe.execute()[0]
 

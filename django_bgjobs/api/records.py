@@ -234,7 +234,8 @@ def move_watched(client, key, members, queue_commands):
         for _ in range(_MAX_WATCH_ATTEMPTS):
             try:
                 pipe.watch(key)
-                present = [m for m in members if pipe.zscore(key, m) is not None]
+                scores = pipe.zmscore(key, members)  # Redis >= 6.2, as Sidekiq 7 requires
+                present = [m for m, score in zip(members, scores) if score is not None]
                 if not present:
                     pipe.unwatch()
                     return 0

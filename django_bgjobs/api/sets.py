@@ -137,7 +137,7 @@ class SortedSet(RedisUser):
         """Delete every entry; return how many there were."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.zcard(self.key)
-        pipe.delete(self.key)
+        pipe.unlink(self.key)  # a big key is freed in the background
         return pipe.execute()[0]
 
     def _all_to_queue(self, uncount_retry):
