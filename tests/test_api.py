@@ -19,7 +19,7 @@ import redis as redis_lib
 from django.conf import settings
 from django.test import override_settings
 
-from django_bgjobs import Job, keys, retry
+from django_bgjobs import InvalidPayloadError, Job, keys, retry
 from django_bgjobs.api import (
     DeadSet,
     JobRecord,
@@ -489,7 +489,7 @@ def test_retry_refuses_when_entry_does_not_parse(redis):
     redis.zadd(keys.dead(), {"not json": 5})
     (entry,) = DeadSet().page()
 
-    with pytest.raises(Exception, match="does not parse"):
+    with pytest.raises(InvalidPayloadError, match="does not parse"):
         entry.retry()
     assert redis.zcard(keys.dead()) == 1
 

@@ -13,7 +13,6 @@ worker could not read): ``item`` is then ``{}`` and ``parse_error`` says why.
 """
 
 import json
-import logging
 import time
 
 import redis
@@ -24,8 +23,6 @@ from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, InvalidPayloadError
 from django_bgjobs.payload import dumps, loads, now_s
 from django_bgjobs.serialization import TAG
-
-logger = logging.getLogger(__name__)
 
 DISPLAY_ARGS_CHARS = 120
 KILL_REASON = "killed from the monitoring API"
