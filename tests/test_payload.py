@@ -1,0 +1,93 @@
+"""django_bgjobs.payload: jids, the JSON encoding, and checks on payloads read back."""
+
+import json
+import re
+
+import pytest
+
+from django_bgjobs.errors import InvalidPayloadError
+from django_bgjobs.payload import QUEUE_NAME_RE, describe, dumps, loads, new_jid
+
+
+def test_jid_is_24_lowercase_hex_chars_and_unique_when_generated():
+    jids = {new_jid() for _ in range(10_000)}
+
+    assert len(jids) == 10_000
+    assert all(re.fullmatch(r"[0-9a-f]{24}", jid) for jid in jids)
+
+
+def test_dumps_writes_enqueued_at_last_and_compact_when_present():
+    # Given
+    payload = {"enqueued_at": 2.5, "class": "A", "args": [1, "x"], "jid": "j"}
+
+    # When
+    raw = dumps(payload)
+
+    # Then
+    assert raw == '{"class":"A","args":[1,"x"],"jid":"j","enqueued_at":2.5}'
+    assert list(payload) == ["enqueued_at", "class", "args", "jid"]  # the caller's dict is left alone
+
+
+def test_dumps_refuses_nan_when_a_value_is_not_json():
+    with pytest.raises(ValueError):
+        dumps({"class": "A", "args": [float("nan")]})
+
+
+def test_loads_returns_payload_when_bytes_are_a_valid_payload():
+    payload = loads(b'{"class":"A","args":[1],"jid":"abc"}')
+
+    assert payload == {"class": "A", "args": [1], "jid": "abc"}
+
+
+def test_loads_defaults_args_to_empty_list_when_missing():
+    assert loads('{"class":"A"}')["args"] == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\xff\xfe", "not UTF-8 text"),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "a JSON list, not an object"),
+        ('"text"', "a JSON str, not an object"),
+        ('{"args": []}', "no 'class' string"),
+        ('{"class": 5}', "no 'class' string"),
+        ('{"class": ""}', "no 'class' string"),
+        ('{"class": "A", "args": {"a": 1}}', "'args' is not a list"),
+    ],
+    ids=["not-utf8", "bad-json", "list", "string", "no-class", "class-not-str", "class-empty", "args-dict"],
+)
+def test_loads_raises_invalid_payload_error_with_reason_when_payload_is_broken(raw, message):
+    with pytest.raises(InvalidPayloadError, match=message):
+        loads(raw)
+
+
+def test_loads_reads_a_payload_written_by_ruby_sidekiq_when_fields_are_extra():
+    # Given: Sidekiq 7's fields, some we do not write
+    raw = json.dumps({
+        "class": "HardWorker", "args": [1, "x"], "retry": 5, "queue": "default", "jid": "b4a577edbccf1d805744efa9",
+        "created_at": 1700000000.1, "enqueued_at": 1700000000.2, "backtrace": True, "tags": ["a"],
+    })
+
+    # When
+    payload = loads(raw)
+
+    # Then
+    assert payload["class"] == "HardWorker" and payload["tags"] == ["a"]
+
+
+def test_describe_cuts_long_payloads_when_logging():
+    assert describe(b"short") == "short"
+    long = describe("x" * 500, limit=200)
+    assert long.startswith("x" * 200) and long.endswith("... (500 chars)")
+    assert describe(b"\xff ok") == "\ufffd ok"
+
+
+@pytest.mark.parametrize("name", ["default", "mail.low", "a-b_c", "Q9", "x" * 128])
+def test_queue_name_is_accepted_when_it_uses_allowed_characters(name):
+    assert QUEUE_NAME_RE.match(name)
+
+
+@pytest.mark.parametrize("name", ["", "two words", "x" * 129, "queue:x", "ä", "a/b", "new\nline"])
+def test_queue_name_is_refused_when_it_has_other_characters_or_length(name):
+    assert not QUEUE_NAME_RE.match(name)
