@@ -15,16 +15,15 @@ _scripts = {}
 
 
 def get_script(name, client=None):
-    """Return the registered ``redis.commands.core.Script`` for ``lua/<name>.lua``."""
-    client = client or get_redis()
-    key = (name, id(client))
-    script = _scripts.get(key)
+    """Return the ``redis.commands.core.Script`` for ``lua/<name>.lua`` (one per process;
+    it is always called with an explicit client, so it outlives a connection reset)."""
+    script = _scripts.get(name)
     if script is None:
         with _lock:
-            script = _scripts.get(key)
+            script = _scripts.get(name)
             if script is None:
                 source = resources.files("django_bgjobs").joinpath("lua", f"{name}.lua").read_text()
-                script = _scripts[key] = client.register_script(source)
+                script = _scripts[name] = (client or get_redis()).register_script(source)
     return script
 
 
