@@ -102,7 +102,7 @@ class Processor:
                     "fail %s jid=%s queue=%s %.3fs: %s: %s", (payload or {}).get("class"),
                     (payload or {}).get("jid"), queue, time.perf_counter() - started, type(exc).__name__, exc,
                 )
-            self._until_written(lambda: retry.fail(raw, payload, exc, job=job, ack_key=ack_key, queue=queue))
+            self._until_written(lambda: self._fail(raw, payload, exc, job, ack_key, queue))
         else:
             logger.info(
                 "done %s jid=%s queue=%s %.3fs", payload["class"], payload.get("jid"), queue,
@@ -113,6 +113,24 @@ class Processor:
             self.processed += 1
             self.current = None
             close_old_connections()
+
+    def _fail(self, raw, payload, exc, job, ack_key, queue):
+        """Hand a failed attempt to :func:`retry.fail`.
+
+        A payload whose own fields break the retry rules (``"retry_count": "x"``,
+        ``"retry": "abc"``) would make ``retry.fail`` raise, killing this thread and leaving
+        the job in flight to do the same to the next worker; it is buried as unreadable instead.
+        """
+        try:
+            return retry.fail(raw, payload, exc, job=job, ack_key=ack_key, queue=queue)
+        except redis.RedisError:
+            raise
+        except Exception as bug:
+            if payload is None:
+                raise
+            logger.exception("cannot apply the retry rules to jid=%s; burying the payload", payload.get("jid"))
+            reason = InvalidPayloadError(f"payload fields break the retry rules ({type(bug).__name__}: {bug})")
+            return retry.fail(raw, None, reason, ack_key=ack_key, queue=queue)
 
     def _until_written(self, write):
         """Run a Redis write until it succeeds (or the process is stopping hard)."""
