@@ -127,12 +127,18 @@ class Launcher:
                 self._reconnect.failed(exc)
                 continue
             self._reconnect.ok()
-            for command in commands:
-                if command == "TSTP":
-                    self.quiet_down()
-                elif command == "TERM":
-                    logger.info("worker %s asked to stop from Redis", self.identity)
-                    self.stopping.set()
+            self.act_on(commands)
+
+    def act_on(self, commands):
+        """Obey remote commands returned by :meth:`beat`: ``TSTP`` quiets, ``TERM`` stops."""
+        for command in commands:
+            if command == "TSTP":
+                self.quiet_down()
+            elif command == "TERM":
+                logger.info("worker %s asked to stop from Redis", self.identity)
+                self.stopping.set()
+            else:
+                logger.warning("worker %s ignores unknown remote command %r", self.identity, command)
 
     def info(self):
         """The ``info`` JSON of this process's hash, in Sidekiq's shape."""
