@@ -1,0 +1,324 @@
+"""django_bgjobs.worker.launcher: heartbeat, stats flush, remote commands, orphan recovery, leaving.
+
+Tests call the one-step methods (:meth:`Launcher.beat`, :meth:`Launcher.act_on`,
+:meth:`Launcher.recover_orphans`, :meth:`Launcher.stop` before any thread started)
+with a fixed clock; no thread of the launcher is started here.
+"""
+
+import json
+import os
+import threading
+
+import pytest
+import redis as redis_lib
+
+from django_bgjobs.worker.launcher import Launcher
+from tests.testapp.jobs import FailingJob, RecordJob
+
+NOW_S = 1_700_000_000.5  # 2023-11-14 22:13:20.5 UTC
+DAY = "2023-11-14"
+QUEUES = ["critical", "default", "low"]
+
+
+def make_launcher(**options):
+    return Launcher(queues=options.pop("queues", QUEUES), concurrency=options.pop("concurrency", 2), **options)
+
+
+def fetch_into_flight(launcher, count):
+    """Take ``count`` jobs into ``launcher``'s in-flight lists, as its processors would; return the jids."""
+    return [json.loads(launcher.fetcher.fetch(block=False)[1])["jid"] for _ in range(count)]
+
+
+def kill(redis, launcher):
+    """What a ``kill -9`` leaves behind once the heartbeat has expired: the hash is gone."""
+    redis.delete(launcher.identity)
+
+
+def queued_jids(redis, queue="default"):
+    """jids in the order workers will take them (from the tail)."""
+    return [json.loads(raw)["jid"] for raw in reversed(redis.lrange(f"queue:{queue}", 0, -1))]
+
+
+# -- heartbeat -----------------------------------------------------------------------------
+
+
+def test_beat_adds_the_identity_to_processes_and_writes_its_hash_when_called(redis):
+    # Given
+    launcher = make_launcher(tag="blue")
+
+    # When
+    launcher.beat(now=NOW_S)
+
+    # Then
+    assert redis.smembers("processes") == {launcher.identity}
+    process = redis.hgetall(launcher.identity)
+    assert process["busy"] == "0"
+    assert float(process["beat"]) == NOW_S
+    assert process["quiet"] == "false"
+    info = json.loads(process["info"])
+    assert info["identity"] == launcher.identity
+    assert info["pid"] == os.getpid()
+    assert info["concurrency"] == 2
+    assert info["queues"] == QUEUES
+    assert info["tag"] == "blue"
+    assert json.loads(redis.hget("inflight-owners", launcher.identity)) == QUEUES
+
+
+def test_beat_expires_the_hash_after_heartbeat_ttl_when_no_other_beat_follows(redis):
+    # When
+    launcher = make_launcher()
+    launcher.beat(now=NOW_S)
+
+    # Then: HEARTBEAT_TTL_S is 2 in the test settings
+    assert 1_000 < redis.pttl(launcher.identity) <= 2_000
+
+
+def test_beat_reports_busy_threads_and_their_work_when_processors_run_jobs(redis):
+    # Given: processor 1 is running a job
+    launcher = make_launcher()
+    RecordJob.perform_later("busy")
+    queue, raw = launcher.fetcher.fetch(block=False)
+    launcher.manager.processors[1].current = (queue, raw, NOW_S - 3)
+
+    # When
+    launcher.beat(now=NOW_S)
+
+    # Then
+    assert redis.hget(launcher.identity, "busy") == "1"
+    work = {thread: json.loads(value) for thread, value in redis.hgetall(f"{launcher.identity}:work").items()}
+    assert work == {"p1": {"queue": "default", "payload": raw.decode(), "run_at": NOW_S - 3}}
+    assert 0 < redis.ttl(f"{launcher.identity}:work") <= 2
+
+
+def test_beat_clears_the_work_hash_when_the_job_is_done(redis):
+    # Given
+    launcher = make_launcher()
+    launcher.manager.processors[0].current = ("default", b'{"class":"x"}', NOW_S)
+    launcher.beat(now=NOW_S)
+
+    # When
+    launcher.manager.processors[0].current = None
+    launcher.beat(now=NOW_S + 1)
+
+    # Then
+    assert redis.exists(f"{launcher.identity}:work") == 0
+    assert redis.hget(launcher.identity, "busy") == "0"
+
+
+def test_beat_flushes_processed_and_failed_counts_exactly_once_when_called_twice(redis):
+    # Given: three jobs done, one of them failed (run by a processor, no thread)
+    launcher = make_launcher()
+    RecordJob.perform_bulk([(1,), (2,)])
+    FailingJob.perform_later()
+    processor = launcher.manager.processors[0]
+    while processor.process_one(block=False):
+        pass
+
+    # When
+    launcher.beat(now=NOW_S)
+    launcher.beat(now=NOW_S + 0.2)
+
+    # Then: Sidekiq counts a failure as processed too
+    assert redis.mget("stat:processed", "stat:failed") == ["3", "1"]
+    assert redis.mget(f"stat:processed:{DAY}", f"stat:failed:{DAY}") == ["3", "1"]
+    assert redis.ttl(f"stat:processed:{DAY}") > 365 * 24 * 3600
+
+
+def test_beat_adds_only_the_new_counts_when_more_jobs_ran_since_the_last_beat(redis):
+    # Given
+    launcher = make_launcher()
+    processor = launcher.manager.processors[0]
+    RecordJob.perform_later(1)
+    processor.process_one(block=False)
+    launcher.beat(now=NOW_S)
+
+    # When
+    RecordJob.perform_bulk([(2,), (3,)])
+    while processor.process_one(block=False):
+        pass
+    launcher.beat(now=NOW_S + 86_400)
+
+    # Then: the second day's key holds the second beat's delta only
+    assert redis.get("stat:processed") == "3"
+    assert redis.get(f"stat:processed:{DAY}") == "1"
+    assert redis.get("stat:processed:2023-11-15") == "2"
+    assert redis.get("stat:failed") is None
+
+
+def test_beat_returns_remote_commands_oldest_first_and_clears_them_when_some_were_sent(redis):
+    # Given: the admin pushes commands with LPUSH, as Sidekiq's Web UI does
+    launcher = make_launcher()
+    redis.lpush(f"{launcher.identity}-signals", "TSTP")
+    redis.lpush(f"{launcher.identity}-signals", "TERM")
+
+    # When
+    first = launcher.beat(now=NOW_S)
+    second = launcher.beat(now=NOW_S + 0.2)
+
+    # Then
+    assert first == ["TSTP", "TERM"]
+    assert second == []
+    assert redis.exists(f"{launcher.identity}-signals") == 0
+
+
+def test_remote_tstp_makes_the_worker_quiet_when_the_beat_brings_it(redis):
+    # Given
+    launcher = make_launcher()
+    redis.lpush(f"{launcher.identity}-signals", "TSTP")
+
+    # When
+    launcher.act_on(launcher.beat(now=NOW_S))
+    launcher.beat(now=NOW_S + 0.2)
+
+    # Then: processors stop fetching, the process keeps running, and the hash says so
+    assert launcher.quiet
+    assert launcher.manager.stop_event.is_set()
+    assert not launcher.stopping.is_set()
+    assert redis.hget(launcher.identity, "quiet") == "true"
+
+
+def test_remote_term_sets_stopping_when_the_beat_brings_it(redis):
+    # Given
+    launcher = make_launcher()
+    redis.lpush(f"{launcher.identity}-signals", "TERM")
+
+    # When
+    launcher.act_on(launcher.beat(now=NOW_S))
+
+    # Then
+    assert launcher.stopping.is_set()
+
+
+def test_act_on_ignores_an_unknown_command_when_one_is_sent():
+    launcher = make_launcher()
+
+    launcher.act_on(["KILL", "USR1"])
+
+    assert not launcher.quiet and not launcher.stopping.is_set()
+
+
+# -- orphan recovery -----------------------------------------------------------------------
+
+
+def test_recover_orphans_pushes_back_the_inflight_jobs_of_a_worker_whose_heartbeat_is_gone(redis):
+    # Given: a worker took three jobs and died; one job still waits in the queue
+    dead = make_launcher()
+    dead.beat(now=NOW_S)
+    RecordJob.perform_bulk([(n,) for n in range(3)])
+    RecordJob.set(queue="low").perform_later("low")
+    taken = fetch_into_flight(dead, 4)
+    waiting = RecordJob.perform_later("waiting").jid
+    kill(redis, dead)
+    survivor = make_launcher()
+    survivor.beat(now=NOW_S)
+
+    # When
+    moved = survivor.recover_orphans()
+
+    # Then: back at the tail, in their first fetch order, ahead of the waiting job
+    assert moved == 4
+    assert queued_jids(redis) == taken[:3] + [waiting]
+    assert queued_jids(redis, "low") == taken[3:]
+    assert redis.keys("inflight:*") == []
+    assert redis.hkeys("inflight-owners") == [survivor.identity]
+
+
+def test_recover_orphans_leaves_the_inflight_jobs_of_a_live_worker_alone(redis):
+    # Given: another worker whose heartbeat is fresh
+    busy = make_launcher()
+    busy.beat(now=NOW_S)
+    RecordJob.perform_bulk([(n,) for n in range(2)])
+    fetch_into_flight(busy, 2)
+    other = make_launcher()
+    other.beat(now=NOW_S)
+
+    # When
+    moved = other.recover_orphans()
+
+    # Then
+    assert moved == 0
+    assert redis.llen(f"inflight:{busy.identity}:default") == 2
+    assert redis.llen("queue:default") == 0
+    assert set(redis.hkeys("inflight-owners")) == {busy.identity, other.identity}
+
+
+def test_recover_orphans_never_touches_its_own_inflight_jobs_when_its_own_hash_is_gone(redis):
+    # Given: this worker's hash expired (say Redis was unreachable for a while)
+    launcher = make_launcher()
+    launcher.beat(now=NOW_S)
+    RecordJob.perform_later(1)
+    fetch_into_flight(launcher, 1)
+    kill(redis, launcher)
+
+    # When
+    moved = launcher.recover_orphans()
+
+    # Then: its own processor still runs that job
+    assert moved == 0
+    assert redis.llen(f"inflight:{launcher.identity}:default") == 1
+
+
+def test_each_orphan_is_pushed_back_exactly_once_when_two_launchers_recover_at_once(redis, redis_url):
+    # Given: a dead worker with 500 jobs in flight, and two launchers with their own connections
+    dead = make_launcher()
+    dead.beat(now=NOW_S)
+    RecordJob.perform_bulk([(n,) for n in range(500)])
+    taken = fetch_into_flight(dead, 500)
+    kill(redis, dead)
+    clients = [redis_lib.Redis.from_url(redis_url) for _ in range(2)]
+    launchers = [make_launcher(client=client) for client in clients]
+    start = threading.Barrier(len(launchers))
+    moved = [None] * len(launchers)
+
+    def recover(index):
+        start.wait()
+        moved[index] = launchers[index].recover_orphans()
+
+    threads = [threading.Thread(target=recover, args=(index,)) for index in range(len(launchers))]
+
+    # When
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    # Then
+    assert sum(moved) == 500, moved
+    jids = queued_jids(redis)
+    assert len(jids) == 500 and set(jids) == set(taken)
+    assert redis.keys("inflight:*") == []
+    assert redis.hexists("inflight-owners", dead.identity) == 0
+    for client in clients:
+        client.close()
+
+
+# -- leaving -------------------------------------------------------------------------------
+
+
+def test_stop_pushes_back_its_own_inflight_jobs_and_leaves_processes_when_jobs_remain(redis):
+    # Given: a worker that beat, took two jobs and ran one to the end
+    launcher = make_launcher(shutdown_timeout_s=0)
+    launcher.beat(now=NOW_S)
+    RecordJob.perform_bulk([(1,), (2,), (3,)])
+    launcher.manager.processors[0].process_one(block=False)
+    held = fetch_into_flight(launcher, 2)
+
+    # When
+    pushed_back = launcher.stop()
+
+    # Then
+    assert pushed_back == 2
+    assert queued_jids(redis) == held
+    assert redis.keys("inflight:*") == []
+    assert redis.smembers("processes") == set()
+    assert redis.exists(launcher.identity) == 0
+    assert redis.hexists("inflight-owners", launcher.identity) == 0
+    assert redis.get("stat:processed") == "1"
+    assert launcher.stopping.is_set()
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_launcher_builds_one_processor_per_thread_when_given_a_concurrency(concurrency):
+    launcher = make_launcher(concurrency=concurrency)
+
+    assert [p.slot for p in launcher.manager.processors] == list(range(concurrency))
