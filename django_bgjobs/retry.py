@@ -67,6 +67,8 @@ def fail(raw, payload, exc, *, job=None, ack_key=None, queue=None, client=None):
     now = now_s()
     if payload is None:
         return _bury_unreadable(raw, exc, ack_key, queue, client, now)
+    # A copy: the worker calls again after a Redis error, and must not count the failure twice.
+    payload = dict(payload)
     job_class = type(job) if job is not None else _lookup(payload)
     if isinstance(exc, (InvalidPayloadError, UnknownJobError)):
         record_error(payload, exc, now)
