@@ -98,10 +98,15 @@ def _decode(value):
     if tag == "time":
         return datetime.time.fromisoformat(raw)
     if tag == "decimal":
-        return decimal.Decimal(raw)
+        try:
+            return decimal.Decimal(raw)
+        except decimal.InvalidOperation:  # an ArithmeticError, not a ValueError
+            raise ValueError(f"{raw!r} is not a decimal") from None
     if tag == "uuid":
         return uuid.UUID(raw)
     if tag == "kwargs":
+        if not isinstance(raw, dict):
+            raise ValueError(f"keyword arguments are a {type(raw).__name__}, not an object")
         return {key: _decode(item) for key, item in raw.items()}
     if tag == "model":
         from django.apps import apps
