@@ -83,7 +83,9 @@ def test_w001_names_each_unknown_key_when_bgjobs_has_typos():
         messages = check_settings()
 
     assert ids(messages) == ["django_bgjobs.W001", "django_bgjobs.W001"]
-    assert [m.msg for m in messages] == ["BGJOBS has an unknown key 'CONCURENCY'.", "BGJOBS has an unknown key 'QUEUE'."]
+    assert [m.msg for m in messages] == [
+        "BGJOBS has an unknown key 'CONCURENCY'.", "BGJOBS has an unknown key 'QUEUE'.",
+    ]
     assert "CONCURRENCY" in messages[0].hint and "QUEUES" in messages[0].hint
     assert messages[0].is_serious() is False
 

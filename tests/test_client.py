@@ -207,7 +207,7 @@ def test_set_wait_until_reads_naive_datetime_in_default_zone_when_use_tz_is_off(
         (lambda: RecordJob.perform_later(object()), SerializationError, "argument 0 is of type builtins.object"),
         (lambda: RecordJob.perform_later(1, {2, 3}), SerializationError, "argument 1 is of type builtins.set"),
         (lambda: RecordJob.perform_later(math.nan), SerializationError, "argument 0 is nan"),
-        (lambda: RecordJob.perform_later("a", "b", {1: "x"}), SerializationError, "argument 2 is a dict with a int key"),
+        (lambda: RecordJob.perform_later("a", "b", {1: "x"}), SerializationError, "argument 2 is a dict with a int"),
         (lambda: RecordJob.perform_later([1, [math.inf]]), SerializationError, "argument 0 is inf"),
         (lambda: NoopJob.perform_later(when=object()), SerializationError, "keyword argument 'when'"),
         (lambda: RecordJob.perform_bulk([(1,), (2,), (object(),)]), SerializationError, "argument 0"),

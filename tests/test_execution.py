@@ -38,7 +38,8 @@ def received():
 
 def test_instantiate_returns_job_with_jid_payload_and_decoded_args_when_payload_is_valid():
     # Given
-    payload = payload_for(RecordKwargsJob.name, [1, {TAG: "decimal", "value": "2.50"}, {TAG: "kwargs", "value": {"k": "v"}}])
+    encoded = [1, {TAG: "decimal", "value": "2.50"}, {TAG: "kwargs", "value": {"k": "v"}}]
+    payload = payload_for(RecordKwargsJob.name, encoded)
 
     # When
     job, args, kwargs = execution.instantiate(payload)
@@ -79,7 +80,8 @@ def test_instantiate_imports_nothing_when_payload_names_a_module(name):
     ],
 )
 def test_instantiate_raises_invalid_payload_error_when_args_do_not_fit_perform(args, message):
-    with pytest.raises(InvalidPayloadError, match=rf"do not fit tests.testapp.jobs.ReturnJob.perform\(self, value\).*{message}"):
+    expected = rf"do not fit tests.testapp.jobs.ReturnJob.perform\(self, value\).*{message}"
+    with pytest.raises(InvalidPayloadError, match=expected):
         execution.instantiate(payload_for(ReturnJob.name, args))
 
 
@@ -130,7 +132,9 @@ def test_run_sends_started_then_succeeded_with_result_when_perform_returns(recei
 
     # Then
     assert result == "result"
-    assert [(name, sender) for name, sender, _ in received] == [("job_started", ReturnJob), ("job_succeeded", ReturnJob)]
+    assert [(name, sender) for name, sender, _ in received] == [
+        ("job_started", ReturnJob), ("job_succeeded", ReturnJob),
+    ]
     started, succeeded = received[0][2], received[1][2]
     assert started["job"] is job and started["payload"] is job.payload
     assert succeeded["result"] == "result"

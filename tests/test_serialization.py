@@ -82,7 +82,9 @@ def test_keyword_arguments_come_back_as_kwargs_when_given(redis):
     payload = through_redis(redis, RecordKwargsJob, 1, when=when, note="x")
 
     # Then
-    assert payload["args"][-1] == {TAG: "kwargs", "value": {"when": {TAG: "datetime", "value": when.isoformat()}, "note": "x"}}
+    assert payload["args"][-1] == {
+        TAG: "kwargs", "value": {"when": {TAG: "datetime", "value": when.isoformat()}, "note": "x"},
+    }
     assert decode_args(payload["args"]) == ([1], {"when": when, "note": "x"})
 
 
