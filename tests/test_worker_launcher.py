@@ -12,6 +12,7 @@ import threading
 import pytest
 import redis as redis_lib
 
+from django_bgjobs import scripts
 from django_bgjobs.worker.launcher import Launcher
 from tests.testapp.jobs import FailingJob, RecordJob
 
@@ -256,6 +257,23 @@ def test_recover_orphans_never_touches_its_own_inflight_jobs_when_its_own_hash_i
     # Then: its own processor still runs that job
     assert moved == 0
     assert redis.llen(f"inflight:{launcher.identity}:default") == 1
+
+
+def test_recover_script_touches_nothing_when_the_heartbeat_comes_back_before_it_runs(redis):
+    # Given: recover_orphans saw the hash gone, but the worker beat again before the script ran
+    revived = make_launcher()
+    revived.beat(now=NOW_S)
+    RecordJob.perform_later(1)
+    fetch_into_flight(revived, 1)
+    flat = ["inflight-owners", revived.identity, f"inflight:{revived.identity}:default", "queue:default"]
+
+    # When: the script re-checks the heartbeat inside its atomic step
+    result = scripts.run("recover", flat, [revived.identity])
+
+    # Then
+    assert result == -1
+    assert redis.llen(f"inflight:{revived.identity}:default") == 1
+    assert redis.hexists("inflight-owners", revived.identity)
 
 
 def test_each_orphan_is_pushed_back_exactly_once_when_two_launchers_recover_at_once(redis, redis_url):
