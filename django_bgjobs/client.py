@@ -32,6 +32,8 @@ def enqueue(configured, items):
     from django_bgjobs.job import EnqueuedJob
 
     job_class = configured.job_class
+    if job_class.abstract:
+        raise ConfigurationError(f"{job_class.__qualname__} is abstract; enqueue one of its subclasses")
     queue = configured.queue or job_class.queue
     retry = configured.retry if configured.retry is not None else job_class.retry
     retry = True if retry is None else retry
@@ -69,17 +71,34 @@ def _dispatch(job_class, payloads):
 
         for payload in payloads:
             payload["enqueued_at"] = now_s()
+            signals.send(signals.job_enqueued, job_class, payload=payload, scheduled_at=payload.get("at"))
             execution.perform_inline(loads(dumps(payload)))
         return
     if backend != "redis":
         raise ConfigurationError(f"BGJOBS['BACKEND'] must be 'redis' or 'inline', not {backend!r}")
-    if conf.get("DEFER_ON_COMMIT"):
+    alias = _open_transaction() if conf.get("DEFER_ON_COMMIT") else None
+    if alias is not None:
         from django.db import transaction
 
-        if transaction.get_connection().in_atomic_block:
-            transaction.on_commit(lambda: push(job_class, payloads))
-            return
+        transaction.on_commit(lambda: push(job_class, payloads), using=alias)
+        return
     push(job_class, payloads)
+
+
+def _open_transaction():
+    """The alias of a database with an open ``atomic()`` block in this thread, or None.
+
+    With several databases in transactions at once, the push waits for the first one
+    found (the default database first): document, do not guess further.
+    """
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    if connections[DEFAULT_DB_ALIAS].in_atomic_block:
+        return DEFAULT_DB_ALIAS
+    for conn in connections.all(initialized_only=True):
+        if conn.in_atomic_block:
+            return conn.alias
+    return None
 
 
 def push(job_class, payloads):

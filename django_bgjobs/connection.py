@@ -15,33 +15,35 @@ from django_bgjobs.errors import ConfigurationError
 
 _lock = threading.Lock()
 _client = None
+_owned = False  # True when we made the client (a django-redis cache's client is not ours to close)
 
 
 def get_redis():
     """Return the shared ``redis.Redis`` client (thread-safe; one pool per process)."""
-    global _client
+    global _client, _owned
     client = _client
     if client is None:
         with _lock:
             if _client is None:
-                _client = _make_client()
+                _client, _owned = _make_client()
             client = _client
     return client
 
 
 def _make_client():
+    """Return ``(client, owned)``."""
     options = conf.get("REDIS")
     if options and "CACHE" in options:
         try:
             from django_redis import get_redis_connection
         except ImportError as exc:  # pragma: no cover - django-redis is a dependency
             raise ConfigurationError("BGJOBS['REDIS']['CACHE'] needs django-redis installed") from exc
-        return get_redis_connection(options["CACHE"])
+        return get_redis_connection(options["CACHE"]), False
     if options:
-        return redis.Redis(**options)
+        return redis.Redis(**options), True
     url = conf.get("REDIS_URL")
     try:
-        return redis.Redis.from_url(url, health_check_interval=30)
+        return redis.Redis.from_url(url, health_check_interval=30), True
     except ValueError as exc:
         raise ConfigurationError(f"BGJOBS['REDIS_URL'] is not a valid Redis URL: {url!r} ({exc})") from exc
 
@@ -59,5 +61,5 @@ def reset():
     global _client
     with _lock:
         old, _client = _client, None
-    if old is not None and conf.get("REDIS") is None:
+    if old is not None and _owned:
         old.connection_pool.disconnect()

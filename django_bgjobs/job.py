@@ -78,6 +78,7 @@ class Job:
                 raise ConfigurationError(f"{where} sets unknown option {wrong!r}; did you mean {right}?")
         if cls.__dict__.get("abstract", False):
             return
+        cls.abstract = False  # not inherited from an abstract base
         if "name" not in cls.__dict__ or cls.__dict__["name"] is None:
             cls.name = where
         if not isinstance(cls.name, str) or not cls.name:
