@@ -89,7 +89,8 @@ def pid_of(identity):
 
 
 def inflight_jids(client, identity):
-    return [json.loads(raw)["jid"] for key in client.keys(f"inflight:{identity}:*") for raw in client.lrange(key, 0, -1)]
+    keys = client.keys(f"inflight:{identity}:*")
+    return [json.loads(raw)["jid"] for key in keys for raw in client.lrange(key, 0, -1)]
 
 
 def ledger_jids(client=None):
