@@ -57,44 +57,58 @@ def record_error(payload, exc, now):
         payload["failed_at"] = now
 
 
-def fail(raw, payload, exc, *, job=None, ack_key=None, queue=None, client=None):
+def _execute(client, build):
+    """Run the commands ``build(pipe)`` queues, in one MULTI."""
+    pipe = client.pipeline(transaction=True)
+    build(pipe)
+    pipe.execute()
+
+
+def _once(write):
+    return write()
+
+
+def fail(raw, payload, exc, *, job=None, ack_key=None, queue=None, client=None, run_write=_once):
     """Deal with a failed attempt of ``raw`` (``payload`` is None when it did not parse).
 
     Returns ``"retried"``, ``"dead"`` or ``"discarded"``.  ``ack_key`` is the in-flight
-    list the raw payload is removed from in the same MULTI.
+    list the raw payload is removed from in the same MULTI.  ``run_write(write)`` runs the
+    Redis write (the worker passes one that retries it until Redis takes it), so the
+    user's hooks (``retry_in``, ``retries_exhausted``) run once whatever Redis does.
     """
     client = client or get_redis()
     now = now_s()
     if payload is None:
-        return _bury_unreadable(raw, exc, ack_key, queue, client, now)
+        return _bury_unreadable(raw, exc, ack_key, queue, client, now, run_write)
     # A copy: the worker calls again after a Redis error, and must not count the failure twice.
     payload = dict(payload)
     job_class = type(job) if job is not None else _lookup(payload)
     if isinstance(exc, (InvalidPayloadError, UnknownJobError)):
         record_error(payload, exc, now)
-        return _bury(raw, payload, exc, job_class, ack_key, client, now, reason=str(exc))
+        return _bury(raw, payload, exc, job_class, ack_key, client, now, reason=str(exc), run_write=run_write)
     if isinstance(exc, Discard):
-        return _discard(raw, payload, exc, ack_key, client, "Discard raised")
+        return _discard(raw, payload, exc, ack_key, client, "Discard raised", run_write)
     retry = payload.get("retry", True)
     if retry is False or retry is None:
         record_error(payload, exc, now)
-        return _discard(raw, payload, exc, ack_key, client, "retry is off for this job")
+        return _discard(raw, payload, exc, ack_key, client, "retry is off for this job", run_write)
     max_retries = conf.get("MAX_RETRIES") if retry is True else int(retry)
     record_error(payload, exc, now)
     count = payload["retry_count"]
     decision = _retry_in(job, count, exc)
     if decision == "discard":
-        return _discard(raw, payload, exc, ack_key, client, "retry_in returned 'discard'")
+        return _discard(raw, payload, exc, ack_key, client, "retry_in returned 'discard'", run_write)
     if decision == "kill" or count >= max_retries:
         _exhausted(job, payload, exc)
         reason = "retry_in returned 'kill'" if decision == "kill" else f"retries exhausted ({count} of {max_retries})"
-        return _bury(raw, payload, exc, job_class, ack_key, client, now, reason=reason)
+        return _bury(raw, payload, exc, job_class, ack_key, client, now, reason=reason, run_write=run_write)
     retry_at = now + (backoff_s(count) if decision is None else decision)
-    pipe = client.pipeline(transaction=True)
-    pipe.zadd(keys.retry(), {dumps(payload): retry_at})
-    if ack_key:
-        pipe.lrem(ack_key, 1, raw)
-    pipe.execute()
+    def build(pipe):
+        pipe.zadd(keys.retry(), {dumps(payload): retry_at})
+        if ack_key:
+            pipe.lrem(ack_key, 1, raw)
+
+    run_write(lambda: _execute(client, build))
     logger.warning(
         "%s jid=%s failed (%s: %s); retry %d of %d in %.0fs", payload["class"], payload.get("jid"),
         payload["error_class"], payload["error_message"][:200], count + 1, max_retries, retry_at - now,
@@ -148,19 +162,20 @@ def _exhausted(job, payload, exc):
         logger.exception("%s.retries_exhausted raised; the job goes to the dead set anyway", type(job).name)
 
 
-def _bury(raw, payload, exc, job_class, ack_key, client, now, reason):
+def _bury(raw, payload, exc, job_class, ack_key, client, now, reason, run_write):
     payload["dead_reason"] = reason
-    pipe = client.pipeline(transaction=True)
-    add_to_dead(pipe, dumps(payload), now)
-    if ack_key:
-        pipe.lrem(ack_key, 1, raw)
-    pipe.execute()
+    def build(pipe):
+        add_to_dead(pipe, dumps(payload), now)
+        if ack_key:
+            pipe.lrem(ack_key, 1, raw)
+
+    run_write(lambda: _execute(client, build))
     logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)
     signals.send(signals.job_died, job_class, payload=payload, exception=exc, reason=reason)
     return DEAD
 
 
-def _bury_unreadable(raw, exc, ack_key, queue, client, now):
+def _bury_unreadable(raw, exc, ack_key, queue, client, now, run_write):
     """A payload that is not even a JSON object: keep its exact bytes inside a readable dead entry."""
     if isinstance(raw, bytes):
         try:
@@ -176,11 +191,11 @@ def _bury_unreadable(raw, exc, ack_key, queue, client, now):
     record_error(wrapper, exc, now)
     wrapper.pop("error_backtrace")
     logger.error("unreadable payload in queue %s moved to the dead set: %s: %s", queue, exc, describe(raw))
-    return _bury(raw, wrapper, exc, None, ack_key, client, now, reason=str(exc))
+    return _bury(raw, wrapper, exc, None, ack_key, client, now, reason=str(exc), run_write=run_write)
 
 
-def _discard(raw, payload, exc, ack_key, client, why):
+def _discard(raw, payload, exc, ack_key, client, why, run_write):
     if ack_key:
-        client.lrem(ack_key, 1, raw)
+        run_write(lambda: client.lrem(ack_key, 1, raw))
     logger.warning("%s jid=%s discarded (%s): %s", payload.get("class"), payload.get("jid"), why, exc)
     return DISCARDED

@@ -16,6 +16,10 @@ from django_bgjobs import scripts
 from django_bgjobs.worker.launcher import Launcher
 from tests.testapp.jobs import FailingJob, RecordJob
 
+# The processor recycles Django's database connections around every job, as in production;
+# transaction=True because perform_later inside an open transaction waits for its commit.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 NOW_S = 1_700_000_000.5  # 2023-11-14 22:13:20.5 UTC
 DAY = "2023-11-14"
 QUEUES = ["critical", "default", "low"]

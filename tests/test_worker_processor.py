@@ -21,6 +21,10 @@ from django_bgjobs.worker.queues import QueueOrder
 from tests.helpers import free_port
 from tests.testapp.jobs import FailingJob, JobFailure, NoRetryJob, RecordJob, ReturnJob, performed, record
 
+# The processor recycles Django's database connections around every job, as in production;
+# transaction=True because perform_later inside an open transaction waits for its commit.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 IDENTITY = "test-host:4242:processor"
 INFLIGHT_DEFAULT = f"inflight:{IDENTITY}:default"
 FAR_FUTURE_S = 4_000_000_000  # a fixed "now" at which every retry is due

@@ -63,6 +63,7 @@ class Launcher:
 
     def start(self):
         self.beat()
+        self.prune_processes()
         self.recover_orphans()
         self.manager.start()
         self.poller.start()
@@ -190,6 +191,18 @@ class Launcher:
 
     # -- recovery ------------------------------------------------------------------------
 
+    def prune_processes(self):
+        """Remove from ``processes`` the identities whose heartbeat has expired (as Sidekiq
+        does at start); return how many."""
+        members = [m.decode() for m in self.client.smembers(keys.processes())]
+        pipe = self.client.pipeline(transaction=False)
+        for identity in members:
+            pipe.exists(keys.process(identity))
+        gone = [identity for identity, alive in zip(members, pipe.execute()) if not alive]
+        if gone:
+            self.client.srem(keys.processes(), *gone)
+        return len(gone)
+
     def recover_orphans(self):
         """Push back the in-flight jobs of every worker whose heartbeat has expired."""
         owners = self.client.hgetall(keys.inflight_owners())
@@ -204,6 +217,8 @@ class Launcher:
             if not alive:
                 queues = json.loads(owners[identity.encode()])
                 moved = self._recover(identity, queues)
+                if moved >= 0:
+                    self.client.srem(keys.processes(), identity)
                 if moved > 0:
                     logger.warning("worker %s is gone; pushed %d of its in-flight jobs back", identity, moved)
                 total += max(moved, 0)

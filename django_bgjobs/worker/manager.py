@@ -6,8 +6,9 @@ main thread.  Duties:
 1. Start ``concurrency`` processor threads, each with its own fetch slot.
 2. ``quiet()``: tell every processor to stop fetching (running jobs go on).
 3. ``stop(deadline)``: quiet, then wait until the deadline for running jobs to finish;
-   return the processors still busy (their jobs stay in the in-flight list, and the
-   launcher pushes them back to their queues).
+   return the processors still busy, marked abandoned (their jobs stay in the in-flight
+   list, the launcher pushes them back to their queues, and the abandoned attempts write
+   nothing when they end).
 4. Report which jobs run now (:meth:`busy_work`) and the processed/failed counts to
    the heartbeat.
 """
@@ -36,7 +37,10 @@ class Manager:
         for processor in self.processors:
             if processor.thread is not None:
                 processor.thread.join(max(0.0, deadline - time.monotonic()))
-        return [p for p in self.processors if p.thread is not None and p.thread.is_alive() and p.current]
+        busy = [p for p in self.processors if p.thread is not None and p.thread.is_alive() and p.current]
+        for processor in busy:
+            processor.abandoned = True
+        return busy
 
     def counts(self):
         """Total ``(processed, failed)`` so far, over all processors."""

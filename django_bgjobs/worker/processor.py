@@ -43,6 +43,9 @@ class Processor:
         self.processed = 0
         self.failed = 0
         self.current = None  # (queue, raw, run_at) while a job runs; read by the heartbeat
+        # Set at shutdown once this thread's job has been pushed back to its queue: the
+        # attempt still running here must then write nothing (no ack, no retry entry).
+        self.abandoned = False
         self.thread = None
         max_wait_s = conf.get("RECONNECT_MAX_WAIT_S")
         # Fetch waits end early on quiet/stop; acknowledgement waits do not (they must land).
@@ -97,13 +100,17 @@ class Processor:
             raise  # leave the job in the in-flight list: it is pushed back at shutdown
         except Exception as exc:
             self.failed += 1
+            if self.abandoned:
+                return
             if not isinstance(exc, InvalidPayloadError) or payload is not None:
                 logger.info(
                     "fail %s jid=%s queue=%s %.3fs: %s: %s", (payload or {}).get("class"),
                     (payload or {}).get("jid"), queue, time.perf_counter() - started, type(exc).__name__, exc,
                 )
-            self._until_written(lambda: self._fail(raw, payload, exc, job, ack_key, queue))
+            self._fail(raw, payload, exc, job, ack_key, queue)
         else:
+            if self.abandoned:
+                return
             logger.info(
                 "done %s jid=%s queue=%s %.3fs", payload["class"], payload.get("jid"), queue,
                 time.perf_counter() - started,
@@ -121,16 +128,15 @@ class Processor:
         ``"retry": "abc"``) would make ``retry.fail`` raise, killing this thread and leaving
         the job in flight to do the same to the next worker; it is buried as unreadable instead.
         """
+        write = self._until_written
         try:
-            return retry.fail(raw, payload, exc, job=job, ack_key=ack_key, queue=queue)
-        except redis.RedisError:
-            raise
+            return retry.fail(raw, payload, exc, job=job, ack_key=ack_key, queue=queue, run_write=write)
         except Exception as bug:
             if payload is None:
                 raise
             logger.exception("cannot apply the retry rules to jid=%s; burying the payload", payload.get("jid"))
             reason = InvalidPayloadError(f"payload fields break the retry rules ({type(bug).__name__}: {bug})")
-            return retry.fail(raw, None, reason, ack_key=ack_key, queue=queue)
+            return retry.fail(raw, None, reason, ack_key=ack_key, queue=queue, run_write=write)
 
     def _until_written(self, write):
         """Run a Redis write until it succeeds (or the process is stopping hard)."""

@@ -25,8 +25,12 @@ logger = logging.getLogger(__name__)
 EXIT_HARD = 1
 
 
-def run_one(**launcher_options):
-    """Run one worker process until stopped; return its exit code."""
+def run_one(parent_pid=None, **launcher_options):
+    """Run one worker process until stopped; return its exit code.
+
+    ``parent_pid`` is the supervisor's: a child whose supervisor is gone (``kill -9``)
+    stops gracefully instead of running on unsupervised.
+    """
     launcher = Launcher(**launcher_options)
     signals_seen = []
 
@@ -44,7 +48,9 @@ def run_one(**launcher_options):
     signal.signal(signal.SIGTSTP, lambda signum, frame: launcher.quiet_down())
     launcher.start()
     while not launcher.stopping.wait(0.5):
-        pass
+        if parent_pid is not None and os.getppid() != parent_pid:
+            logger.warning("supervisor %d is gone; stopping", parent_pid)
+            launcher.stopping.set()
     launcher.stop()
     return 0
 
@@ -101,8 +107,14 @@ class Supervisor:
         return EXIT_HARD if self.quick_deaths >= self.MAX_QUICK_DEATHS else 0
 
     def _fork(self):
+        parent_pid = os.getpid()
         pid = os.fork()
         if pid == 0:  # child
+            # Drop the supervisor's handlers before anything else, so a signal that arrives
+            # before run_one installs its own is not mistaken for the supervisor's.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTSTP, signal.SIG_IGN)
             code = 1
             try:
                 from django.db import connections
@@ -111,7 +123,7 @@ class Supervisor:
 
                 connection.reset()
                 connections.close_all()
-                code = run_one(**self.launcher_options)
+                code = run_one(parent_pid=parent_pid, **self.launcher_options)
             except BaseException:
                 logger.exception("worker process failed")
             finally:
