@@ -31,6 +31,17 @@ def enqueue(configured, items):
     """Enqueue one job per ``(args, kwargs)`` in ``items``; return their ``EnqueuedJob`` handles."""
     from django_bgjobs.job import EnqueuedJob
 
+    payloads = build_payloads(configured, items)
+    job_class = configured.job_class
+    handles = [
+        EnqueuedJob(p["jid"], job_class, p["queue"], p["args"], p.get("at")) for p in payloads
+    ]
+    _dispatch(job_class, payloads)
+    return handles
+
+
+def build_payloads(configured, items):
+    """The payload dicts for ``items`` (checked and encoded; nothing written)."""
     job_class = configured.job_class
     if job_class.abstract:
         raise ConfigurationError(f"{job_class.__qualname__} is abstract; enqueue one of its subclasses")
@@ -38,6 +49,7 @@ def enqueue(configured, items):
     retry = configured.retry if configured.retry is not None else job_class.retry
     retry = True if retry is None else retry
     created_at = now_s()
+    at_s = configured.scheduled_at_s(created_at)
     payloads = []
     for args, kwargs in items:
         payload = {
@@ -48,15 +60,10 @@ def enqueue(configured, items):
             "jid": new_jid(),
             "created_at": created_at,
         }
-        at_s = configured.scheduled_at_s(created_at)
         if at_s is not None and at_s > created_at:
             payload["at"] = at_s
         payloads.append(payload)
-    handles = [
-        EnqueuedJob(p["jid"], job_class, queue, p["args"], p.get("at")) for p in payloads
-    ]
-    _dispatch(job_class, payloads)
-    return handles
+    return payloads
 
 
 def _dispatch(job_class, payloads):
