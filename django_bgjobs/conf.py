@@ -36,6 +36,12 @@ DEFAULTS = {
     "POLL_INTERVAL_S": 1,
     "FETCH_TIMEOUT_S": 2,
     "RECONNECT_MAX_WAIT_S": 10,
+    # Recurring jobs: a dict of name -> definition, and/or a YAML file of the same.
+    "SCHEDULE": {},
+    "SCHEDULE_FILE": None,
+    # A tick older than this when a worker first sees it was missed (worker down): it is
+    # enqueued only for schedules with catch_up (the last missed one), else skipped.
+    "CRON_GRACE_S": 60,
 }
 
 

@@ -86,3 +86,15 @@ def paused():
 def crashes():
     """Hash of jid -> how many worker processes died while running it (poison-job detection)."""
     return _k("crashes")
+
+
+def cron_schedules():
+    """Hash of recurring-job name -> JSON definition (cron, class, queue, args, source...).
+    Written by each worker at start (settings, file) and by the Schedule model's signals."""
+    return _k("cron:schedules")
+
+
+def cron_state(name):
+    """Hash ``last_tick``, ``last_enqueued_at``, ``last_jid`` of one recurring job. Written by
+    the worker's scheduler in the same Lua call that enqueues a tick."""
+    return _k(f"cron:state:{name}")
