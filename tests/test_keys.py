@@ -25,6 +25,8 @@ PINNED = [
     (keys.inflight_owners, (), "inflight-owners"),
     (keys.paused, (), "paused"),
     (keys.crashes, (), "crashes"),
+    (keys.cron_schedules, (), "cron:schedules"),
+    (keys.cron_state, ("daily_report",), "cron:state:daily_report"),
 ]
 
 
