@@ -82,6 +82,8 @@ BGJOBS = {
     "POLL_INTERVAL_S": 0.05,
     "FETCH_TIMEOUT_S": 0.2,
     "SHUTDOWN_TIMEOUT_S": 5,
+    # Worker subprocesses of the recurring-job tests read their schedule from this file.
+    "SCHEDULE_FILE": os.environ.get("BGJOBS_TEST_SCHEDULE_FILE") or None,
 }
 
 _IN_SUBPROCESS = os.environ.get("BGJOBS_TEST_SUBPROCESS") == "1"

@@ -12,6 +12,7 @@ Duties:
 3. :meth:`recover_orphans`, after each beat: a worker whose heartbeat has expired is
    gone (``kill -9``, lost machine); its in-flight jobs go back to the tail of their
    queues (``lua/recover.lua``, atomic, so two workers never both push them back).
+   The :class:`Scheduler` thread (unless ``runjobs --no-schedule``) enqueues recurring jobs.
 4. :meth:`stop`: stop fetching, give running jobs ``shutdown_timeout_s`` to finish, push
    the unfinished ones back to their queues, flush the counts and leave ``processes``.
 """
@@ -32,6 +33,7 @@ from django_bgjobs.payload import now_s
 from django_bgjobs.worker.backoff import Reconnect
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.manager import Manager
+from django_bgjobs.worker.cron import Scheduler
 from django_bgjobs.worker.poller import Poller
 from django_bgjobs.worker.queues import QueueOrder
 
@@ -41,7 +43,7 @@ STATS_TTL_S = 5 * 365 * 24 * 60 * 60  # per-day counters, as Sidekiq keeps them
 
 
 class Launcher:
-    def __init__(self, queues=None, concurrency=None, shutdown_timeout_s=None, tag="", client=None):
+    def __init__(self, queues=None, concurrency=None, shutdown_timeout_s=None, tag="", client=None, schedule=True):
         self.client = client or get_redis()
         self.queue_order = QueueOrder(queues or conf.get("QUEUES"))
         self.concurrency = concurrency or conf.get("CONCURRENCY")
@@ -52,6 +54,7 @@ class Launcher:
         self.fetcher = Fetcher(self.identity, self.queue_order, self.client)
         self.manager = Manager(self.fetcher, self.concurrency)
         self.poller = Poller(self.client)
+        self.scheduler = Scheduler(self.client) if schedule else None
         self.quiet = False
         self.stopping = threading.Event()  # set when this process should stop (signal or admin)
         self._heartbeat_stop = threading.Event()
@@ -67,6 +70,9 @@ class Launcher:
         self.recover_orphans()
         self.manager.start()
         self.poller.start()
+        if self.scheduler is not None:
+            self.scheduler.sync()
+            self.scheduler.start()
         self._heartbeat_thread = threading.Thread(target=self._run_heartbeat, name="bgjobs-heartbeat", daemon=True)
         self._heartbeat_thread.start()
         logger.info(
@@ -87,6 +93,8 @@ class Launcher:
         self.quiet = True
         logger.info("worker %s stopping; waiting up to %ss for running jobs", self.identity, self.shutdown_timeout_s)
         self.poller.stop_event.set()
+        if self.scheduler is not None:
+            self.scheduler.stop_event.set()
         busy = self.manager.stop(time.monotonic() + self.shutdown_timeout_s)
         self._heartbeat_stop.set()
         if self._heartbeat_thread is not None:

@@ -25,8 +25,13 @@ class Command(BaseCommand):
         parser.add_argument("-t", "--timeout", type=float, help="seconds running jobs get to finish on shutdown (default 25)")
         parser.add_argument("--processes", type=int, default=1, help="fork this many worker processes (default 1)")
         parser.add_argument("--tag", default="", help="a label shown in the admin's process list")
+        parser.add_argument(
+            "--no-schedule", action="store_false", dest="schedule",
+            help="do not enqueue recurring jobs from this worker (other workers still do)",
+        )
 
-    def handle(self, *args, concurrency=None, queues=None, timeout=None, processes=1, tag="", **options):
+    def handle(self, *args, concurrency=None, queues=None, timeout=None, processes=1, tag="", schedule=True,
+               **options):
         self._setup_logging(options.get("verbosity", 1))
         from django_bgjobs.worker.queues import QueueOrder
         from django_bgjobs.worker.runner import Supervisor, run_one
@@ -45,7 +50,10 @@ class Command(BaseCommand):
             get_redis().ping()
         except redis.RedisError as exc:
             raise CommandError(f"cannot reach Redis at {describe()}: {exc}") from None
-        options = {"queues": queues, "concurrency": concurrency, "shutdown_timeout_s": timeout, "tag": tag}
+        options = {
+            "queues": queues, "concurrency": concurrency, "shutdown_timeout_s": timeout, "tag": tag,
+            "schedule": schedule,
+        }
         if processes > 1:
             code = Supervisor(processes, **options).run()
         else:
