@@ -6,6 +6,8 @@
 * ``django_bgjobs.E003``: ``BGJOBS["BACKEND"]`` is neither ``"redis"`` nor ``"inline"``.
 * ``django_bgjobs.E004``: ``BGJOBS["CONCURRENCY"]`` is not a whole number >= 1.
 * ``django_bgjobs.W001``: ``BGJOBS`` has a key django-bgjobs does not know (a typo?).
+* ``django_bgjobs.E010``: a recurring job in ``BGJOBS["SCHEDULE"]`` or ``BGJOBS["SCHEDULE_FILE"]``
+  is invalid (bad cron, unknown class, unknown time zone, bad field), or the file cannot be read.
 """
 
 from django.core.checks import Error, Tags, Warning, register
@@ -54,3 +56,21 @@ def check_settings(app_configs=None, **kwargs):
             id="django_bgjobs.E004",
         ))
     return errors
+
+
+@register(Tags.compatibility)
+def check_schedules(app_configs=None, **kwargs):
+    """E010 for each recurring job from settings or the YAML file that a worker would skip.
+    (Database rows are checked by the model form when saved.)"""
+    from django.conf import settings
+
+    if not isinstance(getattr(settings, "BGJOBS", None) or {}, dict):
+        return []  # E001 already says so
+    from django_bgjobs import schedules
+
+    errors = []
+    schedules.configured(include_database=False, errors=errors)
+    return [
+        Error(str(exc), hint="See 'Recurring jobs' in the README for the fields and cron forms.", id="django_bgjobs.E010")
+        for exc in errors
+    ]

@@ -157,3 +157,17 @@ def test_three_workers_enqueue_each_tick_of_an_every_second_schedule_once(redis,
     assert codes == [0, 0, 0]
     assert len(jobs) == expected == len(set(ticks))
     assert ticks[-1] >= first + 10
+
+
+def test_system_check_reports_invalid_cron_and_unknown_class(tmp_path):
+    from django.core.checks import run_checks
+
+    path = tmp_path / "schedule.yml"
+    path.write_text("daily:\n  cron: '0 6 * * *'\n  class: reports.jobs.Missing\n")
+    with override_settings(BGJOBS={**_base(), "SCHEDULE": {"bad": {"cron": "0 25 * * *", "class": NOOP}},
+                                   "SCHEDULE_FILE": str(path)}):
+        found = [m for m in run_checks() if m.id == "django_bgjobs.E010"]
+    messages = sorted(m.msg for m in found)
+    assert len(found) == 2
+    assert "invalid cron" in messages[0] or "invalid cron" in messages[1]
+    assert any("reports.jobs.Missing" in m and "not a registered Job" in m for m in messages)

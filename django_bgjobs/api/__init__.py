@@ -17,9 +17,10 @@ may already be out of date.
 
 Modules: ``records`` (one job), ``queues`` (queue lists), ``sets`` (the
 schedule, retry and dead sets), ``processes`` (workers and their current jobs),
-``stats`` (counters and history).
+``stats`` (counters and history), ``cron`` (recurring jobs).
 """
 
+from django_bgjobs.api.cron import CronEntry, CronSet
 from django_bgjobs.api.processes import Process, ProcessSet, WorkSet
 from django_bgjobs.api.queues import Queue
 from django_bgjobs.api.records import JobRecord, SortedEntry
@@ -27,6 +28,6 @@ from django_bgjobs.api.sets import DeadSet, RetrySet, ScheduledSet, SortedSet
 from django_bgjobs.api.stats import Stats
 
 __all__ = [
-    "DeadSet", "JobRecord", "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry",
+    "CronEntry", "CronSet", "DeadSet", "JobRecord", "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry",
     "SortedSet", "Stats", "WorkSet",
 ]

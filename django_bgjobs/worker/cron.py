@@ -97,14 +97,17 @@ class Scheduler:
         """Enqueue every tick due at ``now`` (epoch seconds); return how many this call enqueued."""
         now = now_s() if now is None else now
         grace_s = conf.get("CRON_GRACE_S")
-        enabled = [s for s in self.load().values() if s.enabled]
-        if not enabled:
+        loaded = list(self.load().values())
+        if not loaded:
             return 0
         pipe = self.client.pipeline(transaction=False)
-        for schedule in enabled:
-            pipe.hget(keys.cron_state(schedule.name), "last_tick")
+        for schedule in loaded:
+            pipe.hmget(keys.cron_state(schedule.name), "last_tick", "enabled")
         enqueued = 0
-        for schedule, last_tick in zip(enabled, pipe.execute()):
+        for schedule, (last_tick, override) in zip(loaded, pipe.execute()):
+            # "enabled" in the state hash is the admin's switch; it wins over the definition.
+            if not (schedule.enabled if override is None else override == b"1"):
+                continue
             try:
                 enqueued += self._enqueue_schedule(schedule, last_tick, now, grace_s)
             except BgJobsError as exc:
