@@ -65,3 +65,87 @@ class Dashboard(models.Model):
         default_permissions = ("view", "change")
         verbose_name = "dashboard"
         verbose_name_plural = "dashboard"
+
+
+class Schedule(models.Model):
+    """A recurring job defined in the database, edited in the admin.
+
+    Saving or deleting a row updates Redis at once (``schedules.sync_row``), so running
+    workers follow the change without a restart.  A row and a ``BGJOBS["SCHEDULE"]`` or
+    ``SCHEDULE_FILE`` entry of the same name: the row wins.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    cron = models.CharField(
+        max_length=200, help_text="Five fields (minute hour day month weekday), an optional sixth for seconds, "
+                                  "or an alias such as @daily."
+    )
+    job_class = models.CharField("job", max_length=255, help_text="A registered Job: its dotted path or its name.")
+    queue = models.CharField(max_length=128, blank=True, help_text="Empty: the job's own queue.")
+    args = models.JSONField(default=list, blank=True, help_text='A JSON list, e.g. [30, "weekly"].')
+    kwargs = models.JSONField(default=dict, blank=True, help_text="A JSON object of keyword arguments.")
+    enabled = models.BooleanField(default=True)
+    timezone = models.CharField(max_length=64, blank=True, help_text="Empty: settings.TIME_ZONE.")
+    catch_up = models.BooleanField(
+        default=False, help_text="After downtime, run the last missed tick once (else skip missed ticks)."
+    )
+    description = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "recurring job"
+        verbose_name_plural = "recurring jobs (database)"
+
+    def __str__(self):
+        return self.name
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        row = super().from_db(db, field_names, values)
+        row._loaded_name = row.name  # to remove the old Redis entry when the name changes
+        return row
+
+    def to_schedule(self):
+        """This row as a checked :class:`django_bgjobs.schedules.Schedule`."""
+        from django_bgjobs.schedules import Schedule as Definition
+
+        return Definition.from_definition(self.name, {
+            "cron": self.cron, "class": self.job_class, "queue": self.queue or None, "args": self.args,
+            "kwargs": self.kwargs, "enabled": self.enabled, "timezone": self.timezone,
+            "catch_up": self.catch_up, "description": self.description,
+        }, "database")
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        from django_bgjobs.schedules import ScheduleError
+
+        if not isinstance(self.args, list):
+            raise ValidationError({"args": "Give a JSON list."})
+        if not isinstance(self.kwargs, dict):
+            raise ValidationError({"kwargs": "Give a JSON object."})
+        try:
+            self.to_schedule()
+        except ScheduleError as exc:
+            raise ValidationError(str(exc).split(": ", 1)[-1]) from None
+
+
+def _schedule_saved(sender, instance, **kwargs):
+    from django.db import transaction
+
+    from django_bgjobs.schedules import sync_row
+
+    transaction.on_commit(lambda: sync_row(instance), using=kwargs.get("using"))
+
+
+def _schedule_deleted(sender, instance, **kwargs):
+    from django.db import transaction
+
+    from django_bgjobs.schedules import sync_row
+
+    transaction.on_commit(lambda: sync_row(instance, deleted=True), using=kwargs.get("using"))
+
+
+models.signals.post_save.connect(_schedule_saved, sender=Schedule, dispatch_uid="django_bgjobs.schedule_saved")
+models.signals.post_delete.connect(_schedule_deleted, sender=Schedule, dispatch_uid="django_bgjobs.schedule_deleted")

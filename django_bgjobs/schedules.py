@@ -248,3 +248,61 @@ def configured(include_database=True, errors=None):
         for schedule in source(errors):
             merged[schedule.name] = schedule
     return merged
+
+
+# -- Redis ---------------------------------------------------------------------------------
+
+
+def store(schedule, pipe, now):
+    """Queue on ``pipe`` the writes that make ``schedule`` live: its definition, and its clock
+    started at ``now`` if it is new (so it never fires for the past)."""
+    from django_bgjobs import keys
+
+    pipe.hset(keys.cron_schedules(), schedule.name, schedule.to_json())
+    pipe.hsetnx(keys.cron_state(schedule.name), "last_tick", repr(float(now)))
+
+
+def unstore(name, pipe):
+    """Queue on ``pipe`` the removal of recurring job ``name`` and its state."""
+    from django_bgjobs import keys
+
+    pipe.hdel(keys.cron_schedules(), name)
+    pipe.delete(keys.cron_state(name))
+
+
+def sync_row(row, deleted=False):
+    """Write a ``Schedule`` row's change to Redis at once, so workers pick it up without a
+    restart.  Called after the transaction commits; a Redis error is logged (the next worker
+    start loads the row anyway), never raised into the admin."""
+    import logging
+
+    import redis
+
+    from django_bgjobs import keys
+    from django_bgjobs.connection import get_redis
+    from django_bgjobs.payload import now_s
+
+    try:
+        pipe = get_redis().pipeline(transaction=True)
+        previous = getattr(row, "_loaded_name", None)
+        if previous and (deleted or previous != row.name):
+            unstore(previous, pipe)
+        if deleted:
+            unstore(row.name, pipe)
+        else:
+            try:
+                schedule = row.to_schedule()
+            except ScheduleError as exc:
+                logging.getLogger(__name__).error("recurring job row %s not loaded: %s", row.pk, exc)
+                unstore(row.name, pipe)
+            else:
+                store(schedule, pipe, now_s())
+                # A row edit is the newer decision: it replaces an enable/disable from the admin page.
+                pipe.hdel(keys.cron_state(schedule.name), "enabled")
+        pipe.execute()
+        row._loaded_name = None if deleted else row.name
+    except redis.RedisError as exc:
+        logging.getLogger(__name__).error(
+            "recurring job %r saved, but Redis could not be told (%s); workers load it at their next start",
+            row.name, exc,
+        )

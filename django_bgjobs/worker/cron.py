@@ -73,8 +73,7 @@ class Scheduler:
             if source != "database" or database_ok:
                 pipe.hdel(keys.cron_schedules(), name)
         for schedule in wanted.values():
-            pipe.hset(keys.cron_schedules(), schedule.name, schedule.to_json())
-            pipe.hsetnx(keys.cron_state(schedule.name), "last_tick", repr(now))
+            schedules.store(schedule, pipe, now)
         pipe.execute()
         if wanted:
             logger.info("recurring jobs loaded: %s", ", ".join(sorted(wanted)))
