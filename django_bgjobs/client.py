@@ -109,24 +109,37 @@ def _open_transaction():
 
 
 def push(job_class, payloads):
-    """Write ``payloads`` to Redis in one MULTI: queues now, or the schedule set when due later."""
+    """Write ``payloads`` to Redis in one MULTI: queues now, or the schedule set when due later.
+
+    A payload with a ``priority`` above 0 goes to the front of its queue (the end workers
+    take from), so it runs before the jobs already waiting.  ``job_class.on_push(pipe,
+    payloads)``, when the class defines it, adds its own writes to the same MULTI (the
+    ``django.tasks`` backend records each task's result there).
+    """
     now = now_s()
     by_queue = {}
+    front = {}
     scheduled = {}
     for payload in payloads:
         if "at" in payload:
             scheduled[dumps(payload)] = payload["at"]
         else:
             payload["enqueued_at"] = now
-            by_queue.setdefault(payload["queue"], []).append(dumps(payload))
+            target = front if payload.get("priority", 0) > 0 else by_queue
+            target.setdefault(payload["queue"], []).append(dumps(payload))
     try:
         pipe = get_redis().pipeline(transaction=True)
-        if by_queue:
-            pipe.sadd(keys.queues(), *by_queue)
+        if by_queue or front:
+            pipe.sadd(keys.queues(), *by_queue, *front)
             for queue, raws in by_queue.items():
                 pipe.lpush(keys.queue(queue), *raws)
+            for queue, raws in front.items():
+                pipe.rpush(keys.queue(queue), *raws)
         if scheduled:
             pipe.zadd(keys.schedule(), scheduled)
+        on_push = getattr(job_class, "on_push", None)
+        if on_push is not None:
+            on_push(pipe, payloads)
         pipe.execute()
     except redis.RedisError as exc:
         raise EnqueueError(
