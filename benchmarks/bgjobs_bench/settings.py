@@ -1,0 +1,15 @@
+"""Django settings for the django-bgjobs benchmark worker and client.
+
+As small as a real project can be: the app, a database (in memory; the worker still
+recycles connections around every job, as in production), Redis from ``BENCH_REDIS_URL``.
+``runjobs`` logs at INFO, one line per finished job, as it does by default.
+"""
+
+import os
+
+SECRET_KEY = "django-bgjobs-benchmark-not-secret"
+DEBUG = False
+USE_TZ = True
+INSTALLED_APPS = ["django_bgjobs", "bgjobs_bench"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+BGJOBS = {"REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:1/0")}
