@@ -1,4 +1,5 @@
-"""The Django app: imports every installed app's ``jobs.py`` and registers the system checks."""
+"""The Django app: imports every installed app's ``jobs.py``, registers the system checks and
+connects the receiver that records dead jobs as ``FailedJob`` rows (``failures.py``)."""
 
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
@@ -11,5 +12,8 @@ class BgJobsConfig(AppConfig):
 
     def ready(self):
         from django_bgjobs import checks  # noqa: F401  (registers the checks)
+        from django_bgjobs import failures, signals
+
+        signals.job_died.connect(failures.record_death, dispatch_uid="django_bgjobs.failures.record_death")
 
         autodiscover_modules("jobs")

@@ -36,6 +36,10 @@ DEFAULTS = {
     "POLL_INTERVAL_S": 1,
     "FETCH_TIMEOUT_S": 2,
     "RECONNECT_MAX_WAIT_S": 10,
+    # A FailedJob row for every job that reaches the dead set (see failures.py), kept this
+    # long (None: for ever); the rows outlive the dead set's own caps.
+    "RECORD_FAILED_JOBS": True,
+    "FAILED_JOBS_RETENTION_S": 180 * DAY_S,
     # Recurring jobs: a dict of name -> definition, and/or a YAML file of the same.
     "SCHEDULE": {},
     "SCHEDULE_FILE": None,

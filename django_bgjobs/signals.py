@@ -8,7 +8,9 @@ Receivers get ``payload`` (the dict), plus:
 * ``job_failed``: ``job``, ``exception``, ``duration_s``; sent for every failed attempt.
 * ``job_retried``: ``exception``, ``retry_at`` (epoch seconds); the attempt went to the retry set.
 * ``job_died``: ``exception``, ``reason``; the job went to the dead set (``sender`` is None when
-  the payload named no registered class).
+  the payload named no registered class).  Sent by the worker after its dead-set write, and
+  by ``django_bgjobs.api`` (so the admin too) when a job is killed by hand, as Sidekiq calls
+  its death handlers; ``exception`` is then None.  ``failures.record_death`` listens to it.
 
 The worker skips building a signal's arguments when nothing listens.
 """

@@ -9,6 +9,7 @@ while workers take jobs may skip or repeat one.
 from django_bgjobs import keys
 from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, configured_queue_names, text
 from django_bgjobs.api.records import JobRecord
+from django_bgjobs.payload import QUEUE_NAME_RE, dumps, now_s
 
 
 class Queue(RedisUser):
@@ -117,6 +118,26 @@ class Queue(RedisUser):
         pipe.unlink(self.key)  # a big key is freed in the background
         pipe.srem(keys.queues(), self.name)
         return pipe.execute()[0]
+
+    def push(self, item):
+        """Push a copy of the payload dict ``item`` to the head of this queue, to run after the jobs
+        already waiting; return the :class:`JobRecord` written.
+
+        For re-running a job whose payload was kept elsewhere (a ``FailedJob`` row): its
+        ``queue`` becomes this queue's name, ``enqueued_at`` is now, ``at`` is dropped.  The
+        payload is not checked against a Job class; a worker buries it if it cannot run.
+        """
+        if not QUEUE_NAME_RE.match(self.name):
+            raise ValueError(f"queue name {self.name!r} is invalid")
+        payload = {k: v for k, v in item.items() if k != "at"}
+        payload["queue"] = self.name
+        payload["enqueued_at"] = now_s()
+        raw = dumps(payload)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(keys.queues(), self.name)
+        pipe.lpush(self.key, raw)
+        pipe.execute()
+        return JobRecord(raw, self.name, parent=self, client=self._client)
 
     def pause(self):
         """Make every worker skip this queue until :meth:`resume`."""

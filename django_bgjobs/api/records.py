@@ -13,16 +13,19 @@ worker could not read): ``item`` is then ``{}`` and ``parse_error`` says why.
 """
 
 import json
+import logging
 import time
 
 import redis
 
-from django_bgjobs import keys, retry, scripts
+from django_bgjobs import keys, registry, retry, scripts, signals
 from django_bgjobs.api._common import backtrace_lines, epoch_s, queue_name_of, text
 from django_bgjobs.connection import get_redis
-from django_bgjobs.errors import BgJobsError, InvalidPayloadError
+from django_bgjobs.errors import BgJobsError, InvalidPayloadError, UnknownJobError
 from django_bgjobs.payload import dumps, loads, now_s
 from django_bgjobs.serialization import TAG
+
+logger = logging.getLogger(__name__)
 
 DISPLAY_ARGS_CHARS = 120
 KILL_REASON = "killed from the monitoring API"
@@ -192,6 +195,7 @@ class SortedEntry(JobRecord):
         )
         if moved:
             _note_removed(self.parent)
+            notify_died([dead_raw], reason)
         return bool(moved)
 
     def requeued(self, uncount_retry):
@@ -244,6 +248,30 @@ def move_watched(client, key, members, queue_commands):
             except redis.WatchError:
                 continue
     raise BgJobsError(f"gave up moving jobs out of {text(key)!r}: it kept changing under {_MAX_WATCH_ATTEMPTS} attempts")
+
+
+def notify_died(dead_raws, reason=None):
+    """Send ``job_died`` for payloads this API just moved to the dead set (unparseable ones skipped).
+
+    As Sidekiq's ``DeadSet#kill`` calls its death handlers, so a job killed by hand is
+    recorded like one that ran out of retries.  ``exception`` is None: nothing raised.
+    A receiver's error is logged, not raised: the move is already done.
+    """
+    if not signals.job_died.receivers:
+        return
+    for raw in dead_raws:
+        try:
+            payload = loads(raw)
+        except InvalidPayloadError:
+            continue
+        try:
+            sender = registry.get(payload.get("class"))
+        except UnknownJobError:
+            sender = None
+        why = reason or payload.get("dead_reason") or KILL_REASON
+        for receiver, result in signals.job_died.send_robust(sender, payload=payload, exception=None, reason=why):
+            if isinstance(result, Exception):
+                logger.error("job_died receiver %r raised %r for jid=%s", receiver, result, payload.get("jid"))
 
 
 def _note_removed(parent):

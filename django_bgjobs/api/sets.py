@@ -11,7 +11,7 @@ set's caps are applied in one place.
 
 from django_bgjobs import keys, retry, scripts
 from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, glob_escape
-from django_bgjobs.api.records import KILL_REASON, SortedEntry, move_watched
+from django_bgjobs.api.records import KILL_REASON, SortedEntry, move_watched, notify_died
 from django_bgjobs.payload import dumps, now_s
 
 
@@ -123,11 +123,16 @@ class SortedSet(RedisUser):
                 e.raw: e.raw if e.parse_error else dumps(dict(e.item, dead_reason=reason)) for e in entries
             }
 
-            def to_dead(pipe, present, dead_raws=dead_raws, now=now):
+            written = []  # the members of the attempt that went through (move_watched may retry)
+
+            def to_dead(pipe, present, dead_raws=dead_raws, now=now, written=written):
+                written[:] = present
                 for member in present:
                     retry.add_to_dead(pipe, dead_raws[member], now)
 
             count = move_watched(self.redis, self.key, list(dead_raws), to_dead)
+            if count:
+                notify_died([dead_raws[member] for member in written], reason)
             moved += count
             budget -= len(entries)
         self._removed += moved
@@ -205,4 +210,5 @@ class DeadSet(SortedSet):
         pipe = self.redis.pipeline(transaction=True)
         retry.add_to_dead(pipe, job, now)
         pipe.execute()
+        notify_died([job], reason)
         return True
