@@ -11,6 +11,9 @@ from django_bgjobs.errors import (
     Discard,
     EnqueueError,
     InvalidPayloadError,
+    JobTimeout,
+    PayloadTooLargeError,
+    PoisonJobError,
     Retry,
     SerializationError,
     UnknownJobError,
@@ -19,6 +22,7 @@ from django_bgjobs.job import ConfiguredJob, EnqueuedJob, Job
 
 __all__ = [
     "BgJobsError", "ConfigurationError", "ConfiguredJob", "Discard", "EnqueueError", "EnqueuedJob",
-    "InvalidPayloadError", "Job", "Retry", "SerializationError", "UnknownJobError",
+    "InvalidPayloadError", "Job", "JobTimeout", "PayloadTooLargeError", "PoisonJobError", "Retry",
+    "SerializationError", "UnknownJobError",
 ]
 __version__ = "0.1.0"

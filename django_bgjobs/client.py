@@ -13,12 +13,14 @@
 
 import logging
 import threading
+import time
+from itertools import chain
 
 import redis
 
 from django_bgjobs import conf, keys, serialization, signals
 from django_bgjobs.connection import describe, get_redis
-from django_bgjobs.errors import ConfigurationError, EnqueueError
+from django_bgjobs.errors import ConfigurationError, EnqueueError, PayloadTooLargeError
 from django_bgjobs.payload import dumps, loads, new_jid, now_s
 
 logger = logging.getLogger(__name__)
@@ -108,7 +110,7 @@ def _open_transaction():
     return None
 
 
-def push(job_class, payloads):
+def push(job_class, payloads, attempt=0):
     """Write ``payloads`` to Redis in one MULTI: queues now, or the schedule set when due later.
 
     A payload with a ``priority`` above 0 goes to the front of its queue (the end workers
@@ -127,6 +129,7 @@ def push(job_class, payloads):
             payload["enqueued_at"] = now
             target = front if payload.get("priority", 0) > 0 else by_queue
             target.setdefault(payload["queue"], []).append(dumps(payload))
+    _check_sizes(job_class, chain(scheduled, *by_queue.values(), *front.values()))
     try:
         pipe = get_redis().pipeline(transaction=True)
         if by_queue or front:
@@ -142,11 +145,40 @@ def push(job_class, payloads):
             on_push(pipe, payloads)
         pipe.execute()
     except redis.RedisError as exc:
-        raise EnqueueError(
-            f"could not enqueue {len(payloads)} {job_class.name} job(s) to Redis at {describe()}: {exc}"
-        ) from exc
+        if attempt < conf.get("ENQUEUE_RETRIES") and isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            wait_s = min(0.1 * 2**attempt, 2.0)
+            logger.warning("enqueue to Redis at %s failed (%s); trying again in %.1fs", describe(), exc, wait_s)
+            time.sleep(wait_s)
+            return push(job_class, payloads, attempt + 1)
+        raise EnqueueError(_failure_message(job_class, payloads, exc)) from exc
     for payload in payloads:
         signals.send(signals.job_enqueued, job_class, payload=payload, scheduled_at=payload.get("at"))
+
+
+def _check_sizes(job_class, raws):
+    """Raise :class:`PayloadTooLargeError` if an encoded payload passes ``MAX_PAYLOAD_BYTES``."""
+    limit = conf.get("MAX_PAYLOAD_BYTES")
+    if limit is None:
+        return
+    for raw in raws:
+        if len(raw) > limit:  # dumps() writes ASCII only: characters are bytes
+            raise PayloadTooLargeError(
+                f"a {job_class.name} payload is {len(raw):,} bytes, over BGJOBS['MAX_PAYLOAD_BYTES'] ({limit:,}); "
+                "store the data elsewhere (a model, a file) and pass its id"
+            )
+
+
+def _failure_message(job_class, payloads, exc):
+    where = f"Redis at {describe()}"
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return (
+            f"could not enqueue {len(payloads)} {job_class.name} job(s): {where} is full (it reached its "
+            f"maxmemory and its maxmemory-policy is noeviction, so it refuses writes rather than drop data). "
+            f"Free memory or raise maxmemory. ({exc})"
+        )
+    if isinstance(exc, redis.TimeoutError):
+        return f"could not enqueue {len(payloads)} {job_class.name} job(s): {where} did not answer in time ({exc})"
+    return f"could not enqueue {len(payloads)} {job_class.name} job(s) to {where}: {exc}"
 
 
 def install_capture(sink):

@@ -22,12 +22,24 @@ DEFAULTS = {
     "REDIS_URL": "redis://localhost:6379/0",
     "REDIS": None,
     "KEY_PREFIX": "",
+    # A client we build gives up connecting / waiting for a reply after these many seconds;
+    # an enqueue that hits a connection error or timeout is tried this many more times.
+    "SOCKET_CONNECT_TIMEOUT_S": 2,
+    "SOCKET_TIMEOUT_S": 5,
+    "ENQUEUE_RETRIES": 0,
+    # The largest payload (encoded JSON bytes) perform_later accepts; None: no limit.
+    "MAX_PAYLOAD_BYTES": 1024 * 1024,
     # "redis" pushes to Redis; "inline" runs jobs at once in-process (after a JSON round trip).
     "BACKEND": "redis",
     "DEFER_ON_COMMIT": True,
     "QUEUES": ["default"],
     "CONCURRENCY": 5,
     "SHUTDOWN_TIMEOUT_S": 25,
+    # A job past its class's `timeout` gets JobTimeout raised in its thread; still running
+    # this much later, its worker process (under --processes) is replaced.
+    "JOB_TIMEOUT_GRACE_S": 10,
+    # A job in flight each time its worker process died, this many times: the dead set.
+    "MAX_CRASHES": 3,
     "MAX_RETRIES": 25,
     "DEAD_MAX_JOBS": 10_000,
     "DEAD_TIMEOUT_S": 180 * DAY_S,

@@ -4,11 +4,20 @@ Where it comes from, in order: ``BGJOBS["REDIS"] = {"CACHE": alias}`` reuses a
 django-redis cache's client; ``BGJOBS["REDIS"] = {...}`` passes keyword arguments
 to ``redis.Redis``; otherwise ``BGJOBS["REDIS_URL"]`` (the ``REDIS_URL``
 environment variable wins when set).  Importing this module opens nothing.
+
+A client we build gets ``BGJOBS["SOCKET_CONNECT_TIMEOUT_S"]`` and ``["SOCKET_TIMEOUT_S"]``
+(so a vanished or silent server makes a call fail in seconds instead of hanging) and no
+automatic retry inside redis-py: a command re-sent after its reply was lost would run twice
+(a job enqueued twice, a job fetched into the in-flight list while the caller gets another).
+Callers decide: the client raises ``EnqueueError`` (or retries per ``ENQUEUE_RETRIES``), the
+worker backs off and reconciles.  A django-redis cache's client is used as it is configured.
 """
 
 import threading
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from django_bgjobs import conf
 from django_bgjobs.errors import ConfigurationError
@@ -40,12 +49,31 @@ def _make_client():
             raise ConfigurationError("BGJOBS['REDIS']['CACHE'] needs django-redis installed") from exc
         return get_redis_connection(options["CACHE"]), False
     if options:
-        return redis.Redis(**options), True
+        return redis.Redis(**{**_client_defaults(), **options}), True
     url = conf.get("REDIS_URL")
     try:
-        return redis.Redis.from_url(url, health_check_interval=30), True
+        return redis.Redis.from_url(url, health_check_interval=30, **_client_defaults()), True
     except ValueError as exc:
         raise ConfigurationError(f"BGJOBS['REDIS_URL'] is not a valid Redis URL: {url!r} ({exc})") from exc
+
+
+def _client_defaults():
+    """Timeouts and retry policy for a client we build (keyword arguments the user gives win)."""
+    return {
+        "socket_connect_timeout": conf.get("SOCKET_CONNECT_TIMEOUT_S"),
+        "socket_timeout": conf.get("SOCKET_TIMEOUT_S"),
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
+def blocking_wait_s(client, wanted_s):
+    """How long a blocking command (``BLMOVE``) on ``client`` may wait: ``wanted_s``, cut to
+    stay clear of the client's socket timeout, so the server answers before the socket gives
+    up (a reply that arrives after the client stopped listening would strand a fetched job)."""
+    timeout_s = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if not timeout_s:
+        return wanted_s
+    return min(wanted_s, max(timeout_s - 1, timeout_s / 2))
 
 
 def describe():

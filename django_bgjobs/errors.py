@@ -21,7 +21,29 @@ class SerializationError(BgJobsError, TypeError):
 
 
 class EnqueueError(BgJobsError):
-    """Redis refused or could not be reached while enqueueing; nothing was enqueued."""
+    """Redis refused or could not be reached while enqueueing.
+
+    Nothing was enqueued, except in one case: the connection dropped after Redis took the
+    jobs and before its reply arrived.  Enqueueing again may then enqueue twice (jobs run
+    at least once anyway).
+    """
+
+
+class PayloadTooLargeError(BgJobsError, ValueError):
+    """A job's payload is bigger than ``BGJOBS["MAX_PAYLOAD_BYTES"]``; nothing was enqueued."""
+
+
+class JobTimeout(BgJobsError):
+    """Raised inside a job's thread when it runs past its class's ``timeout``: a failure
+    that retries like any other.  Raised by the worker's watchdog, never by user code."""
+
+    def __init__(self, message="the job ran past its timeout"):
+        super().__init__(message)
+
+
+class PoisonJobError(BgJobsError):
+    """The reason a job went to the dead set after its worker process died while running it
+    ``BGJOBS["MAX_CRASHES"]`` times (sent with the ``job_died`` signal)."""
 
 
 class UnknownJobError(BgJobsError):

@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 
+from django_bgjobs import conf
 from django_bgjobs.errors import InvalidPayloadError
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -36,8 +37,17 @@ def dumps(payload):
     return json.dumps(payload, separators=(",", ":"), allow_nan=False)
 
 
+#: A payload read back may pass ``MAX_PAYLOAD_BYTES`` by this much: the error fields a failure adds.
+ERROR_FIELDS_ALLOWANCE_BYTES = 64 * 1024
+
+
 def loads(raw):
     """Decode and check a payload read from Redis; raise :class:`InvalidPayloadError` with the reason."""
+    limit = conf.get("MAX_PAYLOAD_BYTES")
+    if limit is not None and len(raw) > limit + ERROR_FIELDS_ALLOWANCE_BYTES:
+        raise InvalidPayloadError(
+            f"payload is {len(raw):,} bytes, over BGJOBS['MAX_PAYLOAD_BYTES'] ({limit:,}); not decoded"
+        )
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")

@@ -9,15 +9,25 @@ import json
 import math
 import re
 import socket
+import threading
+import time
 
 import pytest
+import redis as redis_lib
 from django.conf import settings
 from django.db import transaction
 from django.test import override_settings
 
 from django_bgjobs import conf, connection, signals
-from django_bgjobs.errors import BgJobsError, ConfigurationError, EnqueueError, SerializationError
+from django_bgjobs.errors import (
+    BgJobsError,
+    ConfigurationError,
+    EnqueueError,
+    PayloadTooLargeError,
+    SerializationError,
+)
 from django_bgjobs.payload import now_s
+from tests.helpers import start_redis_server
 from tests.testapp.jobs import NoopJob, NoRetryJob, RecordJob
 from tests.testapp.models import Author
 
@@ -370,3 +380,86 @@ def test_job_enqueued_signal_is_sent_per_job_after_push_when_enqueued(redis, rec
     assert [kwargs["payload"]["jid"] for _, kwargs in received] == [now.jid, later.jid]
     assert received[0][1]["scheduled_at"] is None
     assert received[1][1]["scheduled_at"] == later.scheduled_at
+
+
+# -- Redis silent, back soon, or given too much ------------------------------------------------
+
+
+@pytest.fixture
+def silent_redis(monkeypatch):
+    """Point the library at a server that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    monkeypatch.setenv("REDIS_URL", url)
+    with bgjobs(REDIS_URL=url, SOCKET_TIMEOUT_S=0.3):
+        yield
+    listener.close()
+    monkeypatch.undo()
+    conf.get_settings.cache_clear()
+    connection.reset()
+
+
+@pytest.fixture
+def stopped_redis(monkeypatch):
+    """A throwaway server of this test's own, stopped; the library points at it."""
+    server = start_redis_server()
+    server.stop()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    conf.get_settings.cache_clear()
+    connection.reset()
+    yield server
+    server.cleanup()
+    monkeypatch.undo()
+    conf.get_settings.cache_clear()
+    connection.reset()
+
+
+def test_enqueue_raises_enqueue_error_within_the_socket_timeout_when_redis_never_answers(silent_redis):
+    # When
+    started = time.monotonic()
+    with pytest.raises(EnqueueError, match="did not answer in time") as failure:
+        RecordJob.perform_later(1)
+
+    # Then: no hang, and no second attempt behind the caller's back
+    assert time.monotonic() - started < 0.3 + 2
+    assert "tests.testapp.jobs.RecordJob" in str(failure.value)
+
+
+def test_enqueue_tries_again_and_succeeds_when_redis_comes_back_within_enqueue_retries(stopped_redis):
+    # Given: the server comes back 0.3 s from now; retries wait 0.1 + 0.2 + 0.4 + ... s
+    threading.Timer(0.3, stopped_redis.start).start()
+
+    # When
+    with bgjobs(ENQUEUE_RETRIES=6):
+        handle = RecordJob.perform_later("late")
+
+    # Then: written once
+    client = redis_lib.Redis.from_url(stopped_redis.url, decode_responses=True)
+    assert [json.loads(raw)["jid"] for raw in client.lrange("queue:default", 0, -1)] == [handle.jid]
+
+
+def test_enqueue_raises_at_once_without_waiting_when_enqueue_retries_is_0(stopped_redis):
+    started = time.monotonic()
+    with pytest.raises(EnqueueError, match="Connection refused|connecting"):
+        RecordJob.perform_later(1)
+
+    assert time.monotonic() - started < 1
+
+
+def test_enqueue_raises_payload_too_large_and_writes_nothing_when_a_payload_passes_max_payload_bytes(redis):
+    with bgjobs(MAX_PAYLOAD_BYTES=1000):
+        with pytest.raises(PayloadTooLargeError, match=r"over BGJOBS\['MAX_PAYLOAD_BYTES'\] \(1,000\)") as failure:
+            RecordJob.perform_bulk([("small",), ("x" * 1000,)])
+        RecordJob.perform_later("x" * 800)
+
+    assert isinstance(failure.value, ValueError) and isinstance(failure.value, BgJobsError)
+    assert len(queued(redis)) == 1
+
+
+def test_any_payload_size_is_accepted_when_max_payload_bytes_is_none(redis):
+    with bgjobs(MAX_PAYLOAD_BYTES=None):
+        RecordJob.perform_later("x" * 2_000_000)
+
+    assert len(queued(redis)) == 1

@@ -16,7 +16,7 @@ Run by each :class:`~django_bgjobs.worker.processor.Processor` thread for itself
 import time
 
 from django_bgjobs import conf, keys, scripts
-from django_bgjobs.connection import get_redis
+from django_bgjobs.connection import blocking_wait_s, get_redis
 
 
 class Fetcher:
@@ -26,7 +26,8 @@ class Fetcher:
         self.client = client or get_redis()
         self._inflight = {name: keys.inflight(identity, name) for name in queue_order.names}
         self._queue = {name: keys.queue(name) for name in queue_order.names}
-        self.timeout_s = conf.get("FETCH_TIMEOUT_S")
+        # Below the socket timeout, so Redis answers a BLMOVE before the client stops listening.
+        self.timeout_s = blocking_wait_s(self.client, conf.get("FETCH_TIMEOUT_S"))
 
     def inflight_key(self, queue_name):
         return self._inflight[queue_name]

@@ -65,13 +65,11 @@ class Launcher:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self):
-        self.beat()
-        self.prune_processes()
-        self.recover_orphans()
+        self._until_redis_answers(self.beat, self.prune_processes, self.recover_orphans)
         self.manager.start()
         self.poller.start()
         if self.scheduler is not None:
-            self.scheduler.sync()
+            self._until_redis_answers(self.scheduler.sync)
             self.scheduler.start()
         self._heartbeat_thread = threading.Thread(target=self._run_heartbeat, name="bgjobs-heartbeat", daemon=True)
         self._heartbeat_thread.start()
@@ -79,6 +77,19 @@ class Launcher:
             "worker %s started: queues [%s], concurrency %d, Redis %s", self.identity, self.queue_order,
             self.concurrency, self.client.connection_pool.connection_kwargs.get("host", "?"),
         )
+
+    def _until_redis_answers(self, *steps):
+        """Run each start-up step, waiting out Redis errors with backoff: a blip while the
+        worker starts must not end it (unless it is asked to stop meanwhile)."""
+        reconnect = Reconnect("start", conf.get("RECONNECT_MAX_WAIT_S"), self.stopping)
+        for step in steps:
+            while not self.stopping.is_set():
+                try:
+                    step()
+                    break
+                except redis.RedisError as exc:
+                    reconnect.failed(exc)
+        reconnect.ok()
 
     def quiet_down(self):
         """Stop taking new jobs; running jobs finish.  Sidekiq's TSTP."""
