@@ -1,5 +1,11 @@
 """The Django app: imports every installed app's ``jobs.py``, registers the system checks and
-connects the receiver that records dead jobs as ``FailedJob`` rows (``failures.py``)."""
+connects the receiver that records dead jobs as ``FailedJob`` rows (``failures.py``).
+
+When Django's Tasks framework is installed it also imports ``django_bgjobs.tasks`` (so a
+worker knows ``TaskJob``) and, if ``TASKS`` uses its ``RedisTaskBackend``, every installed
+app's ``tasks.py`` (so a worker knows every ``@task``)."""
+
+from importlib.util import find_spec
 
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
@@ -17,3 +23,7 @@ class BgJobsConfig(AppConfig):
         signals.job_died.connect(failures.record_death, dispatch_uid="django_bgjobs.failures.record_death")
 
         autodiscover_modules("jobs")
+        if find_spec("django.tasks") or find_spec("django_tasks"):
+            from django_bgjobs import tasks
+
+            tasks.autodiscover()

@@ -38,7 +38,7 @@ def enqueue(configured, items):
     handles = [
         EnqueuedJob(p["jid"], job_class, p["queue"], p["args"], p.get("at")) for p in payloads
     ]
-    _dispatch(job_class, payloads)
+    dispatch(job_class, payloads)
     return handles
 
 
@@ -68,7 +68,9 @@ def build_payloads(configured, items):
     return payloads
 
 
-def _dispatch(job_class, payloads):
+def dispatch(job_class, payloads):
+    """Hand payloads from :func:`build_payloads` (which the caller may have added fields to,
+    as ``django_bgjobs.tasks`` adds ``priority``) to the capture, inline or Redis backend."""
     with _captures_lock:
         capture = _captures[-1] if _captures else None
     if capture is not None:

@@ -98,3 +98,9 @@ def cron_state(name):
     """Hash ``last_tick``, ``last_enqueued_at``, ``last_jid`` of one recurring job. Written by
     the worker's scheduler in the same Lua call that enqueues a tick."""
     return _k(f"cron:state:{name}")
+
+
+def task_result(result_id):
+    """String: the JSON result of one ``django.tasks`` task run, with a TTL. Written by the
+    client at enqueue (READY) and by the worker (RUNNING, SUCCESSFUL, FAILED)."""
+    return _k(f"task:result:{result_id}")

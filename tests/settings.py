@@ -12,6 +12,7 @@ to stderr (and so into the worker's log file).
 """
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -30,6 +31,9 @@ INSTALLED_APPS = [
     "django_bgjobs",
     "tests.testapp",
 ]
+# Django's Tasks framework: built in from Django 6.0; on 5.2 the django-tasks backport (the test extra).
+if not find_spec("django.tasks") and find_spec("django_tasks"):
+    INSTALLED_APPS.append("django_tasks")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -84,6 +88,14 @@ BGJOBS = {
     "SHUTDOWN_TIMEOUT_S": 5,
     # Worker subprocesses of the recurring-job tests read their schedule from this file.
     "SCHEDULE_FILE": os.environ.get("BGJOBS_TEST_SCHEDULE_FILE") or None,
+}
+
+# tests/testapp/tasks.py defines the tasks these run (tests/test_tasks_backend.py).
+TASKS = {
+    "default": {
+        "BACKEND": "django_bgjobs.tasks.RedisTaskBackend",
+        "QUEUES": ["critical", "default", "low"],  # all served by BGJOBS["QUEUES"]: no W020
+    },
 }
 
 _IN_SUBPROCESS = os.environ.get("BGJOBS_TEST_SUBPROCESS") == "1"

@@ -27,6 +27,7 @@ PINNED = [
     (keys.crashes, (), "crashes"),
     (keys.cron_schedules, (), "cron:schedules"),
     (keys.cron_state, ("daily_report",), "cron:state:daily_report"),
+    (keys.task_result, ("b4a577edbccf1d805744efa9",), "task:result:b4a577edbccf1d805744efa9"),
 ]
 
 

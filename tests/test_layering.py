@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "django_bgjobs"
 CLIENT_SIDE = [
     "__init__", "apps", "checks", "client", "conf", "connection", "errors", "execution", "job",
     "keys", "payload", "pytest_plugin", "registry", "retry", "scripts", "serialization", "signals", "testing",
-    "failures", "models",
+    "failures", "models", "tasks", "_tasks_compat",
 ]
 
 WEB_PROCESS_PROBE = """
