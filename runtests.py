@@ -3,7 +3,8 @@
 
 Usage: ``python runtests.py [pytest args...]`` (the args are passed to both runs).
 
-1. SQLite (``tests.settings``): every test, slow end-to-end ones included.
+1. SQLite (``tests.settings``): every test, slow end-to-end ones included, and the
+   longest fault cases (``BGJOBS_FAULTS_LONG=1`` unless set otherwise).
 2. PostgreSQL (``tests.settings_postgres``) when 127.0.0.1:5432 accepts a
    connection: everything but ``-m slow``, to keep the total time down.  Set
    ``BGJOBS_TEST_POSTGRES=require`` to fail instead of skipping when it does
@@ -54,6 +55,7 @@ def run_pytest(label, settings_module, extra_args, report_dir):
     banner = f" {label}: DJANGO_SETTINGS_MODULE={settings_module} "
     print(f"\n{banner:=^78}", flush=True)
     env = dict(os.environ, DJANGO_SETTINGS_MODULE=settings_module)
+    env.setdefault("BGJOBS_FAULTS_LONG", "1")  # the longest fault cases (tests/faults) run here
     report = Path(report_dir) / f"{settings_module}.xml"
     command = [sys.executable, "-m", "pytest", *extra_args]
     print("$ " + shlex.join(command), flush=True)

@@ -5,6 +5,7 @@
   name or ``name,weight`` entry.
 * ``django_bgjobs.E003``: ``BGJOBS["BACKEND"]`` is neither ``"redis"`` nor ``"inline"``.
 * ``django_bgjobs.E004``: ``BGJOBS["CONCURRENCY"]`` is not a whole number >= 1.
+* ``django_bgjobs.E030``: ``BGJOBS["PREFETCH"]`` is neither None nor a whole number >= 0.
 * ``django_bgjobs.W001``: ``BGJOBS`` has a key django-bgjobs does not know (a typo?).
 * ``django_bgjobs.E010``: a recurring job in ``BGJOBS["SCHEDULE"]`` or ``BGJOBS["SCHEDULE_FILE"]``
   is invalid (bad cron, unknown class, unknown time zone, bad field), or the file cannot be read.
@@ -60,6 +61,13 @@ def check_settings(app_configs=None, **kwargs):
         errors.append(Error(
             f"BGJOBS['CONCURRENCY'] is {concurrency!r}.", hint="A whole number of threads, e.g. 5.",
             id="django_bgjobs.E004",
+        ))
+    prefetch = conf.get("PREFETCH")
+    if prefetch is not None and (not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0):
+        errors.append(Error(
+            f"BGJOBS['PREFETCH'] is {prefetch!r}.",
+            hint="None (as many as the worker's threads), 0 (no prefetch) or a whole number of jobs.",
+            id="django_bgjobs.E030",
         ))
     return errors
 

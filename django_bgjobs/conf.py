@@ -47,6 +47,9 @@ DEFAULTS = {
     "HEARTBEAT_TTL_S": 30,
     "POLL_INTERVAL_S": 1,
     "FETCH_TIMEOUT_S": 2,
+    # Jobs a worker process takes ahead of its threads, held in its in-flight list (so a
+    # crash loses none); None: as many as its threads.  0: each thread takes its own.
+    "PREFETCH": None,
     "RECONNECT_MAX_WAIT_S": 10,
     # A FailedJob row for every job that reaches the dead set (see failures.py), kept this
     # long (None: for ever); the rows outlive the dead set's own caps.

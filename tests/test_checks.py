@@ -78,6 +78,21 @@ def test_e004_when_concurrency_is_not_a_whole_number_of_at_least_one(concurrency
     assert messages[0].hint
 
 
+@pytest.mark.parametrize("prefetch", [-1, "5", 2.5, True])
+def test_e030_when_prefetch_is_neither_none_nor_a_whole_number(prefetch):
+    with bgjobs(PREFETCH=prefetch):
+        messages = check_settings()
+
+    assert ids(messages) == ["django_bgjobs.E030"]
+    assert "None" in messages[0].hint
+
+
+@pytest.mark.parametrize("prefetch", [None, 0, 20])
+def test_no_e030_when_prefetch_is_none_or_a_whole_number(prefetch):
+    with bgjobs(PREFETCH=prefetch):
+        assert check_settings() == []
+
+
 def test_w001_names_each_unknown_key_when_bgjobs_has_typos():
     with bgjobs(CONCURENCY=3, QUEUE=["x"]):
         messages = check_settings()

@@ -174,3 +174,144 @@ def test_fetch_does_not_take_from_a_paused_queue_when_blocking_on_it(redis, slot
     assert fetched is None
     assert redis.llen("queue:critical") == 1
     assert redis.keys("inflight:*") == []
+
+
+# -- prefetch and acknowledgements -----------------------------------------------------------
+
+
+def inflight_jids(redis, queue="default"):
+    return [json.loads(raw)["jid"] for raw in redis.lrange(f"inflight:{IDENTITY}:{queue}", 0, -1)]
+
+
+def test_fetch_takes_prefetch_more_into_the_inflight_list_when_prefetch_is_set(redis):
+    # Given
+    jids = [enqueue("default", n) for n in range(10)]
+    fetcher = Fetcher(IDENTITY, QueueOrder(QUEUES), prefetch=3)
+
+    # When
+    first = fetcher.fetch(block=False)
+
+    # Then: the oldest is handed out; three more wait here, already in flight
+    assert jid_of(first) == jids[0]
+    assert [jid_of(job) for job in fetcher.prefetched()] == jids[1:4]
+    assert sorted(inflight_jids(redis)) == sorted(jids[:4])
+    assert redis.llen("queue:default") == 6
+
+
+def test_fetch_hands_out_prefetched_jobs_oldest_first_before_taking_more(redis):
+    # Given
+    jids = [enqueue("default", n) for n in range(6)]
+    fetcher = Fetcher(IDENTITY, QueueOrder(QUEUES), prefetch=2)
+
+    # When
+    fetched = [jid_of(fetcher.fetch(block=False)) for _ in range(3)]
+
+    # Then: the second and third came from memory: nothing more was taken meanwhile
+    assert fetched == jids[:3]
+    assert redis.llen("queue:default") == 3 and fetcher.prefetched() == []
+
+
+def test_ack_removes_the_job_from_flight_and_takes_the_next_in_the_same_call(redis):
+    # Given
+    jids = [enqueue("default", n) for n in range(3)]
+    fetcher = make_fetcher()
+    queue, raw = fetcher.fetch(block=False)
+
+    # When
+    fetcher.ack(queue, raw, fetch_next=True)
+    fetcher.write_acks()
+
+    # Then: the finished job is gone and the next one is in flight, held for this thread
+    assert inflight_jids(redis) == [jids[1]]
+    assert [jid_of(job) for job in fetcher.prefetched()] == [jids[1]]
+    assert jid_of(fetcher.fetch(block=False)) == jids[1]
+
+
+def test_ack_takes_nothing_when_the_thread_will_not_fetch_again(redis):
+    # Given
+    enqueue("default", 1)
+    enqueue("default", 2)
+    fetcher = make_fetcher()
+    queue, raw = fetcher.fetch(block=False)
+
+    # When: a stopping thread acknowledges its last job
+    fetcher.ack(queue, raw, fetch_next=False)
+    fetcher.write_acks()
+
+    # Then
+    assert redis.llen(f"inflight:{IDENTITY}:default") == 0 and redis.llen("queue:default") == 1
+
+
+def test_acks_stay_pending_and_are_written_by_the_next_call_when_redis_fails(redis, redis_url):
+    # Given: a job fetched, then Redis unreachable when it is acknowledged
+    import redis as redis_lib
+
+    from tests.helpers import free_port
+
+    jid = enqueue("default", 1)
+    fetcher = make_fetcher()
+    queue, raw = fetcher.fetch(block=False)
+    fetcher.ack(queue, raw)
+    working, fetcher.client = fetcher.client, redis_lib.Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5,
+    )
+    with pytest.raises(redis_lib.RedisError):
+        fetcher.write_acks()
+    assert inflight_jids(redis) == [jid]
+
+    # When: Redis is back
+    fetcher.client = working
+    fetcher.write_acks()
+
+    # Then
+    assert inflight_jids(redis) == []
+
+
+def test_prefetched_jobs_stay_within_the_bound_when_threads_fetch_and_ack_at_once(redis):
+    # Given: 300 jobs, 4 threads, prefetch 2
+    RecordJob.perform_bulk([(n,) for n in range(300)])
+    threads_n, prefetch = 4, 2
+    fetcher = Fetcher(IDENTITY, QueueOrder(QUEUES), prefetch=prefetch)
+    held, in_flight, done = [], [], []
+
+    def work():
+        while True:
+            fetched = fetcher.fetch(block=False)
+            if fetched is None:
+                return
+            held.append(len(fetcher.prefetched()))
+            in_flight.append(redis.llen(f"inflight:{IDENTITY}:default"))
+            done.append(fetched[1])
+            fetcher.ack(*fetched, fetch_next=True)
+            fetcher.write_acks()
+
+    # When
+    workers = [threading.Thread(target=work) for _ in range(threads_n)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(30)
+    fetcher.flush()
+
+    # Then: every job ran once; at most `prefetch` jobs waited here beyond one for each thread
+    # about to ask, and the in-flight list held no more than those, the running jobs and the
+    # finished ones whose ack was on its way
+    assert len(done) == len(set(done)) == 300
+    assert max(held) <= prefetch + threads_n
+    assert max(in_flight) <= prefetch + 3 * threads_n
+    assert redis.llen(f"inflight:{IDENTITY}:default") == len(fetcher.prefetched()) == 0
+
+
+def test_give_back_returns_prefetched_jobs_to_the_tail_of_their_queue_oldest_last(redis):
+    # Given: four jobs; one handed out, three prefetched
+    jids = [enqueue("default", n) for n in range(5)]
+    fetcher = Fetcher(IDENTITY, QueueOrder(QUEUES), prefetch=3)
+    fetcher.fetch(block=False)
+
+    # When
+    moved = fetcher.give_back()
+
+    # Then: back where workers take from, so they run next and in their order
+    assert moved == 3 and fetcher.prefetched() == []
+    assert inflight_jids(redis) == [jids[0]]
+    assert [json.loads(raw)["jid"] for raw in redis.lrange("queue:default", 0, -1)][::-1] == jids[1:]

@@ -344,3 +344,67 @@ def test_launcher_builds_one_processor_per_thread_when_given_a_concurrency(concu
     launcher = make_launcher(concurrency=concurrency)
 
     assert [p.slot for p in launcher.manager.processors] == list(range(concurrency))
+
+
+# -- prefetched jobs -------------------------------------------------------------------------
+
+
+def test_prefetch_defaults_to_the_concurrency_when_the_setting_is_none():
+    assert make_launcher(concurrency=3).fetcher.prefetch == 3
+
+
+def test_prefetched_jobs_are_pushed_back_after_a_crash_when_their_worker_dies(redis):
+    # Given: a worker (2 threads, so prefetch 2) took one job to run and two ahead, then died
+    dead = make_launcher()
+    dead.beat(now=NOW_S)
+    RecordJob.perform_bulk([(n,) for n in range(4)])
+    [running] = fetch_into_flight(dead, 1)
+    prefetched = [json.loads(raw)["jid"] for _, raw in dead.fetcher.prefetched()]
+    assert len(prefetched) == 2 and redis.llen(f"inflight:{dead.identity}:default") == 3
+    kill(redis, dead)
+    survivor = make_launcher()
+    survivor.beat(now=NOW_S)
+
+    # When
+    moved = survivor.recover_orphans()
+
+    # Then: the running job and the prefetched ones are back, in their order, none lost
+    assert moved == 3
+    assert queued_jids(redis)[:3] == [running] + prefetched
+    assert len(queued_jids(redis)) == 4
+    assert redis.keys("inflight:*") == []
+
+
+def test_quiet_gives_prefetched_jobs_back_to_their_queue_when_told_tstp(redis):
+    # Given
+    launcher = make_launcher()
+    launcher.beat(now=NOW_S)
+    RecordJob.perform_bulk([(n,) for n in range(4)])
+    [running] = fetch_into_flight(launcher, 1)
+
+    # When
+    launcher.quiet_down()
+
+    # Then: only the job being run stays in flight; the others can go to another worker now
+    assert launcher.fetcher.prefetched() == []
+    assert [json.loads(raw)["jid"] for raw in redis.lrange(f"inflight:{launcher.identity}:default", 0, -1)] == [
+        running
+    ]
+    assert redis.llen("queue:default") == 3
+
+
+def test_stop_writes_pending_acks_before_pushing_back_when_a_finished_job_is_not_yet_acked(redis):
+    # Given: one job finished, its ack still pending; one prefetched
+    launcher = make_launcher(shutdown_timeout_s=0)
+    launcher.beat(now=NOW_S)
+    RecordJob.perform_bulk([(1,), (2,)])
+    queue, raw = launcher.fetcher.fetch(block=False)
+    launcher.fetcher.ack(queue, raw)
+
+    # When
+    pushed_back = launcher.stop()
+
+    # Then: the finished job is not pushed back to run again; the prefetched one is
+    assert pushed_back == 1
+    assert len(queued_jids(redis)) == 1 and json.loads(raw)["jid"] not in queued_jids(redis)
+    assert redis.keys("inflight:*") == []

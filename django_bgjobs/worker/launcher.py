@@ -14,7 +14,8 @@ Duties:
    queues (``lua/recover.lua``, atomic, so two workers never both push them back).
    The :class:`Scheduler` thread (unless ``runjobs --no-schedule``) enqueues recurring jobs.
 4. :meth:`stop`: stop fetching, give running jobs ``shutdown_timeout_s`` to finish, push
-   the unfinished ones back to their queues, flush the counts and leave ``processes``.
+   the unfinished and the prefetched ones back to their queues, flush the counts and leave
+   ``processes``.  :meth:`quiet_down` gives the prefetched jobs back at once.
 """
 
 import json
@@ -51,7 +52,10 @@ class Launcher:
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
         self.tag = tag
         self.started_at = now_s()
-        self.fetcher = Fetcher(self.identity, self.queue_order, self.client)
+        prefetch = conf.get("PREFETCH")
+        self.fetcher = Fetcher(
+            self.identity, self.queue_order, self.client, self.concurrency if prefetch is None else prefetch,
+        )
         self.manager = Manager(self.fetcher, self.concurrency)
         self.poller = Poller(self.client)
         self.scheduler = Scheduler(self.client) if schedule else None
@@ -97,6 +101,13 @@ class Launcher:
             logger.info("worker %s is quiet: no new jobs will be fetched", self.identity)
         self.quiet = True
         self.manager.quiet()
+        try:
+            given_back = self.fetcher.give_back()
+        except redis.RedisError as exc:  # they stay in flight; stop() pushes them back
+            logger.warning("worker %s could not give back its prefetched jobs yet: %s", self.identity, exc)
+        else:
+            if given_back:
+                logger.info("worker %s gave %d prefetched job(s) back to their queues", self.identity, given_back)
 
     def stop(self):
         """Shut down as described in the module docstring; return the number of jobs pushed back."""
@@ -126,6 +137,10 @@ class Launcher:
                 self._flush_counts(self.client.pipeline(transaction=True), counts).execute()
                 self._flushed = counts
                 self.client.delete(keys.process(self.identity), keys.work(self.identity))
+                # Finished jobs leave the in-flight list first, so only unfinished ones go back;
+                # prefetched ones go back with them (they are in the in-flight list too).
+                self.fetcher.flush()
+                self.fetcher.forget_prefetched()
                 pushed_back = self._recover(self.identity)
                 self.client.srem(keys.processes(), self.identity)
                 return max(pushed_back, 0)

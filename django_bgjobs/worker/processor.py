@@ -8,7 +8,8 @@ Runs in a thread started by :class:`~django_bgjobs.worker.manager.Manager`.  Its
    can never run goes to the dead set with the reason, and the thread moves on.
 3. Run ``perform`` through :mod:`django_bgjobs.execution`, with Django's database
    connections recycled before and after (``close_old_connections``), as a request would.
-4. Acknowledge: on success remove it from the in-flight list; on failure hand it to
+4. Acknowledge: on success remove it from the in-flight list (:meth:`Fetcher.ack`, in the
+   same call as the next fetch); on failure hand it to
    :func:`django_bgjobs.retry.fail`, which writes the retry/dead entry and removes it
    from the in-flight list in one MULTI.
 5. Count processed and failed jobs in memory; the heartbeat adds them to Redis.
@@ -94,7 +95,9 @@ class Processor:
             payload = loads(raw)
             close_old_connections()
             job, args, kwargs = execution.instantiate(payload)
-            logger.info("start %s jid=%s queue=%s", payload["class"], payload.get("jid"), queue)
+            # DEBUG, not INFO: one line per job (the "done"/"fail" one) is what operators read,
+            # and a second formatted line per job cost a tenth of the worker's time (docs/performance.rst).
+            logger.debug("start %s jid=%s queue=%s", payload["class"], payload.get("jid"), queue)
             execution.run(job, args, kwargs)
         except (Shutdown, KeyboardInterrupt):
             raise  # leave the job in the in-flight list: it is pushed back at shutdown
@@ -115,7 +118,9 @@ class Processor:
                 "done %s jid=%s queue=%s %.3fs", payload["class"], payload.get("jid"), queue,
                 time.perf_counter() - started,
             )
-            self._until_written(lambda: self.client.lrem(ack_key, 1, raw))
+            # The ack goes with the next fetch call, which also takes this thread's next job.
+            self.fetcher.ack(queue, raw, fetch_next=not self.stop_event.is_set())
+            self._until_written(self.fetcher.write_acks)
         finally:
             self.processed += 1
             self.current = None
