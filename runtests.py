@@ -6,7 +6,8 @@ Usage: ``python runtests.py [pytest args...]`` (the args are passed to both runs
 1. SQLite (``tests.settings``): every test, slow end-to-end ones included, and the
    longest fault cases (``BGJOBS_FAULTS_LONG=1`` unless set otherwise).
 2. PostgreSQL (``tests.settings_postgres``) when 127.0.0.1:5432 accepts a
-   connection: everything but ``-m slow``, to keep the total time down.  Set
+   connection: everything but the ``slow`` and ``browser`` tests, to keep the
+   total time down (the admin's browser tests exercise no database feature).  Set
    ``BGJOBS_TEST_POSTGRES=require`` to fail instead of skipping when it does
    not answer, or ``=skip`` to never run it.
 
@@ -95,12 +96,12 @@ def run_all(pytest_args, report_dir):
     reason = "BGJOBS_TEST_POSTGRES=skip" if pg_mode == "skip" else postgres_unavailable_reason()
     if reason is None:
         code, took, counts = run_pytest(
-            "PostgreSQL", "tests.settings_postgres", [*pytest_args, "-m", "not slow"], report_dir
+            "PostgreSQL", "tests.settings_postgres", [*pytest_args, "-m", "not slow and not browser"], report_dir
         )
-        results.append(("PostgreSQL (not slow)", code, took, counts))
+        results.append(("PostgreSQL (not slow, not browser)", code, took, counts))
     elif pg_mode == "require":
         print(f"\nPostgreSQL run required but impossible: {reason}", flush=True)
-        results.append(("PostgreSQL (not slow)", 1, 0.0, {"passed": 0, "failed": 0, "skipped": 0}))
+        results.append(("PostgreSQL (not slow, not browser)", 1, 0.0, {"passed": 0, "failed": 0, "skipped": 0}))
     else:
         print(f"\nSkipping the PostgreSQL run: {reason}", flush=True)
 
@@ -110,7 +111,7 @@ def run_all(pytest_args, report_dir):
         meaning = PYTEST_EXIT_MEANINGS.get(code, "failed")
         status = "OK  " if code == 0 else "FAIL"
         print(
-            f"{status} {label:<22} pytest exit {code} ({meaning}): {counts['passed']} passed, "
+            f"{status} {label:<34} pytest exit {code} ({meaning}): {counts['passed']} passed, "
             f"{counts['failed']} failed, {counts['skipped']} skipped in {took:.1f}s"
         )
         for key in totals:

@@ -853,8 +853,13 @@ def test_read_methods_write_nothing_when_every_structure_is_populated(redis, raw
 
 
 def test_import_opens_no_connection_and_loads_no_worker_when_api_is_imported():
+    # Without django.contrib.admin, whose setup autodiscovers django_bgjobs.admin on its own.
     code = (
-        "import sys, django; django.setup()\n"
+        "import sys, django\n"
+        "from django.conf import settings\n"
+        "settings.configure(INSTALLED_APPS=['django.contrib.auth', 'django.contrib.contenttypes',"
+        " 'django_bgjobs'], BGJOBS={'REDIS_URL': 'redis://127.0.0.1:1/0'})\n"
+        "django.setup()\n"
         "import django_bgjobs.api, django_bgjobs.connection as c\n"
         "bad = sorted(m for m in sys.modules if m.startswith(('django_bgjobs.worker', 'django_bgjobs.admin',"
         " 'django_bgjobs.management')))\n"

@@ -1,0 +1,120 @@
+"""Queue pages: every queue, one queue's jobs (paged in Redis), one job, and clearing a queue.
+
+Queues are named in URLs (``queues/default/``) and jobs by jid, never by list position:
+a queue changes under the page as workers take jobs.
+"""
+
+from django.contrib import messages
+from django.http import Http404, HttpResponseRedirect
+from django.urls import reverse
+
+from django_bgjobs.admin.base import JobsPage, paginate, plural, redirect_back
+from django_bgjobs.api import Queue
+from django_bgjobs.payload import QUEUE_NAME_RE
+
+ORDERS = ("newest", "oldest")
+
+
+def get_queue(name):
+    """The :class:`Queue` called ``name``; 404 for a name no queue can have."""
+    if not QUEUE_NAME_RE.match(name):
+        raise Http404(f"{name!r} is not a valid queue name.")
+    return Queue(name)
+
+
+class QueuesPage(JobsPage):
+    template_name = "admin/django_bgjobs/queues.html"
+    title = "Queues"
+    nav = "queues"
+
+    def get(self, request):
+        rows = [
+            {"name": q.name, "size": q.size(), "latency": q.latency(), "paused": q.paused}
+            for q in Queue.all()
+        ]
+        return self.render(request, {"queues": rows})
+
+
+class QueuePage(JobsPage):
+    """One queue's jobs, newest or oldest first; POST ``action`` = pause, resume or delete (a jid)."""
+
+    template_name = "admin/django_bgjobs/queue.html"
+    nav = "queues"
+
+    def get(self, request, queue):
+        queue = get_queue(queue)
+        order = request.GET.get("order", "newest")
+        if order not in ORDERS:
+            raise Http404(f"Order {order!r} is not one of {', '.join(ORDERS)}.")
+        pagination = paginate(request, queue.size(), keep=("order",))
+        jobs = queue.page(pagination.offset, pagination.per_page, newest_first=order == "newest")
+        return self.render(request, {
+            "title": f"Queue {queue.name}", "queue": queue, "paused": queue.paused, "latency": queue.latency(),
+            "jobs": jobs, "pagination": pagination, "order": order,
+        })
+
+    def post(self, request, queue):
+        queue = get_queue(queue)
+        action = request.POST.get("action")
+        back = reverse("admin:django_bgjobs_queue", args=[queue.name])
+        if action == "pause":
+            queue.pause()
+            messages.success(request, f"Paused queue {queue.name}: workers skip it until it is resumed.")
+        elif action == "resume":
+            queue.resume()
+            messages.success(request, f"Resumed queue {queue.name}.")
+        elif action == "delete":
+            jid = request.POST.get("jid", "")
+            if jid and queue.delete_job(jid):
+                messages.success(request, f"Deleted job {jid} from queue {queue.name}.")
+            else:
+                messages.warning(request, f"Job {jid or '(none given)'} is not in queue {queue.name} any more "
+                                          "(a worker may have taken it).")
+        else:
+            messages.error(request, f"Unknown action {action!r}.")
+        return redirect_back(request, back)
+
+
+class QueueJobPage(JobsPage):
+    """One waiting job, with its whole payload."""
+
+    template_name = "admin/django_bgjobs/job.html"
+    nav = "queues"
+
+    def get(self, request, queue, jid):
+        queue = get_queue(queue)
+        job = queue.find_job(jid)
+        if job is None:
+            raise Http404(f"No job {jid} in queue {queue.name} (a worker may have taken it).")
+        return self.render(request, {
+            "title": f"Job {jid}", "job": job, "queue": queue, "kind": None,
+            "list_url": reverse("admin:django_bgjobs_queue", args=[queue.name]),
+            "list_title": f"Queue {queue.name}",
+        })
+
+
+class ClearQueuePage(JobsPage):
+    """GET: the confirmation page (writes nothing).  POST: delete every job of the queue."""
+
+    template_name = "admin/django_bgjobs/confirm.html"
+    nav = "queues"
+
+    def get(self, request, queue):
+        queue = get_queue(queue)
+        size = queue.size()
+        return self.render(request, {
+            "title": f"Clear queue {queue.name}?",
+            "question": f"Delete all {plural(size, 'job')} waiting in queue {queue.name}? "
+                        "They will not run, and this cannot be undone.",
+            "confirm_label": f"Yes, delete {plural(size, 'job')}",
+            "cancel_url": reverse("admin:django_bgjobs_queue", args=[queue.name]),
+            "danger": True,
+            "list_url": reverse("admin:django_bgjobs_queue", args=[queue.name]),
+            "list_title": f"Queue {queue.name}",
+        })
+
+    def post(self, request, queue):
+        queue = get_queue(queue)
+        removed = queue.clear()
+        messages.success(request, f"Cleared queue {queue.name}: deleted {plural(removed, 'job')}.")
+        return HttpResponseRedirect(reverse("admin:django_bgjobs_queues"))
