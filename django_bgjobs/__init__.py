@@ -3,8 +3,10 @@
 Import the public names from here::
 
     from django_bgjobs import Job, Retry, Discard
+    from django_bgjobs import Batch, UniqueJobError
 """
 
+from django_bgjobs.batches import Batch, BatchStatus
 from django_bgjobs.errors import (
     BgJobsError,
     ConfigurationError,
@@ -16,13 +18,14 @@ from django_bgjobs.errors import (
     PoisonJobError,
     Retry,
     SerializationError,
+    UniqueJobError,
     UnknownJobError,
 )
 from django_bgjobs.job import ConfiguredJob, EnqueuedJob, Job
 
 __all__ = [
-    "BgJobsError", "ConfigurationError", "ConfiguredJob", "Discard", "EnqueueError", "EnqueuedJob",
-    "InvalidPayloadError", "Job", "JobTimeout", "PayloadTooLargeError", "PoisonJobError", "Retry",
-    "SerializationError", "UnknownJobError",
+    "Batch", "BatchStatus", "BgJobsError", "ConfigurationError", "ConfiguredJob", "Discard", "EnqueueError",
+    "EnqueuedJob", "InvalidPayloadError", "Job", "JobTimeout", "PayloadTooLargeError", "PoisonJobError", "Retry",
+    "SerializationError", "UniqueJobError", "UnknownJobError",
 ]
 __version__ = "0.1.0"

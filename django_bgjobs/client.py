@@ -38,7 +38,9 @@ def enqueue(configured, items):
     handles = [
         EnqueuedJob(p["jid"], job_class, p["queue"], p["args"], p.get("at")) for p in payloads
     ]
-    dispatch(job_class, payloads)
+    refused = dispatch(job_class, payloads)
+    if refused:  # unique jobs whose lock was held (on_conflict "log" or "reject")
+        return [None if handle.jid in refused else handle for handle in handles]
     return handles
 
 
@@ -52,6 +54,10 @@ def build_payloads(configured, items):
     retry = True if retry is None else retry
     created_at = now_s()
     at_s = configured.scheduled_at_s(created_at)
+    from django_bgjobs import batches, unique
+
+    stamp_lock = unique.stamp if job_class._lock_options is not None else None
+    bid = batches.current_bid()
     payloads = []
     for args, kwargs in items:
         payload = {
@@ -62,6 +68,10 @@ def build_payloads(configured, items):
             "jid": new_jid(),
             "created_at": created_at,
         }
+        if bid is not None:
+            payload["bid"] = bid
+        if stamp_lock is not None:
+            stamp_lock(payload, job_class, args, kwargs)
         if at_s is not None and at_s > created_at:
             payload["at"] = at_s
         payloads.append(payload)
@@ -91,9 +101,9 @@ def dispatch(job_class, payloads):
     if alias is not None:
         from django.db import transaction
 
-        transaction.on_commit(lambda: push(job_class, payloads), using=alias)
-        return
-    push(job_class, payloads)
+        transaction.on_commit(lambda: push(job_class, payloads, deferred=True), using=alias)
+        return None
+    return push(job_class, payloads)
 
 
 def _open_transaction():
@@ -112,19 +122,33 @@ def _open_transaction():
     return None
 
 
-def push(job_class, payloads, attempt=0):
+def push(job_class, payloads, attempt=0, deferred=False):
     """Write ``payloads`` to Redis in one MULTI: queues now, or the schedule set when due later.
 
     A payload with a ``priority`` above 0 goes to the front of its queue (the end workers
     take from), so it runs before the jobs already waiting.  ``job_class.on_push(pipe,
     payloads)``, when the class defines it, adds its own writes to the same MULTI (the
     ``django.tasks`` backend records each task's result there).
+
+    A unique job's payload (``lock_digest``) is pushed by ``lua/unique_push.lua``, queued in
+    the same MULTI, which takes its lock in the same step; a batched payload (``bid``) is
+    added to its batch's pending set there too.  Returns the set of jids not enqueued
+    because their lock was held (``deferred``: pushed at a transaction's commit, where a
+    unique job's ``on_conflict = "raise"`` is logged instead of raised).
     """
     now = now_s()
     by_queue = {}
     front = {}
     scheduled = {}
+    locked = []  # (payload, raw) of unique jobs whose lock is taken at enqueue
+    lock_options = job_class._lock_options
+    takes_lock = lock_options is not None and lock_options.client_conflict is not None
     for payload in payloads:
+        if takes_lock and "lock_digest" in payload:
+            if "at" not in payload:
+                payload["enqueued_at"] = now
+            locked.append((payload, dumps(payload)))
+            continue
         if "at" in payload:
             scheduled[dumps(payload)] = payload["at"]
         else:
@@ -132,6 +156,8 @@ def push(job_class, payloads, attempt=0):
             target = front if payload.get("priority", 0) > 0 else by_queue
             target.setdefault(payload["queue"], []).append(dumps(payload))
     _check_sizes(job_class, chain(scheduled, *by_queue.values(), *front.values()))
+    if locked:
+        _check_sizes(job_class, (raw for _, raw in locked))
     try:
         pipe = get_redis().pipeline(transaction=True)
         if by_queue or front:
@@ -142,19 +168,36 @@ def push(job_class, payloads, attempt=0):
                 pipe.rpush(keys.queue(queue), *raws)
         if scheduled:
             pipe.zadd(keys.schedule(), scheduled)
+        if locked:
+            from django_bgjobs import unique
+
+            first = len(pipe)
+            locked = [(p, raw, unique.queue_push(pipe, job_class, p, raw, now)) for p, raw in locked]
+        if any("bid" in payload for payload in payloads):
+            from django_bgjobs import batches
+
+            by_lua = {id(p) for p, _, _ in locked}
+            batches.queue_counts(pipe, [p for p in payloads if id(p) not in by_lua])
         on_push = getattr(job_class, "on_push", None)
         if on_push is not None:
             on_push(pipe, payloads)
-        pipe.execute()
+        results = pipe.execute()
     except redis.RedisError as exc:
         if attempt < conf.get("ENQUEUE_RETRIES") and isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             wait_s = min(0.1 * 2**attempt, 2.0)
             logger.warning("enqueue to Redis at %s failed (%s); trying again in %.1fs", describe(), exc, wait_s)
             time.sleep(wait_s)
-            return push(job_class, payloads, attempt + 1)
+            return push(job_class, payloads, attempt + 1, deferred)
         raise EnqueueError(_failure_message(job_class, payloads, exc)) from exc
+    refused, error = set(), None
+    if locked:
+        refused, error = unique.settle(job_class, locked, results[first:first + len(locked)], deferred)
     for payload in payloads:
-        signals.send(signals.job_enqueued, job_class, payload=payload, scheduled_at=payload.get("at"))
+        if payload["jid"] not in refused:
+            signals.send(signals.job_enqueued, job_class, payload=payload, scheduled_at=payload.get("at"))
+    if error is not None:
+        raise error
+    return refused
 
 
 def _check_sizes(job_class, raws):
@@ -181,6 +224,15 @@ def _failure_message(job_class, payloads, exc):
     if isinstance(exc, redis.TimeoutError):
         return f"could not enqueue {len(payloads)} {job_class.name} job(s): {where} did not answer in time ({exc})"
     return f"could not enqueue {len(payloads)} {job_class.name} job(s) to {where}: {exc}"
+
+
+def writes_to_redis():
+    """True unless a test capture is installed or the backend is ``inline`` (batches and
+    unique locks then write nothing)."""
+    with _captures_lock:
+        if _captures:
+            return False
+    return conf.get("BACKEND") == "redis"
 
 
 def install_capture(sink):

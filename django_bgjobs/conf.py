@@ -61,6 +61,15 @@ DEFAULTS = {
     # A tick older than this when a worker first sees it was missed (worker down): it is
     # enqueued only for schedules with catch_up (the last missed one), else skipped.
     "CRON_GRACE_S": 60,
+    # Unique jobs: a lock whose job sets no lock_ttl expires this long after the job is due
+    # (so no lock outlives its job for long); a while_executing job whose run lock is held
+    # goes back to the schedule set for about this long.
+    "UNIQUE_LOCK_TTL_S": DAY_S,
+    "UNIQUE_RESCHEDULE_S": 5,
+    # Batches: a batch's data stays this long after it ended (succeeded, or every job that
+    # did not succeed is dead), and at most BATCH_UNFINISHED_TTL_S after its last change.
+    "BATCH_TTL_S": 3 * DAY_S,
+    "BATCH_UNFINISHED_TTL_S": 30 * DAY_S,
 }
 
 

@@ -46,6 +46,21 @@ class PoisonJobError(BgJobsError):
     ``BGJOBS["MAX_CRASHES"]`` times (sent with the ``job_died`` signal)."""
 
 
+class UniqueJobError(BgJobsError):
+    """A unique job (``lock`` set, ``on_conflict = "raise"``) was not enqueued, or not run,
+    because another job holds the same lock.  ``holder_jid`` is that job's jid (None if unknown)."""
+
+    def __init__(self, message, holder_jid=None, digest=None):
+        super().__init__(message)
+        self.holder_jid = holder_jid
+        self.digest = digest
+
+
+class UniqueJobRejected(UniqueJobError):
+    """Internal: a ``while_executing`` job whose run lock is held, with ``on_conflict`` set
+    to ``"reject"``.  The worker buries it in the dead set at once (no retry)."""
+
+
 class UnknownJobError(BgJobsError):
     """A payload names a job class that is not registered."""
 

@@ -11,12 +11,22 @@ the test helpers, so all three resolve classes, decode arguments and send signal
 """
 
 import inspect
+import threading
 import time
 from functools import lru_cache
 
 from django_bgjobs import registry, serialization, signals
 from django_bgjobs.errors import InvalidPayloadError
 from django_bgjobs.payload import new_jid, now_s
+
+
+# The job whose perform runs in this thread (batches read it: a Batch made there is a child).
+_running = threading.local()
+
+
+def current_job():
+    """The Job instance whose ``perform`` runs in this thread now, or None."""
+    return getattr(_running, "job", None)
 
 
 @lru_cache(maxsize=None)
@@ -48,6 +58,7 @@ def run(job, args, kwargs):
     job_class = type(job)
     signals.send(signals.job_started, job_class, job=job, payload=job.payload)
     started = time.perf_counter()
+    outer, _running.job = current_job(), job
     try:
         result = job.perform(*args, **kwargs)
     except Exception as exc:
@@ -56,6 +67,8 @@ def run(job, args, kwargs):
             duration_s=time.perf_counter() - started,
         )
         raise
+    finally:
+        _running.job = outer
     signals.send(
         signals.job_succeeded, job_class, job=job, payload=job.payload, result=result,
         duration_s=time.perf_counter() - started,

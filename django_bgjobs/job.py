@@ -21,7 +21,7 @@ import datetime
 import math
 from dataclasses import dataclass
 
-from django_bgjobs import client, registry
+from django_bgjobs import client, registry, unique
 from django_bgjobs.errors import ConfigurationError
 from django_bgjobs.payload import QUEUE_NAME_RE
 
@@ -33,6 +33,9 @@ _MISSPELLINGS = {
     "max_retries": "retry",
     "sidekiq_options": "queue / retry class attributes",
     "retry_count": "retry",
+    "unique": "lock",
+    "unique_args": "lock_args",
+    "lock_expiration": "lock_ttl",
 }
 
 
@@ -65,6 +68,21 @@ class Job:
     retry = None
     #: True on a base class that must not be registered.
     abstract = False
+    #: Unique jobs (see ``django_bgjobs.unique``): ``"until_executing"``, ``"until_executed"``,
+    #: ``"while_executing"``, ``"until_and_while_executing"`` or ``"until_expired"``; None: no lock.
+    lock = None
+    #: What happens to a duplicate: ``"log"`` (dropped; ``perform_later`` returns None),
+    #: ``"raise"`` (:class:`~django_bgjobs.UniqueJobError`), ``"reject"`` (the dead set),
+    #: ``"replace"`` (the waiting one is removed) at enqueue; ``"reschedule"`` (default),
+    #: ``"log"``, ``"reject"`` or ``"raise"`` when a while_executing job finds its run lock held.
+    #: A dict ``{"client": ..., "server": ...}`` sets both sides of until_and_while_executing.
+    on_conflict = None
+    #: The lock's TTL (seconds or a timedelta), counted from when the job is due; required for
+    #: until_expired.  None: ``BGJOBS["UNIQUE_LOCK_TTL_S"]`` (24 h).
+    lock_ttl = None
+    # Define ``lock_args(self, *args, **kwargs)`` returning the arguments the lock covers
+    # (default: all of them).
+    _lock_options = None  # the checked lock options (unique.LockOptions), set at class creation
 
     # Set on the instance by the executor before ``perform`` runs.
     jid = None
@@ -88,6 +106,7 @@ class Job:
             check_retry(cls.retry)
         except ValueError as exc:
             raise ConfigurationError(f"{where}: {exc}") from None
+        cls._lock_options = unique.options_for(cls, where)
         perform = getattr(cls, "perform", None)
         if not callable(perform) or perform is Job.perform:
             raise ConfigurationError(f"{where} must define a perform(self, ...) method")
@@ -104,6 +123,20 @@ class Job:
     @property
     def queue_name(self):
         return (self.payload or {}).get("queue", self.queue)
+
+    @property
+    def bid(self):
+        """The id of the batch this job belongs to, or None."""
+        return (self.payload or {}).get("bid")
+
+    @property
+    def batch(self):
+        """The :class:`~django_bgjobs.Batch` this job belongs to (None if none): inside
+        ``perform``, ``with self.batch.jobs(): ...`` adds jobs to it."""
+        from django_bgjobs.batches import Batch
+
+        bid = self.bid
+        return Batch(bid) if bid else None
 
     def retry_in(self, count, exception):
         """Seconds (or a timedelta) before retry number ``count``; None = exponential backoff;
@@ -126,12 +159,18 @@ class Job:
 
     @classmethod
     def perform_later(cls, *args, **kwargs):
-        """Enqueue one job; return an :class:`EnqueuedJob` whose ``jid`` is known at once."""
+        """Enqueue one job; return an :class:`EnqueuedJob` whose ``jid`` is known at once.
+
+        Returns None when the class has a ``lock`` held by an equal job and ``on_conflict``
+        is ``"log"`` or ``"reject"`` (``"raise"`` raises :class:`~django_bgjobs.UniqueJobError`).
+        Inside ``transaction.atomic()`` the push waits for the commit, so a handle is returned
+        and a conflict found then is only logged."""
         return ConfiguredJob(cls).perform_later(*args, **kwargs)
 
     @classmethod
     def perform_bulk(cls, args_list):
-        """Enqueue many jobs in one round trip; ``args_list`` holds one args tuple per job."""
+        """Enqueue many jobs in one round trip; ``args_list`` holds one args tuple per job.
+        Returns one handle per job, None for a unique job not enqueued (see ``perform_later``)."""
         return ConfiguredJob(cls).perform_bulk(args_list)
 
     @classmethod

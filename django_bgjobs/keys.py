@@ -83,6 +83,48 @@ def paused():
     return _k("paused")
 
 
+def unique_lock(digest):
+    """Hash ``jid``, ``class``, ``queue``, ``lock``, ``at``, ``bid`` (and ``raw`` for
+    ``on_conflict = "replace"``) of the job holding a unique job's enqueue lock; always
+    with a TTL.  Written by the client (``lua/unique_push.lua``), deleted by the worker."""
+    return _k(f"unique:{digest}")
+
+
+def unique_run_lock(digest):
+    """Hash ``jid``, ``class``, ``heartbeat`` (the holder process's heartbeat key) of the
+    job running under a ``while_executing`` lock; always with a TTL.  Written by the worker."""
+    return _k(f"unique:{digest}:run")
+
+
+def batches():
+    """Sorted set of batch ids scored by creation time (epoch seconds), for listing.
+    Written by ``lua/batch.lua`` when a batch is created; pruned there of old entries."""
+    return _k("batches")
+
+
+def batch(bid):
+    """Hash of one batch: description, created_at, callbacks, parent, counters and the
+    times its callbacks fired.  Written by ``lua/batch.lua`` and the client's push."""
+    return _k(f"b-{bid}")
+
+
+def batch_jids(bid):
+    """Set of the jids of a batch's jobs that have not succeeded yet. Written by the client's
+    push (SADD) and ``lua/batch.lua`` (SREM on success)."""
+    return _k(f"b-{bid}-jids")
+
+
+def batch_failures(bid):
+    """Hash of jid -> JSON of the last error of each of a batch's jobs that failed and has
+    not succeeded since. Written by ``lua/batch.lua``."""
+    return _k(f"b-{bid}-failinfo")
+
+
+def batch_dead(bid):
+    """Set of the jids of a batch's jobs that went to the dead set. Written by ``lua/batch.lua``."""
+    return _k(f"b-{bid}-died")
+
+
 def crashes():
     """Hash of jid -> how many worker processes died while running it (poison-job detection)."""
     return _k("crashes")

@@ -23,7 +23,7 @@ import traceback
 
 from django_bgjobs import conf, keys, registry, signals
 from django_bgjobs.connection import get_redis
-from django_bgjobs.errors import Discard, InvalidPayloadError, Retry, UnknownJobError
+from django_bgjobs.errors import Discard, InvalidPayloadError, Retry, UniqueJobRejected, UnknownJobError
 from django_bgjobs.payload import describe, dumps, new_jid, now_s
 
 logger = logging.getLogger(__name__)
@@ -68,13 +68,16 @@ def _once(write):
     return write()
 
 
-def fail(raw, payload, exc, *, job=None, ack_key=None, queue=None, client=None, run_write=_once):
+def fail(raw, payload, exc, *, job=None, ack_key=None, queue=None, client=None, run_write=_once, after=None):
     """Deal with a failed attempt of ``raw`` (``payload`` is None when it did not parse).
 
     Returns ``"retried"``, ``"dead"`` or ``"discarded"``.  ``ack_key`` is the in-flight
     list the raw payload is removed from in the same MULTI.  ``run_write(write)`` runs the
     Redis write (the worker passes one that retries it until Redis takes it), so the
     user's hooks (``retry_in``, ``retries_exhausted``) run once whatever Redis does.
+    ``after(pipe, outcome, payload, exc, retry_at)``, when given, queues more commands in
+    that same MULTI (the worker's unique-lock and batch bookkeeping); ``payload`` is the
+    updated copy, ``retry_at`` None unless the outcome is ``"retried"``.
     """
     client = client or get_redis()
     now = now_s()
@@ -83,30 +86,34 @@ def fail(raw, payload, exc, *, job=None, ack_key=None, queue=None, client=None, 
     # A copy: the worker calls again after a Redis error, and must not count the failure twice.
     payload = dict(payload)
     job_class = type(job) if job is not None else _lookup(payload)
-    if isinstance(exc, (InvalidPayloadError, UnknownJobError)):
+    if isinstance(exc, (InvalidPayloadError, UnknownJobError, UniqueJobRejected)):
         record_error(payload, exc, now)
-        return _bury(raw, payload, exc, job_class, ack_key, client, now, reason=str(exc), run_write=run_write)
+        return _bury(raw, payload, exc, job_class, ack_key, client, now, reason=str(exc), run_write=run_write,
+                     after=after)
     if isinstance(exc, Discard):
-        return _discard(raw, payload, exc, ack_key, client, "Discard raised", run_write)
+        return _discard(raw, payload, exc, ack_key, client, "Discard raised", run_write, after)
     retry = payload.get("retry", True)
     if retry is False or retry is None:
         record_error(payload, exc, now)
-        return _discard(raw, payload, exc, ack_key, client, "retry is off for this job", run_write)
+        return _discard(raw, payload, exc, ack_key, client, "retry is off for this job", run_write, after)
     max_retries = conf.get("MAX_RETRIES") if retry is True else int(retry)
     record_error(payload, exc, now)
     count = payload["retry_count"]
     decision = _retry_in(job, count, exc)
     if decision == "discard":
-        return _discard(raw, payload, exc, ack_key, client, "retry_in returned 'discard'", run_write)
+        return _discard(raw, payload, exc, ack_key, client, "retry_in returned 'discard'", run_write, after)
     if decision == "kill" or count >= max_retries:
         _exhausted(job, payload, exc)
         reason = "retry_in returned 'kill'" if decision == "kill" else f"retries exhausted ({count} of {max_retries})"
-        return _bury(raw, payload, exc, job_class, ack_key, client, now, reason=reason, run_write=run_write)
+        return _bury(raw, payload, exc, job_class, ack_key, client, now, reason=reason, run_write=run_write,
+                     after=after)
     retry_at = now + (backoff_s(count) if decision is None else decision)
     def build(pipe):
         pipe.zadd(keys.retry(), {dumps(payload): retry_at})
         if ack_key:
             pipe.lrem(ack_key, 1, raw)
+        if after is not None:
+            after(pipe, RETRIED, payload, exc, retry_at)
 
     run_write(lambda: _execute(client, build))
     logger.warning(
@@ -162,12 +169,14 @@ def _exhausted(job, payload, exc):
         logger.exception("%s.retries_exhausted raised; the job goes to the dead set anyway", type(job).name)
 
 
-def _bury(raw, payload, exc, job_class, ack_key, client, now, reason, run_write):
+def _bury(raw, payload, exc, job_class, ack_key, client, now, reason, run_write, after=None):
     payload["dead_reason"] = reason
     def build(pipe):
         add_to_dead(pipe, dumps(payload), now)
         if ack_key:
             pipe.lrem(ack_key, 1, raw)
+        if after is not None:
+            after(pipe, DEAD, payload, exc, None)
 
     run_write(lambda: _execute(client, build))
     logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)
@@ -194,8 +203,15 @@ def _bury_unreadable(raw, exc, ack_key, queue, client, now, run_write):
     return _bury(raw, wrapper, exc, None, ack_key, client, now, reason=str(exc), run_write=run_write)
 
 
-def _discard(raw, payload, exc, ack_key, client, why, run_write):
-    if ack_key:
+def _discard(raw, payload, exc, ack_key, client, why, run_write, after=None):
+    if after is not None:
+        def build(pipe):
+            if ack_key:
+                pipe.lrem(ack_key, 1, raw)
+            after(pipe, DISCARDED, payload, exc, None)
+
+        run_write(lambda: _execute(client, build))
+    elif ack_key:
         run_write(lambda: client.lrem(ack_key, 1, raw))
     logger.warning("%s jid=%s discarded (%s): %s", payload.get("class"), payload.get("jid"), why, exc)
     return DISCARDED

@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "django_bgjobs"
 
 CLIENT_SIDE = [
     "__init__", "apps", "checks", "client", "conf", "connection", "errors", "execution", "job",
-    "keys", "payload", "pytest_plugin", "registry", "retry", "scripts", "serialization", "signals", "testing",
+    "batches", "keys", "payload", "pytest_plugin", "registry", "retry", "scripts", "serialization", "signals",
+    "testing", "unique",
     "failures", "models", "tasks", "_tasks_compat",
 ]
 

@@ -17,17 +17,21 @@ may already be out of date.
 
 Modules: ``records`` (one job), ``queues`` (queue lists), ``sets`` (the
 schedule, retry and dead sets), ``processes`` (workers and their current jobs),
-``stats`` (counters and history), ``cron`` (recurring jobs).
+``stats`` (counters and history), ``cron`` (recurring jobs), ``unique`` (unique-job
+locks), ``batches`` (batches and their progress).
 """
 
+from django_bgjobs.api.batches import BatchSet
 from django_bgjobs.api.cron import CronEntry, CronSet
 from django_bgjobs.api.processes import Process, ProcessSet, WorkSet
 from django_bgjobs.api.queues import Queue
 from django_bgjobs.api.records import JobRecord, SortedEntry
 from django_bgjobs.api.sets import DeadSet, RetrySet, ScheduledSet, SortedSet
 from django_bgjobs.api.stats import Stats
+from django_bgjobs.api.unique import UniqueLock, UniqueLocks
+from django_bgjobs.batches import BatchStatus
 
 __all__ = [
-    "CronEntry", "CronSet", "DeadSet", "JobRecord", "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry",
-    "SortedSet", "Stats", "WorkSet",
+    "BatchSet", "BatchStatus", "CronEntry", "CronSet", "DeadSet", "JobRecord", "Process", "ProcessSet", "Queue",
+    "RetrySet", "ScheduledSet", "SortedEntry", "SortedSet", "Stats", "UniqueLock", "UniqueLocks", "WorkSet",
 ]

@@ -136,3 +136,8 @@ class LoopJob(Job):
 
     def perform(self):
         LoopJob.perform_later()
+
+
+# The unique-job and batch test jobs live in their own module; imported here so that
+# worker subprocesses, which autodiscover jobs.py, know them too.
+from tests.testapp import unique_batch_jobs  # noqa: E402,F401

@@ -1,0 +1,365 @@
+"""Batches: jobs tracked as a group, with callbacks when the group is done (Sidekiq Pro's Batch).
+
+::
+
+    batch = Batch(description="Newsletter")
+    batch.on("success", NewsletterDoneCallback, {"user_ids": user_ids})
+    with batch.jobs():
+        for user_id in user_ids:
+            ChildJob.perform_later(user_id)
+
+    class NewsletterDoneCallback:
+        def on_success(self, status, options): ...
+
+Lifecycle of a batch, all of it in Redis (keys ``b-BID...``, see ``keys.py``):
+
+1. The first ``jobs()`` block creates it, open (``lua/batch.lua`` "create"); a batch created
+   inside another batch's ``jobs()`` block, or inside a job of another batch, is that
+   batch's child.
+2. Each job enqueued inside the block gets the payload field ``"bid"``, and the push that
+   writes it adds its jid to the batch's pending set in the same MULTI (``client.push``).
+3. The block's end seals it (after the transaction's commit, when one is open, so jobs
+   whose push waits for the commit are counted first).  A block that raises does not seal
+   it: the batch then never fires, and expires.
+4. The worker records each job's end in the MULTI that acknowledges it or writes its retry
+   or dead entry (``worker/hooks.py``).  The Lua step that records the last outcome
+   enqueues the callbacks, as jobs of :class:`BatchCallbackJob`: each exactly once.
+5. The batch's keys expire ``BATCH_TTL_S`` after it ended, or ``BATCH_UNFINISHED_TTL_S``
+   after its last change if it never ends.
+
+Callback classes are looked up, never imported: ``module.QualName`` is resolved only in a
+module already in ``sys.modules`` (the worker imports every installed app's ``jobs.py``), and
+only to a class defining ``on_<event>``.  A payload in Redis cannot make a worker import
+a module or call anything else.
+
+This module is client side: it imports no worker code and opens no connection at import.
+The inline backend and the test capture give jobs their ``"bid"`` but write no batch to
+Redis, so callbacks never fire there.
+"""
+
+import json
+import logging
+import re
+import secrets
+import sys
+import threading
+from contextlib import contextmanager
+
+from django_bgjobs import client, conf, execution, keys, scripts, serialization
+from django_bgjobs.connection import get_redis
+from django_bgjobs.errors import BgJobsError, ConfigurationError, UnknownJobError
+from django_bgjobs.job import Job, check_queue_name
+from django_bgjobs.payload import now_s
+
+logger = logging.getLogger(__name__)
+
+EVENTS = ("success", "complete", "death")
+CALLBACK_JOB_NAME = "django_bgjobs.BatchCallback"
+BID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_BID_PLACEHOLDER = "{bid}"
+
+# The batches whose jobs() block runs in this thread, innermost last.
+_context = threading.local()
+
+
+def current_bid():
+    """The bid of the innermost ``jobs()`` block running in this thread, or None."""
+    stack = getattr(_context, "stack", None)
+    return stack[-1].bid if stack else None
+
+
+def _running_bid():
+    """The bid of the job whose ``perform`` runs in this thread, or None."""
+    job = execution.current_job()
+    return (job.payload or {}).get("bid") if job is not None else None
+
+
+class Batch:
+    """A group of jobs with callbacks.  ``Batch()`` makes a new one; ``Batch(bid)`` reopens
+    an existing one, to add jobs (``self.batch`` inside a running job is such a handle)."""
+
+    def __init__(self, bid=None, *, description="", callback_queue="default"):
+        check_queue_name(callback_queue)
+        self.description = str(description or "")
+        self.callback_queue = callback_queue
+        self._callbacks = []
+        self._created = False
+        if bid is None:
+            self.bid = secrets.token_hex(8)
+            self._new = True
+            #: The batch this one is a child of: the one whose jobs() block or job is running here.
+            self.parent_bid = current_bid() or _running_bid()
+        else:
+            if not isinstance(bid, str) or not BID_RE.match(bid):
+                raise ValueError(f"{bid!r} is not a batch id")
+            self.bid = bid
+            self._new = False
+            self.parent_bid = None
+
+    def __repr__(self):
+        return f"<Batch {self.bid}>"
+
+    def on(self, event, callback, options=None):
+        """Call ``callback().on_<event>(status, options)`` in a worker when the batch reaches
+        ``event``: ``"success"`` (every job succeeded), ``"complete"`` (every job ran at least
+        once) or ``"death"`` (a job went to the dead set).  ``callback`` is a class (or its
+        ``"module.QualName"``) defining ``on_<event>``; ``options`` a JSON-able dict.
+        Returns the batch, so calls chain.  Only before the batch's first ``jobs()`` block."""
+        if event not in EVENTS:
+            raise ValueError(f"batch event {event!r} is unknown; use one of {', '.join(EVENTS)}")
+        if not self._new or self._created:
+            raise BgJobsError(f"{self!r}: callbacks are set before the batch's first jobs() block, not after")
+        module, qualname = callback_path(callback, event)
+        encoded = serialization.encode_args((options if options is not None else {},), {})
+        self._callbacks.append({"event": event, "module": module, "qualname": qualname, "options": encoded})
+        return self
+
+    @contextmanager
+    def jobs(self):
+        """Inside this block, every job enqueued (one by one, in bulk or scheduled) joins the
+        batch.  The batch can end only once the block is over."""
+        counts = False
+        if client.writes_to_redis():
+            counts = self._open()
+        stack = getattr(_context, "stack", None)
+        if stack is None:
+            stack = _context.stack = []
+        stack.append(self)
+        try:
+            yield self
+        finally:
+            stack.pop()
+        # Only reached when the block did not raise: a half-filled batch must not fire.
+        if counts:
+            self._seal()
+
+    def status(self):
+        """A :class:`BatchStatus` read now."""
+        return BatchStatus(self.bid)
+
+    def _open(self):
+        """Create or reopen the batch in Redis; return True when the block counts as open."""
+        if self._new and not self._created:
+            callbacks = json.dumps(self._callbacks, separators=(",", ":"))
+            _run("create", self.bid, [self.description, callbacks, self.callback_queue, self.parent_bid or ""])
+            self._created = True
+            return True
+        # A job of this batch adding to it needs no open count: its own pending place keeps
+        # the batch from ending (and a crash there must not leave the batch open for ever).
+        counts = _running_bid() != self.bid
+        if not _run("open", self.bid, ["1" if counts else "0"]):
+            raise BgJobsError(f"batch {self.bid} does not exist (it expired, or was never created)")
+        return counts
+
+    def _seal(self):
+        seal = lambda: _run("seal", self.bid, [])  # noqa: E731
+        alias = client._open_transaction() if conf.get("DEFER_ON_COMMIT") else None
+        if alias is None:
+            seal()
+            return
+        from django.db import transaction
+
+        transaction.on_commit(seal, using=alias)
+
+
+def _run(op, bid, extra, client_=None):
+    """Run ``lua/batch.lua`` operation ``op`` on batch ``bid`` with the rest of its ARGV."""
+    return scripts.run("batch", *script_args(op, bid, extra), client=client_ or get_redis())
+
+
+def script_args(op, bid, extra, now=None):
+    """``(keys, args)`` for a ``lua/batch.lua`` call."""
+    return (
+        [keys.batches(), keys.queues()],
+        [op, bid, repr(float(now_s() if now is None else now)), keys.batch(_BID_PLACEHOLDER),
+         keys.batch_jids(_BID_PLACEHOLDER), keys.batch_failures(_BID_PLACEHOLDER), keys.batch_dead(_BID_PLACEHOLDER),
+         keys.queue(""), CALLBACK_JOB_NAME, conf.get("BATCH_UNFINISHED_TTL_S"), conf.get("BATCH_TTL_S"), *extra],
+    )
+
+
+def queue_counts(pipe, payloads):
+    """Queue on ``pipe`` the pending-set and total updates of the batched payloads being
+    pushed (not those taking a unique lock: ``lua/unique_push.lua`` counts them)."""
+    by_bid = {}
+    for payload in payloads:
+        bid = payload.get("bid")
+        if bid:
+            by_bid.setdefault(bid, []).append(payload["jid"])
+    ttl_s = conf.get("BATCH_UNFINISHED_TTL_S") if by_bid else None
+    for bid, jids in by_bid.items():
+        pipe.sadd(keys.batch_jids(bid), *jids)
+        pipe.hincrby(keys.batch(bid), "total", len(jids))
+        pipe.expire(keys.batch(bid), ttl_s)
+        pipe.expire(keys.batch_jids(bid), ttl_s)
+
+
+def forget(bid, jid):
+    """A batch's job that will never run (a unique job replaced while waiting): count it as
+    done, so the batch does not wait for it."""
+    _run("success", bid, [jid])
+
+
+# -- callbacks ------------------------------------------------------------------------------
+
+
+def callback_path(callback, event):
+    """``(module, qualname)`` of a callback class (or ``"module.QualName"``), checked now:
+    it must resolve as :func:`resolve_callback` will in the worker."""
+    if isinstance(callback, str):
+        module, qualname = _split_path(callback)
+        resolve_callback(module, qualname, event)
+        return module, qualname
+    if not isinstance(callback, type):
+        raise TypeError(f"a batch callback is a class or 'module.QualName', not {type(callback).__name__}")
+    module, qualname = callback.__module__, callback.__qualname__
+    if "<locals>" in qualname:
+        raise ConfigurationError(f"batch callback {qualname} is defined inside a function; define it at module level")
+    try:
+        found = resolve_callback(module, qualname, event)
+    except UnknownJobError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if found is not callback:
+        raise ConfigurationError(f"batch callback {module}.{qualname} is not the class that name resolves to")
+    return module, qualname
+
+
+def _split_path(path):
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:cut])
+        if module in sys.modules:
+            return module, ".".join(parts[cut:])
+    raise ConfigurationError(f"batch callback {path!r}: no imported module holds it (give 'module.QualName')")
+
+
+def resolve_callback(module, qualname, event):
+    """The class ``module.qualname``, from a module already imported, defining ``on_<event>``.
+
+    Never imports anything and walks only class attributes, so a name read from Redis can
+    reach nothing but an imported callback class.  Raises :class:`UnknownJobError`.
+    """
+    where = f"{module}.{qualname}"
+    found = sys.modules.get(module)
+    if found is None:
+        raise UnknownJobError(f"batch callback {where}: module {module!r} is not imported in this process "
+                              "(define callbacks in an installed app's jobs.py, which every worker imports)")
+    for part in qualname.split("."):
+        found = vars(found).get(part)
+        if not isinstance(found, type):
+            raise UnknownJobError(f"batch callback {where} is not a class")
+    if not callable(getattr(found, f"on_{event}", None)):
+        raise UnknownJobError(f"batch callback {where} defines no on_{event}(self, status, options) method")
+    return found
+
+
+class BatchCallbackJob(Job):
+    """Internal: runs one callback of a batch.  Enqueued by ``lua/batch.lua`` with the
+    arguments ``(bid, event, index)``; in the parent batch when the batch has one."""
+
+    name = CALLBACK_JOB_NAME
+
+    def perform(self, bid, event, index):
+        raw = get_redis().hget(keys.batch(bid), "callbacks")
+        if raw is None:
+            logger.warning("batch %s expired before its %s callback ran; skipped", bid, event)
+            return
+        callback = json.loads(raw)[index]
+        target = resolve_callback(callback["module"], callback["qualname"], event)
+        options = serialization.decode_args(callback["options"])[0][0]
+        getattr(target(), f"on_{event}")(BatchStatus(bid), options)
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+class BatchStatus:
+    """A batch's state, read from Redis when created (Sidekiq Pro's ``Batch::Status``).
+
+    ``total`` jobs ever added, ``pending`` not succeeded yet, ``failures`` failed and not
+    succeeded since (``dead`` of them in the dead set); ``complete`` (every job ran at least
+    once) and ``success`` (every job succeeded); ``created_at``, ``complete_at``,
+    ``success_at`` in epoch seconds; ``exists`` is False once the batch has expired.
+    """
+
+    def __init__(self, bid, client=None):
+        self.bid = bid
+        redis = client or get_redis()
+        pipe = redis.pipeline(transaction=False)
+        pipe.hgetall(keys.batch(bid))
+        pipe.scard(keys.batch_jids(bid))
+        pipe.hlen(keys.batch_failures(bid))
+        pipe.scard(keys.batch_dead(bid))
+        pipe.ttl(keys.batch(bid))
+        fields, self.pending, self.failures, self.dead, ttl = pipe.execute()
+        self._redis = redis
+        fields = {_text(k): _text(v) for k, v in fields.items()}
+        self.exists = bool(fields)
+        self.description = fields.get("description", "")
+        self.parent_bid = fields.get("parent") or None
+        self.callback_queue = fields.get("callback_queue")
+        self.total = _int(fields.get("total"))
+        self.kids = _int(fields.get("kids"))
+        self.created_at = _float(fields.get("created_at"))
+        self.complete_at = _float(fields.get("complete_at"))
+        self.success_at = _float(fields.get("success_at"))
+        self.death_at = _float(fields.get("death_at"))
+        self.open_blocks = _int(fields.get("open"))
+        #: Seconds until the batch's data leaves Redis (None when it does not exist).
+        self.expires_in_s = ttl if ttl is not None and ttl >= 0 else None
+        try:
+            self.callbacks = [(c["event"], f"{c['module']}.{c['qualname']}") for c in json.loads(fields.get("callbacks") or "[]")]
+        except (ValueError, KeyError, TypeError):
+            self.callbacks = []
+
+    def __repr__(self):
+        return f"<BatchStatus {self.bid} {self.total - self.pending}/{self.total} done, {self.failures} failing>"
+
+    @property
+    def complete(self):
+        """Every job ran at least once (some may still be retrying)."""
+        return self.complete_at is not None
+
+    @property
+    def success(self):
+        """Every job succeeded (and every child batch)."""
+        return self.success_at is not None
+
+    def failed_jobs(self):
+        """The jobs that failed and have not succeeded since: a list of dicts with ``jid``,
+        ``class``, ``error_class``, ``error_message``, ``failed_at``, ``retry_count``, ``dead``."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.batch_failures(self.bid))
+        pipe.smembers(keys.batch_dead(self.bid))
+        failures, dead = pipe.execute()
+        dead = {_text(jid) for jid in dead}
+        found = []
+        for jid, raw in failures.items():
+            jid = _text(jid)
+            try:
+                info = json.loads(raw)
+            except ValueError:
+                info = {}
+            found.append({"jid": jid, **info, "dead": jid in dead})
+        return sorted(found, key=lambda f: (f.get("failed_at") or 0, f["jid"]))
+
+    def jids(self):
+        """The jids of the jobs not succeeded yet."""
+        return sorted(_text(jid) for jid in self._redis.smembers(keys.batch_jids(self.bid)))
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

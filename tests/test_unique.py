@@ -1,0 +1,335 @@
+"""Unique jobs: lock options checked at class creation, the enqueue side (``lua/unique_push.lua``)
+and the worker side (``worker/hooks.py`` driven through :meth:`Processor.process_one`).
+
+End-to-end races with real ``runjobs`` processes are in ``test_unique_e2e.py``.
+"""
+
+import json
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+
+from django_bgjobs import Job, UniqueJobError, keys, unique
+from django_bgjobs.errors import ConfigurationError
+from django_bgjobs.testing import capture_jobs
+from tests.testapp.unique_batch_jobs import (
+    RaiseOnConflictJob,
+    RejectOnConflictJob,
+    ReplaceOnConflictJob,
+    ReportJob,
+    UntilAndWhileExecutingJob,
+    UntilExecutedJob,
+    UntilExecutingJob,
+    UntilExpiredJob,
+    WhileExecutingJob,
+)
+
+DAY_S = 24 * 60 * 60
+
+
+def lock_of(redis, handle_or_payload):
+    digest = handle_or_payload["lock_digest"]
+    return redis.hgetall(keys.unique_lock(digest))
+
+
+def queued(redis, queue="default"):
+    return [json.loads(raw) for raw in redis.lrange(f"queue:{queue}", 0, -1)]
+
+
+def scheduled(redis):
+    return [json.loads(raw) for raw in redis.zrange("schedule", 0, -1)]
+
+
+# -- options, checked when the class is made ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("attrs", "message"), [
+    ({"lock": "until_done"}, "lock is 'until_done'"),
+    ({"lock": "until_expired"}, "needs a lock_ttl"),
+    ({"lock": "until_executed", "lock_ttl": 0}, "more than 0 seconds"),
+    ({"lock": "until_executed", "lock_ttl": "1h"}, "seconds or a timedelta"),
+    ({"lock": "until_executed", "on_conflict": "reschedule"}, "does not apply to a until_executed lock"),
+    ({"lock": "while_executing", "on_conflict": "replace"}, "does not apply to a while_executing lock"),
+    ({"lock": "until_executed", "on_conflict": "ignore"}, "'ignore'"),
+    ({"on_conflict": "log"}, "sets on_conflict but no lock"),
+    ({"lock_ttl": 10}, "sets lock_ttl but no lock"),
+    ({"lock": "until_executed", "on_conflict": {"server": "reschedule"}}, "takes no run lock"),
+    ({"lock": "while_executing", "on_conflict": {"client": "log"}}, "not checked at enqueue"),
+    ({"lock": "until_and_while_executing", "on_conflict": {"client": "reschedule"}}, "is 'reschedule'; use one of log"),
+    ({"lock": "until_executed", "lock_args": "user_id"}, "lock_args must be a method"),
+    ({"unique": "until_executed"}, "did you mean lock"),
+])
+def test_job_class_is_refused_when_its_lock_options_are_wrong(attrs, message):
+    with pytest.raises(ConfigurationError, match=message):
+        type("BadLockJob", (Job,), {"perform": lambda self: None, "__module__": __name__, **attrs})
+
+
+@pytest.mark.parametrize(("lock", "on_conflict", "expected"), [
+    ("until_executed", None, ("log", None)),
+    ("while_executing", None, (None, "reschedule")),
+    ("until_and_while_executing", None, ("log", "reschedule")),
+    ("until_and_while_executing", "reject", ("reject", "reject")),
+    ("until_and_while_executing", "replace", ("replace", "reschedule")),
+    ("until_and_while_executing", {"client": "raise", "server": "log"}, ("raise", "log")),
+    ("while_executing", "raise", (None, "raise")),
+])
+def test_on_conflict_goes_to_the_side_it_fits_when_the_class_is_made(lock, on_conflict, expected):
+    job_class = type("FineLockJob", (Job,), {
+        "perform": lambda self: None, "__module__": __name__, "lock": lock, "on_conflict": on_conflict,
+    })
+
+    options = job_class._lock_options
+    assert (options.client_conflict, options.server_conflict) == expected
+
+
+def test_lock_ttl_counts_from_when_the_job_is_due_when_given_as_a_timedelta():
+    options = ReportJob._lock_options
+
+    assert options.ttl_s == 3600
+    assert options.ttl_ms(60) == 3_660_000
+
+
+# -- the lock's digest ----------------------------------------------------------------------
+
+
+def test_equal_jobs_share_a_lock_and_other_arguments_or_queues_do_not(redis):
+    # Given
+    payloads = {
+        "a": UntilExecutedJob.perform_later("a").jid,
+        "a-again": UntilExecutedJob.perform_later("a"),
+        "b": UntilExecutedJob.perform_later("b").jid,
+        "a-low": UntilExecutedJob.set(queue="low").perform_later("a").jid,
+    }
+
+    # Then
+    assert payloads["a-again"] is None
+    digests = {p["jid"]: p["lock_digest"] for p in queued(redis) + queued(redis, "low")}
+    assert len(set(digests.values())) == 3
+    assert set(digests) == {payloads["a"], payloads["b"], payloads["a-low"]}
+
+
+def test_lock_covers_only_lock_args_when_the_class_defines_them(redis):
+    # When
+    first = ReportJob.perform_later(7, "sales", note="monthly")
+    second = ReportJob.perform_later(7, "sales", note="weekly")
+    other = ReportJob.perform_later(7, "costs")
+
+    # Then
+    assert first is not None and other is not None
+    assert second is None
+    assert [p["jid"] for p in reversed(queued(redis))] == [first.jid, other.jid]
+
+
+def test_digest_is_the_same_when_keyword_arguments_come_in_another_order():
+    payload_1 = {"args": [], "queue": "default"}
+
+    def digest(**kwargs):
+        from django_bgjobs import serialization
+
+        encoded = serialization.encode_args((), kwargs)
+        return unique.lock_digest(UntilExecutedJob, "default", (), kwargs, encoded)
+
+    assert payload_1
+    assert digest(a=1, b=2) == digest(b=2, a=1)
+    assert digest(a=1, b=2) != digest(a=2, b=1)
+
+
+# -- the enqueue side -----------------------------------------------------------------------
+
+
+def test_duplicate_is_dropped_and_perform_later_returns_none_when_on_conflict_is_log(redis, caplog):
+    # Given
+    first = UntilExecutedJob.perform_later("report")
+
+    # When
+    with caplog.at_level("INFO", logger="django_bgjobs.unique"):
+        second = UntilExecutedJob.perform_later("report")
+
+    # Then
+    assert second is None
+    [payload] = queued(redis)
+    assert payload["jid"] == first.jid
+    assert payload["lock"] == "until_executed"
+    lock = lock_of(redis, payload)
+    assert lock["jid"] == first.jid
+    assert lock["class"] == UntilExecutedJob.name
+    assert "not enqueued" in caplog.text and first.jid in caplog.text
+    assert DAY_S - 5 <= redis.ttl(keys.unique_lock(payload["lock_digest"])) <= DAY_S
+
+
+def test_duplicate_raises_unique_job_error_naming_the_holder_when_on_conflict_is_raise(redis):
+    # Given
+    first = RaiseOnConflictJob.perform_later("report")
+
+    # When
+    with pytest.raises(UniqueJobError) as caught:
+        RaiseOnConflictJob.perform_later("report")
+
+    # Then
+    assert caught.value.holder_jid == first.jid
+    assert [p["jid"] for p in queued(redis)] == [first.jid]
+
+
+def test_duplicate_goes_to_the_dead_set_with_a_reason_when_on_conflict_is_reject(redis):
+    # Given
+    first = RejectOnConflictJob.perform_later("report")
+
+    # When
+    second = RejectOnConflictJob.perform_later("report")
+
+    # Then
+    assert second is None
+    [dead] = [json.loads(raw) for raw in redis.zrange("dead", 0, -1)]
+    assert dead["jid"] != first.jid
+    assert "same until_executed lock" in dead["dead_reason"]
+    assert dead["error_class"] == "django_bgjobs.errors.UniqueJobError"
+    assert [p["jid"] for p in queued(redis)] == [first.jid]
+
+
+def test_waiting_holder_is_removed_and_the_new_job_takes_the_lock_when_on_conflict_is_replace(redis):
+    # Given
+    first = ReplaceOnConflictJob.perform_later("report", 1)
+
+    # When
+    second = ReplaceOnConflictJob.perform_later("report", 2)
+
+    # Then
+    [payload] = queued(redis)
+    assert payload["jid"] == second.jid
+    assert lock_of(redis, payload)["jid"] == second.jid
+    assert first.jid != second.jid
+
+
+def test_scheduled_holder_is_removed_when_on_conflict_is_replace(redis):
+    # Given
+    ReplaceOnConflictJob.set(wait=timedelta(hours=1)).perform_later("report", 1)
+
+    # When
+    second = ReplaceOnConflictJob.perform_later("report", 2)
+
+    # Then
+    assert scheduled(redis) == []
+    assert [p["jid"] for p in queued(redis)] == [second.jid]
+
+
+def test_holder_moved_to_its_queue_by_the_poller_is_found_by_jid_when_on_conflict_is_replace(redis):
+    # Given: scheduled, then moved by the poller (which rewrites its enqueued_at)
+    from django_bgjobs.worker.poller import Poller
+
+    first = ReplaceOnConflictJob.set(wait=10).perform_later("report", 1)
+    RaiseOnConflictJob.perform_bulk([(n,) for n in range(1_200)])  # others in the same queue
+    assert Poller().enqueue_due(now=time.time() + 60) == 1
+    assert first.jid in {p["jid"] for p in queued(redis)}
+
+    # When
+    second = ReplaceOnConflictJob.perform_later("report", 2)
+
+    # Then
+    jids = {p["jid"] for p in queued(redis)}
+    assert first.jid not in jids and second.jid in jids
+    assert len(jids) == 1_201
+
+
+def test_scheduled_job_takes_its_lock_at_enqueue_for_its_wait_plus_the_default_ttl(redis):
+    # When
+    first = UntilExecutedJob.set(wait=timedelta(hours=2)).perform_later("later")
+    second = UntilExecutedJob.perform_later("later")
+
+    # Then
+    assert second is None
+    [payload] = scheduled(redis)
+    assert payload["jid"] == first.jid
+    ttl = redis.ttl(keys.unique_lock(payload["lock_digest"]))
+    assert 2 * 3600 + DAY_S - 5 <= ttl <= 2 * 3600 + DAY_S
+
+
+def test_until_expired_lock_lives_for_its_lock_ttl(redis):
+    # When
+    UntilExpiredJob.perform_later("x")
+
+    # Then
+    [payload] = queued(redis)
+    assert 25 <= redis.ttl(keys.unique_lock(payload["lock_digest"])) <= 30
+
+
+def test_bulk_enqueue_drops_duplicates_within_the_bulk_and_returns_none_for_them(redis):
+    # When
+    handles = UntilExecutedJob.perform_bulk([("a",), ("b",), ("a",), ("c",), ("b",)])
+
+    # Then
+    assert [h is None for h in handles] == [False, False, True, False, True]
+    assert sorted(p["args"][0] for p in queued(redis)) == ["a", "b", "c"]
+
+
+def test_while_executing_jobs_are_all_enqueued_because_their_lock_is_taken_at_start(redis):
+    # When
+    handles = WhileExecutingJob.perform_bulk([("same",)] * 3)
+
+    # Then
+    assert all(handles)
+    assert len(queued(redis)) == 3
+    assert redis.keys("unique:*") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lock_is_taken_at_commit_and_raise_is_logged_when_the_push_waits_for_a_transaction(redis, caplog):
+    # Given
+    RaiseOnConflictJob.perform_later("report")
+
+    # When
+    with transaction.atomic():
+        handle = RaiseOnConflictJob.perform_later("report")
+        assert len(queued(redis)) == 1
+
+    # Then: too late to raise after the commit: logged instead
+    assert handle is not None
+    assert len(queued(redis)) == 1
+    assert "not enqueued" in caplog.text
+
+
+def test_nothing_is_locked_when_jobs_are_captured(redis):
+    with capture_jobs() as jobs:
+        UntilExecutedJob.perform_later("a")
+        UntilExecutedJob.perform_later("a")
+
+    assert len(jobs) == 2
+    assert redis.keys("unique:*") == []
+
+
+def test_exactly_one_of_many_threads_enqueues_when_they_race_for_one_lock(redis):
+    # Given: 8 threads, each enqueueing the same job 50 times
+    results = []
+    start = threading.Barrier(8)
+
+    def enqueue():
+        start.wait()
+        for _ in range(50):
+            results.append(UntilExecutedJob.perform_later("race"))
+
+    threads = [threading.Thread(target=enqueue) for _ in range(8)]
+
+    # When
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then
+    accepted = [r for r in results if r is not None]
+    print(f"\nclient race: {len(results)} enqueues from 8 threads -> {len(accepted)} accepted, "
+          f"{len(queued(redis))} queued")
+    assert len(accepted) == 1
+    assert len(queued(redis)) == 1
+
+
+def test_lock_keys_live_in_keys_py_and_take_the_prefix(settings, redis):
+    settings.BGJOBS = {**settings.BGJOBS, "KEY_PREFIX": "app"}
+
+    UntilExecutingJob.perform_later("x")
+    UntilAndWhileExecutingJob.perform_later("x")
+
+    locks = redis.keys("app:unique:*")
+    assert len(locks) == 2
