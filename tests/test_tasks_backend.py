@@ -9,6 +9,7 @@ runs them on a ``runjobs`` subprocess.  The tasks are in ``tests/testapp/tasks.p
 import datetime
 import json
 import os
+import sys
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -458,6 +459,18 @@ def test_get_result_of_an_unknown_or_malformed_id_raises_does_not_exist(redis):
         with pytest.raises(TaskResultDoesNotExist):
             task_backends["default"].get_result(result_id)
 
+
+
+def test_get_result_of_a_task_this_process_never_defined_raises_does_not_exist(redis):
+    # Given: a result written by a process that knew a task this one does not
+    result = tasks.add.enqueue(1, 2)
+    record = stored(redis, result.id)
+    redis.set(keys.task_result(result.id), json.dumps({**record, "task": "elsewhere.tasks.unknown"}))
+
+    # Then: the path is not imported to find out
+    with pytest.raises(TaskResultDoesNotExist, match="elsewhere.tasks.unknown is not registered in this process"):
+        task_backends["default"].get_result(result.id)
+    assert "elsewhere" not in sys.modules
 
 # -- result expiry ----------------------------------------------------------------------------
 
