@@ -51,7 +51,7 @@ def kill_reason(request):
 
 ACTIONS = {
     "retry": Action("Retry now", "Retried", lambda entry, request: entry.retry()),
-    "add_to_queue": Action("Add to queue", "Added to their queue", lambda entry, request: entry.add_to_queue()),
+    "add_to_queue": Action("Add to queue", "Enqueued", lambda entry, request: entry.add_to_queue()),
     "kill": Action("Kill", "Killed", lambda entry, request: entry.kill(reason=kill_reason(request))),
     "delete": Action("Delete", "Deleted", lambda entry, request: entry.delete()),
 }
@@ -82,6 +82,7 @@ class SetKind:
     api_class: type
     title: str
     noun: str
+    plural_noun: str
     #: True: highest score (latest) first.
     newest_first: bool
     time_label: str
@@ -98,20 +99,20 @@ class SetKind:
 SET_KINDS = {
     kind.slug: kind for kind in (
         SetKind(
-            "scheduled", ScheduledSet, "Scheduled jobs", "scheduled job", False, "Runs",
+            "scheduled", ScheduledSet, "Scheduled jobs", "scheduled job", "scheduled jobs", False, "Runs",
             ("add_to_queue", "delete"), ("add_to_queue", "delete"),
             "No scheduled jobs.",
             "Jobs enqueued with Job.set(wait=...) or set(wait_until=...) wait here until their time comes.",
         ),
         SetKind(
-            "retries", RetrySet, "Retries", "retry", False, "Next retry",
+            "retries", RetrySet, "Retries", "retry", "retries", False, "Next retry",
             ("retry", "kill", "delete"), ("retry", "kill", "delete"),
             "No retries.",
             "A job that raises waits here for its next attempt; the waits grow from 15 seconds to about "
             "a day (25 retries over three weeks, by default).",
         ),
         SetKind(
-            "dead", DeadSet, "Dead jobs", "dead job", True, "Died",
+            "dead", DeadSet, "Dead jobs", "dead job", "dead jobs", True, "Died",
             ("retry", "delete"), ("retry", "delete"),
             "No dead jobs.",
             "Jobs that fail more times than their retry limit (25 by default), or are killed, land here "
@@ -279,7 +280,7 @@ class SetBulkPage(JobsPage):
         size = self.kind.api_class().size()
         return self.render(request, {
             "title": f"{bulk.label}: {self.kind.title.lower()}",
-            "question": bulk.question.format(count=plural(size, self.kind.noun)),
+            "question": bulk.question.format(count=plural(size, self.kind.noun, self.kind.plural_noun)),
             "confirm_label": f"Yes, {bulk.label.lower()}", "cancel_url": self.kind.url(), "danger": bulk.danger,
             "list_url": self.kind.url(), "list_title": self.kind.title, "empty": size == 0,
         })

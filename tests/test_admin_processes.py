@@ -1,0 +1,81 @@
+"""The processes page (django_bgjobs.admin.processes): live workers, their busy threads, quiet and stop."""
+
+import pytest
+from django.urls import reverse
+
+from django_bgjobs import keys
+from django_bgjobs.payload import dumps
+from tests.admin_support import (  # noqa: F401 - fixtures
+    messages_of,
+    operator,
+    operator_client,
+    payload,
+    push_at_once,
+    register_process,
+)
+
+pytestmark = pytest.mark.django_db
+
+PROCESSES = "admin:django_bgjobs_processes"
+IDENTITY = "host-1:4242:0123456789ab"
+
+
+def test_processes_page_shows_each_process_and_the_job_each_busy_thread_runs(operator_client, redis):
+    # Given: one busy process, one idle quiet one, and one whose heartbeat expired
+    register_process(redis, IDENTITY, busy=1, work={"t7": {
+        "queue": "default", "run_at": 1_700_000_050.0, "payload": dumps(payload(5, args=["invoice", 42])),
+    }})
+    register_process(redis, "host-2:99:abcdefabcdef", quiet=True)
+    redis.sadd(keys.processes(), "host-3:1:gone")
+
+    # When
+    response = operator_client.get(reverse(PROCESSES))
+
+    # Then
+    rows = response.context["rows"]
+    assert [row["process"].identity for row in rows] == [IDENTITY, "host-2:99:abcdefabcdef"]
+    (work,) = rows[0]["work"]
+    assert (work["thread_id"], work["queue"], work["job"].klass, work["job"].args) == (
+        "t7", "default", "tests.testapp.jobs.RecordJob", ["invoice", 42],
+    )
+    page = response.content.decode()
+    assert "&#x27;invoice&#x27;, 42" in page  # HTML-escaped quotes
+    assert "1 of 10 threads busy" in page
+    assert 'value="quiet"' in page.split("host-2")[0]  # the running process offers Quiet; the quiet one does not
+
+
+def test_processes_page_says_how_to_start_a_worker_when_none_runs(operator_client):
+    page = operator_client.get(reverse(PROCESSES)).content.decode()
+
+    assert "No worker is running." in page
+    assert "manage.py runjobs" in page
+
+
+@pytest.mark.parametrize(("action", "command"), [("quiet", "TSTP"), ("stop", "TERM")])
+def test_quiet_and_stop_send_the_command_the_worker_reads_at_its_heartbeat(operator_client, redis, action, command):
+    # Given
+    register_process(redis, IDENTITY)
+
+    # When
+    response = operator_client.post(reverse(PROCESSES), {"identity": IDENTITY, "action": action}, follow=True)
+
+    # Then
+    assert redis.lrange(keys.process_signals(IDENTITY), 0, -1) == [command]
+    assert messages_of(response)[0].startswith(f"Asked {IDENTITY} to")
+
+
+def test_quiet_for_a_process_that_has_gone_warns_and_sends_nothing(operator_client, redis):
+    response = operator_client.post(reverse(PROCESSES), {"identity": "host-9:1:gone", "action": "quiet"},
+                                    follow=True)
+
+    assert messages_of(response) == ["Process host-9:1:gone is not running any more."]
+    assert redis.exists(keys.process_signals("host-9:1:gone")) == 0
+
+
+def test_unknown_process_action_is_refused(operator_client, redis):
+    register_process(redis, IDENTITY)
+
+    response = operator_client.post(reverse(PROCESSES), {"identity": IDENTITY, "action": "kill"}, follow=True)
+
+    assert messages_of(response) == ["Unknown action 'kill'."]
+    assert redis.exists(keys.process_signals(IDENTITY)) == 0
