@@ -19,9 +19,16 @@ from django_bgjobs.api import BatchSet
 from django_bgjobs.batches import CALLBACK_JOB_NAME, BatchCallbackJob, current_bid, resolve_callback
 from django_bgjobs.errors import BgJobsError, ConfigurationError, UnknownJobError
 from django_bgjobs.testing import capture_jobs
-from tests.testapp.jobs import RecordJob
+from django_bgjobs.worker.fetcher import Fetcher
+from django_bgjobs.worker.poller import Poller
+from django_bgjobs.worker.processor import Processor
+from django_bgjobs.worker.queues import QueueOrder
+from tests.testapp.jobs import RecordJob, performed
 from tests.testapp.unique_batch_jobs import (
     BatchChildJob,
+    DyingChildJob,
+    GrowingJob,
+    NestingJob,
     RecordingCallback,
     UntilExecutedJob,
     callbacks,
@@ -422,3 +429,189 @@ def test_job_outside_a_batch_has_no_batch():
     assert job.batch is None and job.bid is None
     job.payload = {"jid": "x", "bid": "abc123"}
     assert job.batch.bid == "abc123"
+
+
+# -- the worker side ----------------------------------------------------------------------------
+
+IDENTITY = "test-host:4242:batches"
+FAR_FUTURE_S = 4_000_000_000
+
+worker_db = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def processor(redis):
+    redis.hset(keys.process(IDENTITY), "beat", 1)
+    return Processor(Fetcher(IDENTITY, QueueOrder(["critical", "default", "low"])))
+
+
+def run_all(processor, limit=5_000):
+    """Run jobs until none is left, moving due retries with a fixed clock between passes."""
+    ran = 0
+    while True:
+        while processor.process_one(block=False):
+            ran += 1
+            assert ran < limit
+        if not Poller().enqueue_due(now=FAR_FUTURE_S):
+            return ran
+
+
+def events_of(bid):
+    return [c["event"] for c in callbacks() if c["bid"] == bid]
+
+
+@worker_db
+def test_success_and_complete_fire_once_after_every_child_succeeded(redis, processor):
+    # Given
+    batch = Batch(description="ten").on("success", RecordingCallback, {"n": 10}).on("complete", RecordingCallback)
+    with batch.jobs():
+        BatchChildJob.perform_bulk([(n,) for n in range(10)])
+
+    # When
+    run_all(processor)
+
+    # Then
+    assert sorted(events_of(batch.bid)) == ["complete", "success"]
+    success = next(c for c in callbacks() if c["event"] == "success")
+    assert (success["total"], success["pending"], success["options"]) == (10, 0, {"n": 10})
+    assert len(performed()) == 10
+    assert redis.llen("queue:default") == 0
+
+
+@worker_db
+def test_success_waits_for_children_that_fail_and_then_succeed_on_retry(redis, processor):
+    # Given: 20 children, 5 of them failing twice first
+    batch = Batch().on("success", RecordingCallback).on("complete", RecordingCallback)
+    with batch.jobs():
+        BatchChildJob.perform_bulk([(n, 2 if n % 4 == 0 else 0) for n in range(20)])
+
+    # When: one pass, no retries yet (the complete callback, enqueued by the last child, runs too)
+    while processor.process_one(block=False):
+        pass
+
+    # Then: complete (every child ran once), not success
+    assert events_of(batch.bid) == ["complete"]
+    status = batch.status()
+    assert (status.pending, status.failures, status.complete, status.success) == (5, 5, True, False)
+    assert {f["error_class"] for f in status.failed_jobs()} == {"tests.testapp.jobs.JobFailure"}
+
+    # When: the retries run
+    run_all(processor)
+
+    # Then
+    assert sorted(events_of(batch.bid)) == ["complete", "success"]
+    assert batch.status().failures == 0
+
+
+@worker_db
+def test_death_and_complete_fire_once_and_success_never_when_children_die(redis, processor):
+    # Given
+    batch = Batch().on("success", RecordingCallback).on("complete", RecordingCallback).on("death", RecordingCallback)
+    with batch.jobs():
+        BatchChildJob.perform_bulk([(n,) for n in range(5)])
+        DyingChildJob.perform_bulk([(n,) for n in range(3)])
+
+    # When
+    run_all(processor)
+
+    # Then
+    assert sorted(events_of(batch.bid)) == ["complete", "death"]
+    status = batch.status()
+    assert (status.total, status.pending, status.dead) == (8, 3, 3)
+    assert redis.zcard("dead") == 3
+
+
+@worker_db
+def test_job_adds_jobs_to_its_own_batch_and_the_batch_waits_for_them(redis, processor):
+    # Given
+    batch = Batch().on("success", RecordingCallback)
+    with batch.jobs():
+        GrowingJob.perform_later(4)
+
+    # When
+    run_all(processor)
+
+    # Then
+    assert events_of(batch.bid) == ["success"]
+    status = batch.status()
+    assert (status.total, status.pending) == (5, 0)
+    assert sum(1 for r in performed() if r.get("bid") == batch.bid) == 5
+
+
+@worker_db
+def test_child_batch_made_by_a_job_of_the_parent_runs_its_callback_before_the_parents(redis, processor):
+    # Given
+    parent = Batch(description="parent").on("success", RecordingCallback, {"which": "parent"})
+    with parent.jobs():
+        NestingJob.perform_later(3)
+
+    # When
+    run_all(processor)
+
+    # Then
+    [nesting] = [r for r in performed() if "child_bid" in r]
+    child_status = BatchStatus(nesting["child_bid"])
+    assert child_status.parent_bid == parent.bid
+    assert [(c["options"]["which"], c["event"]) for c in callbacks()] == [("child", "success"), ("parent", "success")]
+
+
+@worker_db
+def test_the_issues_example_calls_on_success_once(redis, processor):
+    # Given
+    from tests.testapp.unique_batch_jobs import ParentJob
+
+    ParentJob.perform_later([11, 12, 13])
+
+    # When
+    run_all(processor)
+
+    # Then
+    assert sorted(c["event"] for c in callbacks()) == ["complete", "success"]
+    success = next(c for c in callbacks() if c["event"] == "success")
+    assert success["options"] == {"user_ids": [11, 12, 13]}
+    assert success["total"] == 3
+    assert sorted(r["args"][0] for r in performed() if r.get("bid")) == [11, 12, 13]
+
+
+@worker_db
+def test_replaced_unique_job_is_not_waited_for_by_its_batch(redis, processor):
+    # Given
+    from tests.testapp.unique_batch_jobs import ReplaceOnConflictJob
+
+    batch = Batch().on("success", RecordingCallback)
+    with batch.jobs():
+        ReplaceOnConflictJob.perform_later("k", 0)
+    ReplaceOnConflictJob.perform_later("k", 0)  # replaces the batch's job, outside the batch
+
+    # When
+    run_all(processor)
+
+    # Then
+    assert events_of(batch.bid) == ["success"]
+    assert len(performed()) == 1
+
+
+@worker_db
+def test_callback_that_cannot_be_resolved_in_the_worker_goes_to_the_dead_set(redis, processor, monkeypatch):
+    # Given: a callback whose module the worker does not have
+    fake = types.ModuleType("tests.fake_callback_module")
+
+    class Gone:
+        def on_success(self, status, options):
+            pass
+
+    Gone.__module__, Gone.__qualname__ = fake.__name__, "Gone"
+    fake.Gone = Gone
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    batch = Batch().on("success", Gone)
+    with batch.jobs():
+        pass
+    monkeypatch.delitem(sys.modules, fake.__name__)
+
+    # When
+    run_all(processor)
+
+    # Then
+    [dead] = [json.loads(raw) for raw in redis.zrange("dead", 0, -1)]
+    assert dead["class"] == CALLBACK_JOB_NAME
+    assert "not imported" in dead["dead_reason"]

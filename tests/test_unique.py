@@ -12,10 +12,20 @@ from datetime import timedelta
 import pytest
 from django.db import transaction
 
-from django_bgjobs import Job, UniqueJobError, keys, unique
-from django_bgjobs.errors import ConfigurationError
+from django_bgjobs import Job, UniqueJobError, keys, serialization, unique
+from django_bgjobs.api import UniqueLocks
+from django_bgjobs.connection import get_redis
+from django_bgjobs.errors import ConfigurationError, Discard
 from django_bgjobs.testing import capture_jobs
+from django_bgjobs.worker import hooks
+from django_bgjobs.worker.fetcher import Fetcher
+from django_bgjobs.worker.launcher import Launcher
+from django_bgjobs.worker.poller import Poller
+from django_bgjobs.worker.processor import Processor
+from django_bgjobs.worker.queues import QueueOrder
+from tests.testapp.jobs import JobFailure, RecordJob, performed, record
 from tests.testapp.unique_batch_jobs import (
+    FlakyUniqueJob,
     RaiseOnConflictJob,
     RejectOnConflictJob,
     ReplaceOnConflictJob,
@@ -25,6 +35,9 @@ from tests.testapp.unique_batch_jobs import (
     UntilExecutingJob,
     UntilExpiredJob,
     WhileExecutingJob,
+    WhileExecutingLogJob,
+    WhileExecutingRaiseJob,
+    WhileExecutingRejectJob,
 )
 
 DAY_S = 24 * 60 * 60
@@ -124,15 +137,10 @@ def test_lock_covers_only_lock_args_when_the_class_defines_them(redis):
 
 
 def test_digest_is_the_same_when_keyword_arguments_come_in_another_order():
-    payload_1 = {"args": [], "queue": "default"}
-
     def digest(**kwargs):
-        from django_bgjobs import serialization
-
         encoded = serialization.encode_args((), kwargs)
         return unique.lock_digest(UntilExecutedJob, "default", (), kwargs, encoded)
 
-    assert payload_1
     assert digest(a=1, b=2) == digest(b=2, a=1)
     assert digest(a=1, b=2) != digest(a=2, b=1)
 
@@ -333,3 +341,364 @@ def test_lock_keys_live_in_keys_py_and_take_the_prefix(settings, redis):
 
     locks = redis.keys("app:unique:*")
     assert len(locks) == 2
+
+
+# -- the worker side ------------------------------------------------------------------------
+
+IDENTITY = "test-host:4242:unique"
+OTHER = "test-host:5353:other"
+FAR_FUTURE_S = 4_000_000_000
+
+
+def lock_state(payload):
+    """``(enqueue lock holder, run lock holder)`` for a payload's digest, read now."""
+    redis = get_redis()
+    digest = payload["lock_digest"]
+    holders = redis.hget(keys.unique_lock(digest), "jid"), redis.hget(keys.unique_run_lock(digest), "jid")
+    return tuple(h.decode() if h else None for h in holders)
+
+
+class _ProbeMixin:
+    """Records the lock holders seen from inside ``perform``; fails when ``fail`` says so."""
+
+    def perform(self, fail=None):
+        record(self.jid, [fail], locks=lock_state(self.payload))
+        if fail == "raise":
+            raise JobFailure("probe fails")
+        if fail == "discard":
+            raise Discard("probe discards")
+
+
+class ProbeUntilExecuting(_ProbeMixin, Job):
+    lock = "until_executing"
+
+
+class ProbeUntilExecuted(_ProbeMixin, Job):
+    lock = "until_executed"
+    lock_ttl = 60
+
+
+class ProbeUntilExecutedNoRetry(_ProbeMixin, Job):
+    lock = "until_executed"
+    retry = False
+
+
+class ProbeUntilExecutedDies(_ProbeMixin, Job):
+    lock = "until_executed"
+    retry = 0
+
+
+class ProbeWhileExecuting(_ProbeMixin, Job):
+    lock = "while_executing"
+
+
+class ProbeUntilAndWhile(_ProbeMixin, Job):
+    lock = "until_and_while_executing"
+
+
+class ProbeUntilExpired(_ProbeMixin, Job):
+    lock = "until_expired"
+    lock_ttl = 120
+
+
+@pytest.fixture
+def processor(redis):
+    # The worker's heartbeat exists, as a running worker's does.
+    redis.hset(keys.process(IDENTITY), "beat", 1)
+    return Processor(Fetcher(IDENTITY, QueueOrder(["critical", "default", "low"])))
+
+
+def hold_run_lock(redis, payload, holder_jid="0" * 24, identity=OTHER, alive=True):
+    """Make another job hold the run lock of ``payload``'s digest (its worker alive or not)."""
+    redis.hset(keys.unique_run_lock(payload["lock_digest"]), mapping={
+        "jid": holder_jid, "class": payload["class"], "heartbeat": keys.process(identity),
+    })
+    redis.expire(keys.unique_run_lock(payload["lock_digest"]), 600)
+    if alive:
+        redis.hset(keys.process(identity), "beat", 1)
+
+
+def drain(processor, limit=200):
+    count = 0
+    while processor.process_one(block=False):
+        count += 1
+        assert count < limit
+    return count
+
+
+# The processor recycles Django database connections around each job, as in production.
+worker_db = pytest.mark.django_db(transaction=True)
+
+
+@worker_db
+def test_until_executing_lock_is_freed_as_the_job_starts(redis, processor):
+    # Given
+    handle = ProbeUntilExecuting.perform_later()
+    assert ProbeUntilExecuting.perform_later() is None
+
+    # When
+    processor.process_one(block=False)
+
+    # Then: perform already saw the lock gone, and an equal job may be enqueued again
+    [run] = performed()
+    assert run["locks"] == [None, None]
+    assert run["jid"] == handle.jid
+    assert ProbeUntilExecuting.perform_later() is not None
+
+
+@worker_db
+def test_until_executed_lock_is_held_while_running_and_freed_on_success(redis, processor):
+    handle = ProbeUntilExecuted.perform_later()
+
+    processor.process_one(block=False)
+
+    assert performed()[0]["locks"] == [handle.jid, None]
+    assert redis.keys("unique:*") == []
+    assert ProbeUntilExecuted.perform_later() is not None
+
+
+@worker_db
+def test_until_executed_lock_is_kept_through_retries_with_its_ttl_covering_the_wait(redis, processor):
+    # Given
+    ProbeUntilExecuted.perform_later("raise")
+
+    # When
+    processor.process_one(block=False)
+
+    # Then: waiting in the retry set, still locked, the lock outliving the retry time by lock_ttl
+    [payload] = [json.loads(raw) for raw in redis.zrange("retry", 0, -1)]
+    retry_at = redis.zscore("retry", redis.zrange("retry", 0, -1)[0])
+    lock_key = keys.unique_lock(payload["lock_digest"])
+    assert redis.hget(lock_key, "jid") == payload["jid"]
+    assert abs(redis.pttl(lock_key) / 1000 - (retry_at - time.time() + 60)) < 2
+    assert ProbeUntilExecuted.perform_later("raise") is None
+
+
+@worker_db
+@pytest.mark.parametrize(("job_class", "fail"), [
+    (ProbeUntilExecutedDies, "raise"), (ProbeUntilExecutedNoRetry, "raise"), (ProbeUntilExecuted, "discard"),
+])
+def test_until_executed_lock_is_freed_when_the_job_dies_or_is_dropped(redis, processor, job_class, fail):
+    job_class.perform_later(fail)
+
+    processor.process_one(block=False)
+
+    assert redis.keys("unique:*") == []
+    assert job_class.perform_later(fail) is not None
+
+
+@worker_db
+def test_until_expired_lock_stays_after_the_job_succeeds(redis, processor):
+    handle = ProbeUntilExpired.perform_later()
+
+    processor.process_one(block=False)
+
+    [key] = redis.keys("unique:*")
+    assert redis.hget(key, "jid") == handle.jid
+    assert 100 < redis.ttl(key) <= 120
+    assert ProbeUntilExpired.perform_later() is None
+
+
+@worker_db
+def test_while_executing_run_lock_is_held_while_running_and_freed_after_success_and_failure(redis, processor):
+    # Given
+    first = ProbeWhileExecuting.perform_later().jid
+    second = ProbeWhileExecuting.perform_later().jid
+
+    # When
+    drain(processor)
+
+    # Then
+    assert [(r["jid"], r["locks"]) for r in performed()] == [(first, [None, first]), (second, [None, second])]
+    assert redis.keys("unique:*") == []
+
+    # And after a failure too
+    ProbeWhileExecuting.perform_later("raise")
+    processor.process_one(block=False)
+    assert redis.keys("unique:*") == []
+
+
+@worker_db
+def test_job_moves_to_the_schedule_set_without_running_when_its_run_lock_is_held(redis, processor, settings):
+    # Given: another live worker's job holds the run lock
+    settings.BGJOBS = {**settings.BGJOBS, "UNIQUE_RESCHEDULE_S": 5}
+    handle = ProbeWhileExecuting.perform_later()
+    [payload] = queued(redis)
+    hold_run_lock(redis, payload)
+
+    # When
+    before = time.time()
+    ran = processor.process_one(block=False)
+
+    # Then: not run, not in flight, scheduled 5 to 7.5 s later with the same jid
+    assert ran is True and performed() == []
+    assert redis.keys("inflight:*") == []
+    [(raw, at)] = redis.zrange("schedule", 0, -1, withscores=True)
+    assert json.loads(raw)["jid"] == handle.jid
+    assert before + 5 <= at <= time.time() + 7.5
+
+    # When: the holder finishes, and the job comes due
+    redis.delete(keys.unique_run_lock(payload["lock_digest"]))
+    Poller().enqueue_due(now=FAR_FUTURE_S)
+    processor.process_one(block=False)
+
+    # Then
+    assert [r["jid"] for r in performed()] == [handle.jid]
+    assert redis.keys("unique:*") == []
+
+
+@worker_db
+def test_run_lock_of_a_dead_worker_is_taken_over(redis, processor):
+    # Given: the holder's worker has no heartbeat any more
+    handle = ProbeWhileExecuting.perform_later()
+    hold_run_lock(redis, queued(redis)[0], alive=False)
+
+    # When
+    processor.process_one(block=False)
+
+    # Then
+    assert performed()[0]["locks"] == [None, handle.jid]
+    assert redis.keys("unique:*") == []
+
+
+@worker_db
+def test_recovered_job_takes_its_own_run_lock_back_after_its_worker_was_killed(redis, processor):
+    # Given: a worker took the job and its run lock, then died (kill -9: nothing cleaned up)
+    handle = ProbeWhileExecuting.perform_later()
+    dead = Processor(Fetcher(OTHER, QueueOrder(["default"])))
+    queue, raw = dead.fetcher.fetch(block=False)
+    redis.hset(keys.process(OTHER), "beat", 1)
+    dead_hooks = hooks.for_payload(json.loads(raw))
+    assert dead_hooks.start(get_redis(), raw, dead.fetcher.inflight_key(queue), OTHER) is True
+    redis.hset(keys.inflight_owners(), OTHER, json.dumps(["default"]))
+    redis.delete(keys.process(OTHER))  # its heartbeat expires
+
+    # When: another worker pushes its jobs back and runs them
+    assert Launcher(queues=["default"], concurrency=1, schedule=False).recover_orphans() == 1
+    processor.process_one(block=False)
+
+    # Then
+    assert performed()[0]["locks"] == [None, handle.jid]
+    assert redis.keys("unique:*") == []
+
+
+@worker_db
+def test_until_and_while_hands_the_enqueue_lock_over_for_the_run_lock_at_start(redis, processor):
+    # Given
+    handle = ProbeUntilAndWhile.perform_later()
+    assert ProbeUntilAndWhile.perform_later() is None
+
+    # When
+    processor.process_one(block=False)
+
+    # Then
+    assert performed()[0]["locks"] == [None, handle.jid]
+    assert redis.keys("unique:*") == []
+
+
+@worker_db
+def test_until_and_while_keeps_its_enqueue_lock_while_rescheduled(redis, processor):
+    # Given
+    handle = ProbeUntilAndWhile.perform_later()
+    hold_run_lock(redis, queued(redis)[0])
+
+    # When
+    processor.process_one(block=False)
+
+    # Then: waiting in the schedule set, still the holder of its enqueue lock
+    assert performed() == []
+    assert redis.zcard("schedule") == 1
+    assert lock_state(json.loads(redis.zrange("schedule", 0, -1)[0])) == (handle.jid, "0" * 24)
+    assert ProbeUntilAndWhile.perform_later() is None
+
+
+@worker_db
+@pytest.mark.parametrize(("job_class", "where"), [
+    (WhileExecutingLogJob, "nowhere"), (WhileExecutingRejectJob, "dead"), (WhileExecutingRaiseJob, "retry"),
+])
+def test_job_whose_run_lock_is_held_goes_where_on_conflict_says(redis, processor, job_class, where):
+    # Given
+    handle = job_class.perform_later("k")
+    [payload] = queued(redis)
+    hold_run_lock(redis, payload)
+
+    # When
+    processor.process_one(block=False)
+
+    # Then
+    assert performed() == []
+    places = {"dead": redis.zrange("dead", 0, -1), "retry": redis.zrange("retry", 0, -1),
+              "schedule": redis.zrange("schedule", 0, -1), "inflight": redis.keys("inflight:*")}
+    found = {name for name, members in places.items() if members}
+    assert found == (set() if where == "nowhere" else {where})
+    if where == "dead":
+        assert "run lock" in json.loads(places["dead"][0])["dead_reason"]
+        assert json.loads(places["dead"][0])["jid"] == handle.jid
+    # The holder's lock is untouched
+    assert redis.hget(keys.unique_run_lock(payload["lock_digest"]), "jid") == "0" * 24
+
+
+@worker_db
+def test_flaky_until_executed_job_keeps_its_lock_until_it_succeeds(redis, processor):
+    # Given
+    handle = FlakyUniqueJob.perform_later("k", 2)
+
+    # When: two failures, each retried at once
+    for _ in range(2):
+        processor.process_one(block=False)
+        assert FlakyUniqueJob.perform_later("k", 2) is None
+        Poller().enqueue_due(now=FAR_FUTURE_S)
+    processor.process_one(block=False)
+
+    # Then
+    assert [(r["jid"], r["attempt"]) for r in performed()] == [(handle.jid, 3)]
+    assert redis.keys("unique:*") == []
+
+
+@worker_db
+def test_jobs_without_locks_or_batches_take_the_plain_acknowledgement(redis, processor, monkeypatch):
+    # Given
+    made = []
+    real = hooks.JobHooks
+    monkeypatch.setattr(hooks, "JobHooks", lambda payload: made.append(payload) or real(payload))
+    RecordJob.perform_later(1)
+    UntilExecutedJob.perform_later("x")
+
+    # When
+    drain(processor)
+
+    # Then
+    assert [p["class"] for p in made] == [UntilExecutedJob.name]
+
+
+# -- the monitoring API ---------------------------------------------------------------------
+
+
+def test_unique_locks_lists_the_held_locks_and_releases_one(redis):
+    # Given
+    first = UntilExecutedJob.perform_later("a")
+    UntilExecutedJob.set(wait=60).perform_later("b")
+    payload = [p for p in queued(redis) if p["jid"] == first.jid][0]
+    hold_run_lock(redis, payload)
+
+    # When
+    locks = sorted(UniqueLocks(), key=lambda lock: (lock.kind, lock.jid))
+
+    # Then
+    assert [(lock.kind, lock.klass) for lock in locks] == [
+        ("enqueue", UntilExecutedJob.name), ("enqueue", UntilExecutedJob.name), ("run", UntilExecutedJob.name),
+    ]
+    enqueue_lock = next(lock for lock in locks if lock.jid == first.jid)
+    assert enqueue_lock.lock == "until_executed" and enqueue_lock.queue == "default"
+    assert enqueue_lock.digest == payload["lock_digest"]
+    assert DAY_S - 5 < enqueue_lock.ttl_s <= DAY_S
+    assert [lock.key for lock in UniqueLocks().find(first.jid)] == [enqueue_lock.key]
+
+    # When
+    assert UniqueLocks().release(enqueue_lock.key) is True
+
+    # Then
+    assert UniqueLocks().get(enqueue_lock.key) is None
+    assert UntilExecutedJob.perform_later("a") is not None
+    with pytest.raises(ValueError):
+        UniqueLocks().release("queue:default")

@@ -11,7 +11,10 @@ Runs in a thread started by :class:`~django_bgjobs.worker.manager.Manager`.  Its
 4. Acknowledge: on success remove it from the in-flight list (:meth:`Fetcher.ack`, in the
    same call as the next fetch); on failure hand it to
    :func:`django_bgjobs.retry.fail`, which writes the retry/dead entry and removes it
-   from the in-flight list in one MULTI.
+   from the in-flight list in one MULTI.  A job with a unique lock or in a batch
+   (:mod:`~django_bgjobs.worker.hooks`) applies its lock rules before ``perform`` (it may be
+   rescheduled instead), and its lock and batch writes join that MULTI (or, on success, a
+   MULTI of its own with the in-flight removal).
 5. Count processed and failed jobs in memory; the heartbeat adds them to Redis.
 
 Redis errors never kill the thread: it waits with backoff and tries again, and an
@@ -30,6 +33,7 @@ from django.db import close_old_connections
 from django_bgjobs import conf, execution, retry
 from django_bgjobs.errors import InvalidPayloadError, Shutdown
 from django_bgjobs.payload import loads, now_s
+from django_bgjobs.worker import hooks
 from django_bgjobs.worker.backoff import Reconnect
 
 logger = logging.getLogger(__name__)
@@ -89,12 +93,15 @@ class Processor:
         """Run one fetched payload and acknowledge it (see the module docstring)."""
         ack_key = self.fetcher.inflight_key(queue)
         self.current = (queue, raw, now_s())
-        job = payload = None
+        job = payload = extras = None
         started = time.perf_counter()
         try:
             payload = loads(raw)
+            extras = hooks.for_payload(payload)  # None unless it has a unique lock or a batch
             close_old_connections()
             job, args, kwargs = execution.instantiate(payload)
+            if extras is not None and not extras.start(self.client, raw, ack_key, self.fetcher.identity):
+                return  # its run lock is held: it moved to the schedule set
             # DEBUG, not INFO: one line per job (the "done"/"fail" one) is what operators read,
             # and a second formatted line per job cost a tenth of the worker's time (docs/performance.rst).
             logger.debug("start %s jid=%s queue=%s", payload["class"], payload.get("jid"), queue)
@@ -110,7 +117,7 @@ class Processor:
                     "fail %s jid=%s queue=%s %.3fs: %s: %s", (payload or {}).get("class"),
                     (payload or {}).get("jid"), queue, time.perf_counter() - started, type(exc).__name__, exc,
                 )
-            self._fail(raw, payload, exc, job, ack_key, queue)
+            self._fail(raw, payload, exc, job, ack_key, queue, extras)
         else:
             if self.abandoned:
                 return
@@ -118,6 +125,9 @@ class Processor:
                 "done %s jid=%s queue=%s %.3fs", payload["class"], payload.get("jid"), queue,
                 time.perf_counter() - started,
             )
+            if extras is not None:  # locks and batch bookkeeping go in the ack's own MULTI
+                self._until_written(lambda: extras.ack(self.client, ack_key, raw))
+                return
             # The ack goes with the next fetch call, which also takes this thread's next job.
             self.fetcher.ack(queue, raw, fetch_next=not self.stop_event.is_set())
             self._until_written(self.fetcher.write_acks)
@@ -126,7 +136,7 @@ class Processor:
             self.current = None
             close_old_connections()
 
-    def _fail(self, raw, payload, exc, job, ack_key, queue):
+    def _fail(self, raw, payload, exc, job, ack_key, queue, extras=None):
         """Hand a failed attempt to :func:`retry.fail`.
 
         A payload whose own fields break the retry rules (``"retry_count": "x"``,
@@ -135,7 +145,8 @@ class Processor:
         """
         write = self._until_written
         try:
-            return retry.fail(raw, payload, exc, job=job, ack_key=ack_key, queue=queue, run_write=write)
+            after = extras.after_failure if extras is not None else None
+            return retry.fail(raw, payload, exc, job=job, ack_key=ack_key, queue=queue, run_write=write, after=after)
         except Exception as bug:
             if payload is None:
                 raise
