@@ -195,19 +195,32 @@ def seed_sets(redis):
             "error_message": f"payment {n} declined", "error_backtrace": ["Traceback...", "JobFailure"],
             "enqueued_at": now - 300,
         }): now + 60 * (n + 1)})
-    for n in range(2):
+    for n, (klass, args, error_class, message, hours_ago) in enumerate(DEAD_JOBS):
         DeadSet().kill({
-            "class": "accounts.jobs.EmailSenderJob", "args": [1000 + n, "welcome"], "retry": 5,
-            "queue": "default", "jid": f"{n + 20:024x}", "created_at": now - 86400, "retry_count": 5,
-            "failed_at": now - 86400, "error_class": "smtplib.SMTPServerDisconnected",
-            "error_message": "Connection unexpectedly closed", "enqueued_at": now - 3600,
+            "class": klass, "args": args, "retry": 5, "queue": "default", "jid": f"{n + 20:024x}",
+            "created_at": now - 86400 - 3600 * hours_ago, "retry_count": 5, "failed_at": now - 86400,
+            "error_class": error_class, "error_message": message, "enqueued_at": now - 3600 * hours_ago,
             "error_backtrace": [
                 "Traceback (most recent call last):",
-                '  File "accounts/jobs.py", line 18, in perform',
-                "    send_mail(subject, body, None, [user.email])",
-                "smtplib.SMTPServerDisconnected: Connection unexpectedly closed",
+                f'  File "{klass.split(".")[0]}/jobs.py", line 18, in perform',
+                "    ...",
+                f"{error_class}: {message}",
             ],
-        }, reason="retries exhausted (5 of 5)")
+        }, reason="retries exhausted (5 of 5)", now=now - 3600 * hours_ago)
+
+
+#: (class, args, error class, error message, hours since it died) of the dead jobs shown.
+DEAD_JOBS = [
+    ("accounts.jobs.EmailSenderJob", [1001, "welcome"], "smtplib.SMTPServerDisconnected",
+     "Connection unexpectedly closed", 0.05),
+    ("billing.jobs.ChargeCardJob", [{"order": 5521, "amount": "49.90"}], "billing.errors.CardDeclined",
+     "Your card was declined (insufficient funds).", 2),
+    ("search.jobs.ReindexJob", ["products", {"full": True}], "search.errors.ConnectionTimeout",
+     "Connection to search-1:9200 timed out after 10s", 7),
+    ("shop.jobs.SyncCartJob", [42], "KeyError", "'sku'", 26),
+    ("reports.jobs.ExportCsvJob", ["2024-Q1", {"format": "csv", "columns": ["id", "email", "plan", "mrr"]}],
+     "MemoryError", "", 75),
+]
 
 
 # -- the tests ------------------------------------------------------------------------------
@@ -261,7 +274,7 @@ def test_operator_opens_every_page_and_each_is_saved_as_a_screenshot(page, scree
         shoot(page, screenshots, "07-scheduled")
 
         open_tab(page, "Dead", "dead/")
-        expect(page.locator("table.bgjobs-table tbody tr")).to_have_count(2)
+        expect(page.locator("table.bgjobs-table tbody tr")).to_have_count(len(DEAD_JOBS))
         shoot(page, screenshots, "08-dead")
         click_and_wait(page, page.locator("table.bgjobs-table tbody tr a").first, "/dead/jobs/")
         expect(page.locator("#content")).to_contain_text("SMTPServerDisconnected: Connection unexpectedly closed")
@@ -269,14 +282,14 @@ def test_operator_opens_every_page_and_each_is_saved_as_a_screenshot(page, scree
 
         open_tab(page, "Dead", "dead/")
         click_and_wait(page, page.locator("a", has_text="Retry all…"), "dead/all/retry/")
-        expect(page.locator(".bgjobs-confirm")).to_contain_text("Move all 2 dead jobs to their queues")
+        expect(page.locator(".bgjobs-confirm")).to_contain_text(f"Move all {len(DEAD_JOBS)} dead jobs to their queues")
         shoot(page, screenshots, "10-dead-retry-all-confirm")
 
         open_tab(page, "Failed jobs", "failedjob/")
-        expect(page.locator("#result_list tbody tr")).to_have_count(2)
+        expect(page.locator("#result_list tbody tr")).to_have_count(len(DEAD_JOBS))
         shoot(page, screenshots, "11-failed-jobs")
         click_and_wait(page, page.locator("#result_list tbody tr th a").first, "/change/")
-        expect(page.locator("#content")).to_contain_text("Connection unexpectedly closed")
+        expect(page.locator("#content")).to_contain_text("retries exhausted (5 of 5)")
         shoot(page, screenshots, "12-failed-job")
     finally:
         stop_worker(worker)

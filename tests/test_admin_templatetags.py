@@ -5,7 +5,7 @@ import datetime
 import pytest
 from django.template import Context, Template
 
-from django_bgjobs.templatetags.bgjobs_admin import duration, lines, pretty_json, thousands, timeago
+from django_bgjobs.templatetags.bgjobs_admin import duration, lines, pretty_json, short_class, thousands, timeago
 
 NOW = datetime.datetime(2024, 3, 10, 14, 0, 0, tzinfo=datetime.UTC)
 
@@ -65,3 +65,9 @@ def test_pretty_json_indents_and_keeps_unicode():
 def test_lines_joins_a_backtrace_one_line_each():
     assert lines(["a", "b"]) == "a\nb"
     assert lines(None) == ""
+
+
+def test_short_class_keeps_the_last_dotted_name():
+    assert short_class("smtplib.SMTPServerDisconnected") == "SMTPServerDisconnected"
+    assert short_class("KeyError") == "KeyError"
+    assert short_class(None) == ""

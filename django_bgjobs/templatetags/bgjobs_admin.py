@@ -84,6 +84,21 @@ def pretty_json(value):
 
 
 @register.filter
+def short_class(value):
+    """``smtplib.SMTPServerDisconnected`` -> ``SMTPServerDisconnected`` (the full name goes in a title)."""
+    return str(value or "").rsplit(".", 1)[-1]
+
+
+@register.simple_tag
+def class_name(value):
+    """A job or error class as its short name, with its module path underneath, smaller."""
+    module, _, name = str(value or "").rpartition(".")
+    if not module:
+        return name or "—"
+    return format_html('{}<br><small class="bgjobs-quiet" title="{}">{}</small>', name, value, module)
+
+
+@register.filter
 def lines(value):
     """A list of lines (a backtrace) as one text, a line each."""
     return "\n".join(str(line) for line in value or ())
