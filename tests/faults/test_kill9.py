@@ -34,30 +34,38 @@ def test_no_job_is_lost_when_the_worker_is_killed_9_five_times_during_20000_jobs
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     jids = enqueue_ledger_jobs(20_000)
+    kill_after = sorted(rng.sample(range(1_000, 19_000), 5))
     worker = case.worker("-c", "5")
-    in_flight_at_kills, recoveries_s = set(), []
+    in_flight_at_kills, recoveries_s, unrecovered = set(), [], {}
 
-    # When: each worker, once it has run a random 500 to 3,000 jobs, is killed -9 and another
-    # started at once
-    for _ in range(5):
+    def recovered():
+        for identity, killed_at in list(unrecovered.items()):
+            if not case.client.keys(f"inflight:{identity}:*"):
+                recoveries_s.append(time.monotonic() - killed_at)
+                del unrecovered[identity]
+        return not unrecovered
+
+    def kill_moment(threshold, identity):
+        recovered()  # time the recoveries still going on while we wait
+        return case.runs_count() >= threshold and case.in_flight(identity)
+
+    # When: each time the ledger passes a kill moment, the worker (once it holds jobs) is killed
+    # -9 and another started at once
+    for threshold in kill_after:
         identity = case.identity_of(worker.pid)
-        threshold = case.runs_count() + rng.randrange(500, 3_000)
-        wait_for(lambda: case.runs_count() >= threshold, 60, f"{threshold} jobs performed")
-        time.sleep(rng.uniform(0, 0.05))
+        wait_for(lambda: kill_moment(threshold, identity), 60, f"{threshold} jobs performed, the worker holding jobs")
+        time.sleep(rng.uniform(0, 0.01))
         case.kill9(worker.pid)
         worker.wait()
-        killed_at = time.monotonic()
-        in_flight = case.in_flight(identity)
-        assert in_flight, "the kill should catch jobs in flight"
-        in_flight_at_kills |= set(in_flight)
+        unrecovered[identity] = time.monotonic()
+        in_flight_at_kills |= set(case.in_flight(identity))
         worker = case.worker("-c", "5")
-        wait_for(lambda: not case.client.keys(f"inflight:{identity}:*"), 20, "the killed worker's jobs pushed back")
-        recoveries_s.append(time.monotonic() - killed_at)
+    wait_for(recovered, 20, "the killed workers' jobs pushed back")
 
     # Then: every job ran; only jobs in flight at a kill ran twice; each recovery took about the TTL
     case.wait_accounted(jids, timeout=120)
     figures = case.check(
-        jids, in_flight_at_kills, kills=len(recoveries_s), seed=seed,
+        jids, in_flight_at_kills, kills=len(kill_after), seed=seed,
         recovery_s_min=min(recoveries_s), recovery_s_max=max(recoveries_s),
     )
     assert figures.performed == len(jids)
@@ -73,7 +81,8 @@ def test_the_other_worker_pushes_back_a_killed_workers_jobs_within_the_heartbeat
     alpha = case.worker("-c", "5", "-q", "alpha")
     beta = case.worker("-c", "5", "-q", "beta")
     alpha_identity, beta_identity = case.identity_of(alpha.pid), case.identity_of(beta.pid)
-    wait_for(lambda: case.runs_count() >= 1_000, 30, "1,000 jobs performed")
+    wait_for(lambda: case.runs_count() >= 1_000 and case.in_flight(alpha_identity), 30,
+             "1,000 jobs performed, A holding jobs")
 
     # When
     case.kill9(alpha.pid)
@@ -85,7 +94,7 @@ def test_the_other_worker_pushes_back_a_killed_workers_jobs_within_the_heartbeat
 
     # Then: B, never restarted, pushed A's jobs back to alpha within the TTL and a beat
     assert in_flight
-    assert f"worker {alpha_identity} is gone; pushed" in case.log(beta)
+    wait_for(lambda: f"worker {alpha_identity} is gone; pushed" in case.log(beta), 5, "B's log line")
     assert set(in_flight) <= set(case.queued("alpha"))
     assert beta.poll() is None and case.identity_of(beta.pid) == beta_identity
     assert recovery_s < HEARTBEAT_TTL_S + HEARTBEAT_INTERVAL_S + 1.5
