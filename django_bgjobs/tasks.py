@@ -79,6 +79,9 @@ OPTION_DEFAULTS = {
 #: The most characters of one error's traceback kept in a result (the end is kept).
 MAX_TRACEBACK_CHARS = 64 * 1024
 
+#: How long the worker keeps trying a result read or write while Redis fails.
+REDIS_PATIENCE_S = 30
+
 _RESULT_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 
 # module_path -> Task, filled by RedisTaskBackend.validate_task.  The worker runs only these.
@@ -112,10 +115,16 @@ def autodiscover():
     Called by ``apps.py``.  Only then: a project may have ``tasks.py`` modules for
     another queue (Celery's convention) that it does not expect Django to import.
     """
-    from django.utils.module_loading import autodiscover_modules
+    from django.utils.module_loading import autodiscover_modules, import_string
 
-    if any(backend is not None for backend in map(_backend, task_backends.settings)):
-        autodiscover_modules("tasks")
+    for params in task_backends.settings.values():
+        try:
+            backend_class = import_string(params["BACKEND"])
+        except (ImportError, KeyError, TypeError):
+            continue  # Django reports a bad TASKS entry when it is used
+        if isinstance(backend_class, type) and issubclass(backend_class, RedisTaskBackend):
+            autodiscover_modules("tasks")
+            return
 
 
 class RedisTaskBackend(BaseTaskBackend):
@@ -348,7 +357,7 @@ def _json_value(value):
 
 
 def _read(result_id):
-    raw = get_redis().get(keys.task_result(result_id))
+    raw = _patiently(lambda: get_redis().get(keys.task_result(result_id)))
     return json.loads(raw) if raw is not None else None
 
 
@@ -356,19 +365,30 @@ def _write(pipe, result_id, record, ttl_s):
     pipe.set(keys.task_result(result_id), json.dumps(record, separators=(",", ":")), px=max(int(ttl_s * 1000), 1))
 
 
-def _store(result_id, record, ttl_s, must=False, attempts=3):
-    """Write a result, trying a few times.  ``must``: raise if Redis never takes it (the task
-    has not started); otherwise log, because the task has run and must not run again for it."""
-    for attempt in range(attempts):
+def _store(result_id, record, ttl_s, must=False):
+    """Write a result from the worker.  ``must``: raise if Redis does not take it (the task has
+    not started, so the attempt fails by the usual rules); otherwise log, because the task has
+    run and must not run again only because its result could not be written."""
+    try:
+        _patiently(lambda: _write(get_redis(), result_id, record, ttl_s))
+    except redis.RedisError as exc:
+        if must:
+            raise
+        logger.error("could not write the %s result of task %s: %s", record["status"], result_id, exc)
+
+
+def _patiently(call):
+    """``call()``, tried again with backoff for up to ``REDIS_PATIENCE_S`` while Redis fails (a blip, a
+    failover), as the worker retries its acknowledgements; then the last error is raised."""
+    deadline, wait_s = time.monotonic() + REDIS_PATIENCE_S, 0.05
+    while True:
         try:
-            return _write(get_redis(), result_id, record, ttl_s)
-        except redis.RedisError as exc:
-            if attempt + 1 < attempts:
-                time.sleep(0.1 * 4**attempt)
-            elif must:
+            return call()
+        except redis.RedisError:
+            if time.monotonic() + wait_s > deadline:
                 raise
-            else:
-                logger.error("could not write the %s result of task %s: %s", record["status"], result_id, exc)
+            time.sleep(wait_s)
+            wait_s = min(wait_s * 2, 2.0)
 
 
 def _ttl_s(backend):

@@ -12,13 +12,16 @@ import os
 import sys
 
 import pytest
+import redis as redis_lib
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
+from django_bgjobs import _tasks_compat as _compat
 from django_bgjobs import keys
+from django_bgjobs import tasks as django_bgjobs_tasks
 from django_bgjobs._tasks_compat import (
     InvalidTask,
     TaskResultDoesNotExist,
@@ -29,13 +32,14 @@ from django_bgjobs._tasks_compat import (
     task_started,
 )
 from django_bgjobs.tasks import RedisTaskBackend, TaskJob
+from django_bgjobs.testing import capture_jobs
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.poller import Poller
 from django_bgjobs.worker.processor import Processor
 from django_bgjobs.worker.queues import QueueOrder
 from tests.helpers import start_worker, stop_worker, wait_until
 from tests.testapp import tasks
-from tests.testapp.jobs import performed
+from tests.testapp.jobs import JobFailure, performed
 
 # The processor recycles Django's database connections around every job, as in production;
 # transaction=True because an enqueue inside an open transaction waits for its commit.
@@ -357,6 +361,29 @@ def test_enqueue_inside_a_transaction_writes_task_and_result_at_commit_and_nothi
     assert redis.llen("queue:default") == 1
 
 
+
+# -- this library's test modes ----------------------------------------------------------------
+
+
+def test_capture_jobs_captures_the_task_payload_and_writes_no_result(redis):
+    with capture_jobs() as jobs:
+        result = tasks.add.enqueue(1, 2)
+
+    [job] = jobs
+    assert job.payload["class"] == TaskJob.name and job.payload["jid"] == result.id
+    assert redis.keys("*") == []
+    with pytest.raises(TaskResultDoesNotExist):
+        tasks.add.get_result(result.id)
+
+
+def test_inline_backend_runs_the_task_at_once_and_keeps_its_result_in_redis(redis):
+    with override_settings(BGJOBS={**settings.BGJOBS, "BACKEND": "inline"}):
+        result = tasks.add.enqueue(1, 2)
+        assert tasks.add.get_result(result.id).return_value == 3
+
+        with pytest.raises(JobFailure, match="inline failure"):
+            tasks.fail.enqueue("inline failure")
+
 # -- signals ----------------------------------------------------------------------------------
 
 
@@ -498,6 +525,49 @@ def test_default_result_ttl_is_one_day(redis):
 
     assert 86_390_000 < redis.pttl(keys.task_result(result.id)) <= 86_400_000
 
+
+
+# -- Redis errors -----------------------------------------------------------------------------
+
+
+def test_worker_result_writes_are_tried_again_while_redis_fails_then_the_error_is_raised(monkeypatch):
+    # Given: a call that fails twice, then works
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) <= 2:
+            raise redis_lib.ConnectionError("connection refused")
+        return "written"
+
+    # Then
+    assert django_bgjobs_tasks._patiently(flaky) == "written"
+    assert len(calls) == 3
+
+    # And: past REDIS_PATIENCE_S the last error is raised
+    monkeypatch.setattr(django_bgjobs_tasks, "REDIS_PATIENCE_S", 0.2)
+
+    def down():
+        raise redis_lib.ConnectionError("still down")
+
+    with pytest.raises(redis_lib.ConnectionError, match="still down"):
+        django_bgjobs_tasks._patiently(down)
+
+
+# -- autodiscovery ----------------------------------------------------------------------------
+
+
+def test_apps_tasks_modules_are_imported_only_when_a_redis_task_backend_is_configured(monkeypatch):
+    imported = []
+    monkeypatch.setattr("django.utils.module_loading.autodiscover_modules", imported.append)
+
+    with override_settings(TASKS={"default": {"BACKEND": f"{_compat.SOURCE}.backends.immediate.ImmediateBackend"},
+                                  "broken": {"BACKEND": "no.such.Backend"}}):
+        django_bgjobs_tasks.autodiscover()
+    assert imported == []
+
+    django_bgjobs_tasks.autodiscover()
+    assert imported == ["tasks"]
 
 # -- system checks ----------------------------------------------------------------------------
 
