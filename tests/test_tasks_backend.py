@@ -209,7 +209,9 @@ def test_failed_attempt_is_ready_again_with_its_error_and_retried_when_retry_opt
         # Then
         waiting = tasks.fail_twice.get_result(result.id)
         assert waiting.status == TaskResultStatus.READY
-        assert [e.traceback.splitlines()[-1] for e in waiting.errors] == ["tests.testapp.jobs.JobFailure: attempt 1 fails"]
+        assert [e.traceback.splitlines()[-1] for e in waiting.errors] == [
+            "tests.testapp.jobs.JobFailure: attempt 1 fails",
+        ]
         assert redis.zcard("retry") == 1
         assert redis.pttl(keys.task_result(result.id)) > 86_400_000  # kept until the retry has run
 
