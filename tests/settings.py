@@ -88,6 +88,8 @@ BGJOBS = {
     "SHUTDOWN_TIMEOUT_S": 5,
     # Worker subprocesses of the recurring-job tests read their schedule from this file.
     "SCHEDULE_FILE": os.environ.get("BGJOBS_TEST_SCHEDULE_FILE") or None,
+    # A while_executing job whose run lock is held comes back this soon (5 s in production).
+    "UNIQUE_RESCHEDULE_S": 0.1,
 }
 
 # tests/testapp/tasks.py defines the tasks these run (tests/test_tasks_backend.py).
