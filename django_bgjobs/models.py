@@ -27,7 +27,8 @@ class FailedJob(models.Model):
     error_message = models.TextField(blank=True)
     backtrace = models.TextField(blank=True)
     retry_count = models.IntegerField(
-        null=True, blank=True, help_text="As in the payload: 0 when it died on its first failure, empty when it never failed."
+        null=True, blank=True,
+        help_text="As in the payload: 0 when it died on its first failure, empty when it never failed.",
     )
     reason = models.TextField(blank=True, help_text="Why it went to the dead set.")
     first_enqueued_at = models.DateTimeField(null=True, blank=True)

@@ -347,3 +347,28 @@ def test_clearing_a_queue_goes_through_the_confirmation_page(page, screenshots, 
     # Then
     expect(page.locator(".messagelist")).to_contain_text("Cleared queue low: deleted 3 jobs.")
     assert redis.llen("queue:low") == 0
+
+
+def test_dead_page_loads_in_under_a_second_in_the_browser_when_100000_jobs_are_dead(page, screenshots, redis,
+                                                                                   request):
+    # Given
+    now = now_s()
+    for start in range(0, 100_000, 10_000):
+        redis.zadd(keys.dead(), {dumps({
+            "class": "shop.jobs.SyncCartJob", "args": [n], "queue": "default", "jid": f"{n:024x}",
+            "error_class": "KeyError", "error_message": "'sku'", "retry_count": 25,
+        }): now - n for n in range(start, start + 10_000)})
+
+    # When: the last of 4,000 pages, the costliest offset
+    page.goto(f"{ADMIN}dead/?page=4000")
+
+    # Then
+    expect(page.locator(".bgjobs-paginator").first).to_contain_text("Page 4,000 of 4,000")
+    timing = page.evaluate(
+        "(() => { const t = performance.getEntriesByType('navigation')[0];"
+        " return {response: t.responseEnd - t.requestStart, load: t.loadEventEnd - t.startTime}; })()"
+    )
+    say(request.config, f"\nbrowser tests: dead page 4,000 of 100,000 entries: server response "
+                        f"{timing['response']:.0f} ms, page loaded {timing['load']:.0f} ms")
+    assert timing["response"] < 1000
+    shoot(page, screenshots, "16-dead-100000")
