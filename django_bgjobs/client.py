@@ -21,7 +21,7 @@ import redis
 from django_bgjobs import conf, keys, serialization, signals
 from django_bgjobs.connection import describe, get_redis
 from django_bgjobs.errors import ConfigurationError, EnqueueError, PayloadTooLargeError
-from django_bgjobs.payload import dumps, loads, new_jid, now_s
+from django_bgjobs.payload import dumps, loads, new_jid, new_jids, now_s
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +59,15 @@ def build_payloads(configured, items):
     stamp_lock = unique.stamp if job_class._lock_options is not None else None
     bid = batches.current_bid()
     payloads = []
-    for args, kwargs in items:
+    items = items if isinstance(items, list) else list(items)
+    jids = new_jids(len(items)) if len(items) > 1 else [new_jid()]
+    for (args, kwargs), jid in zip(items, jids):
         payload = {
             "class": job_class.name,
             "args": serialization.encode_args(args, kwargs),
             "retry": retry,
             "queue": queue,
-            "jid": new_jid(),
+            "jid": jid,
             "created_at": created_at,
         }
         if bid is not None:
@@ -192,9 +194,10 @@ def push(job_class, payloads, attempt=0, deferred=False):
     refused, error = set(), None
     if locked:
         refused, error = unique.settle(job_class, locked, results[first:first + len(locked)], deferred)
-    for payload in payloads:
-        if payload["jid"] not in refused:
-            signals.send(signals.job_enqueued, job_class, payload=payload, scheduled_at=payload.get("at"))
+    if signals.job_enqueued.has_listeners(job_class):  # asked once, not once per payload of a bulk
+        for payload in payloads:
+            if payload["jid"] not in refused:
+                signals.job_enqueued.send(sender=job_class, payload=payload, scheduled_at=payload.get("at"))
     if error is not None:
         raise error
     return refused

@@ -25,16 +25,27 @@ def new_jid():
     return secrets.token_hex(12)
 
 
+def new_jids(count):
+    """``count`` fresh job ids from one call to the system's random source (a bulk enqueue
+    would otherwise spend a tenth of its time asking for them one by one)."""
+    text = secrets.token_hex(12 * count)
+    return [text[i:i + 24] for i in range(0, 24 * count, 24)]
+
+
 def now_s():
     """Epoch seconds as a float: the unit of every payload time and sorted-set score."""
     return time.time()
 
 
+# One encoder for every payload: json.dumps with non-default options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def dumps(payload):
     """Encode a payload dict, ``enqueued_at`` last, compactly."""
-    if "enqueued_at" in payload:
+    if "enqueued_at" in payload and next(reversed(payload)) != "enqueued_at":
         payload = {k: v for k, v in payload.items() if k != "enqueued_at"} | {"enqueued_at": payload["enqueued_at"]}
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    return _encode(payload)
 
 
 #: A payload read back may pass ``MAX_PAYLOAD_BYTES`` by this much: the error fields a failure adds.
