@@ -53,14 +53,20 @@ def instantiate(payload):
     return job, args, kwargs
 
 
-def run(job, args, kwargs):
-    """Call ``job.perform(*args, **kwargs)`` with signals around it; return its result."""
+def run(job, args, kwargs, guard=None):
+    """Call ``job.perform(*args, **kwargs)`` with signals around it; return its result.
+
+    ``guard(job, call)``, when given, runs ``call()`` (the worker's watchdog arms the job's
+    ``timeout`` around ``perform`` with it, see ``worker/watchdog.py``)."""
     job_class = type(job)
     signals.send(signals.job_started, job_class, job=job, payload=job.payload)
     started = time.perf_counter()
     outer, _running.job = current_job(), job
     try:
-        result = job.perform(*args, **kwargs)
+        if guard is None:
+            result = job.perform(*args, **kwargs)
+        else:
+            result = guard(job, lambda: job.perform(*args, **kwargs))
     except Exception as exc:
         signals.send(
             signals.job_failed, job_class, job=job, payload=job.payload, exception=exc,

@@ -36,6 +36,9 @@ _MISSPELLINGS = {
     "unique": "lock",
     "unique_args": "lock_args",
     "lock_expiration": "lock_ttl",
+    "time_limit": "timeout",
+    "soft_time_limit": "timeout",
+    "timeout_s": "timeout",
 }
 
 
@@ -45,6 +48,14 @@ def check_queue_name(queue):
         raise ValueError(
             f"queue name {queue!r} is invalid: use 1 to 128 letters, digits, '_', '-' or '.'"
         )
+
+
+def check_timeout(timeout):
+    """Raise ``ValueError`` unless ``timeout`` is None or a positive, finite number of seconds."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be None or a number of seconds > 0, not {timeout!r}")
 
 
 def check_retry(retry):
@@ -66,6 +77,9 @@ class Job:
     #: Retries before the dead set: None = ``BGJOBS["MAX_RETRIES"]`` (25); 0 = straight to the
     #: dead set; False = no retry and no dead entry.
     retry = None
+    #: Seconds ``perform`` may run before the worker raises ``JobTimeout`` in it (a failure that
+    #: retries); None: no limit.  See "Job timeouts" in docs/guarantees.rst for what it can interrupt.
+    timeout = None
     #: True on a base class that must not be registered.
     abstract = False
     #: Unique jobs (see ``django_bgjobs.unique``): ``"until_executing"``, ``"until_executed"``,
@@ -104,6 +118,7 @@ class Job:
         try:
             check_queue_name(cls.queue)
             check_retry(cls.retry)
+            check_timeout(cls.timeout)
         except ValueError as exc:
             raise ConfigurationError(f"{where}: {exc}") from None
         cls._lock_options = unique.options_for(cls, where)

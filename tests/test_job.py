@@ -27,9 +27,23 @@ def test_class_creation_fails_when_retry_is_not_a_whole_number_or_bool(retry):
         type("BadRetryJob", (Job,), {"retry": retry, "perform": lambda self: None})
 
 
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "30", True])
+def test_class_creation_fails_when_timeout_is_not_a_positive_number_of_seconds(timeout):
+    with pytest.raises(ConfigurationError, match=r"BadTimeoutJob: timeout must be None or a number of seconds > 0"):
+        type("BadTimeoutJob", (Job,), {"timeout": timeout, "perform": lambda self: None})
+
+
+@pytest.mark.parametrize("timeout", [None, 30, 0.5])
+def test_timeout_is_kept_when_none_or_a_positive_number(timeout):
+    job_class = type("GoodTimeoutJob", (Job,), {"timeout": timeout, "perform": lambda self: None})
+
+    assert job_class.timeout == timeout
+
+
 @pytest.mark.parametrize(
     ("option", "suggestion"),
-    [("queue_as", "queue"), ("queue_name", "queue"), ("max_retries", "retry"), ("sidekiq_options", "queue / retry")],
+    [("queue_as", "queue"), ("queue_name", "queue"), ("max_retries", "retry"), ("sidekiq_options", "queue / retry"),
+     ("time_limit", "timeout"), ("timeout_s", "timeout")],
 )
 def test_class_creation_fails_naming_the_right_option_when_option_is_misspelled(option, suggestion):
     with pytest.raises(ConfigurationError, match=f"sets unknown option '{option}'; did you mean {suggestion}"):

@@ -12,7 +12,6 @@ import threading
 import pytest
 import redis as redis_lib
 
-from django_bgjobs import scripts
 from django_bgjobs.worker.launcher import Launcher
 from tests.testapp.jobs import FailingJob, RecordJob
 
@@ -269,13 +268,14 @@ def test_recover_script_touches_nothing_when_the_heartbeat_comes_back_before_it_
     revived.beat(now=NOW_S)
     RecordJob.perform_later(1)
     fetch_into_flight(revived, 1)
-    flat = ["inflight-owners", revived.identity, f"inflight:{revived.identity}:default", "queue:default"]
+    other = make_launcher()
 
     # When: the script re-checks the heartbeat inside its atomic step
-    result = scripts.run("recover", flat, [revived.identity])
+    result = other._recover(revived.identity, ["default"])
 
     # Then
     assert result == -1
+    assert redis.exists("crashes") == 0
     assert redis.llen(f"inflight:{revived.identity}:default") == 1
     assert redis.hexists("inflight-owners", revived.identity)
 
@@ -408,3 +408,113 @@ def test_stop_writes_pending_acks_before_pushing_back_when_a_finished_job_is_not
     assert pushed_back == 1
     assert len(queued_jids(redis)) == 1 and json.loads(raw)["jid"] not in queued_jids(redis)
     assert redis.keys("inflight:*") == []
+
+
+# -- poison jobs -----------------------------------------------------------------------------
+
+
+def crash(redis, jobs, survivor):
+    """A worker takes ``jobs`` jobs in flight (its prefetch may take more) and dies; ``survivor``
+    recovers them."""
+    victim = make_launcher()
+    victim.beat(now=NOW_S)
+    fetch_into_flight(victim, jobs)
+    victim.fetcher.forget_prefetched()
+    kill(redis, victim)
+    survivor.recover_orphans()
+
+
+@pytest.fixture
+def died():
+    """Every job_died signal sent during the test, as kwargs plus the sender."""
+    from django_bgjobs import signals
+
+    seen = []
+
+    def receiver(sender, **kwargs):
+        seen.append({"sender": sender, **kwargs})
+
+    signals.job_died.connect(receiver)
+    yield seen
+    signals.job_died.disconnect(receiver)
+
+
+def test_crash_count_goes_up_by_one_each_time_a_dead_workers_job_is_pushed_back(redis):
+    # Given
+    jid = RecordJob.perform_later(1).jid
+    survivor = make_launcher()
+    survivor.beat(now=NOW_S)
+
+    # When: two workers die holding it
+    crash(redis, 1, survivor)
+    crash(redis, 1, survivor)
+
+    # Then: counted, pushed back, and the count expires in three days
+    assert redis.hget("crashes", jid) == "2"
+    assert 0 < redis.ttl("crashes") <= 3 * 24 * 3600
+    assert queued_jids(redis) == [jid]
+
+
+def test_job_goes_to_the_dead_set_byte_for_byte_with_its_reason_when_its_worker_died_max_crashes_times(
+    redis, died, settings,
+):
+    # Given: a job with an integer JSON floats would round; MAX_CRASHES 2; another job alongside
+    settings.BGJOBS = {**settings.BGJOBS, "MAX_CRASHES": 2}
+    poison = RecordJob.perform_later(2**63 + 1).jid
+    raw = redis.lindex("queue:default", 0)
+    survivor = make_launcher()
+    survivor.beat(now=NOW_S)
+    crash(redis, 1, survivor)
+    innocent = RecordJob.perform_later("innocent").jid
+
+    # When: the second crash
+    crash(redis, 1, survivor)
+
+    # Then: buried, not pushed back; its payload kept as it was, the reason added after it
+    [entry] = redis.zrange("dead", 0, -1)
+    assert entry.startswith(raw[:-1] + ",")
+    dead = json.loads(entry)
+    assert dead["args"] == [2**63 + 1]
+    assert dead["dead_reason"] == "its worker process died 2 times while running it (BGJOBS['MAX_CRASHES'])"
+    assert dead["error_class"] == "django_bgjobs.errors.PoisonJobError"
+    assert dead["jid"] == poison
+    assert redis.hexists("crashes", poison) == 0
+    assert queued_jids(redis) == [innocent]
+    [signal] = died
+    assert signal["sender"] is RecordJob and signal["payload"]["jid"] == poison
+    assert signal["reason"] == dead["dead_reason"] and type(signal["exception"]).__name__ == "PoisonJobError"
+
+
+def test_unreadable_payload_is_pushed_back_uncounted_when_its_worker_dies(redis):
+    # Given: garbage in flight
+    redis.lpush("queue:default", "not json at all")
+    survivor = make_launcher()
+    survivor.beat(now=NOW_S)
+    victim = make_launcher()
+    victim.beat(now=NOW_S)
+    victim.fetcher.fetch(block=False)
+    victim.fetcher.forget_prefetched()
+    kill(redis, victim)
+
+    # When
+    moved = survivor.recover_orphans()
+
+    # Then: back in the queue, for the processor to bury without running anything
+    assert moved == 1
+    assert redis.lrange("queue:default", 0, -1) == ["not json at all"]
+    assert redis.exists("crashes") == 0
+
+
+def test_stop_pushes_back_its_own_jobs_without_counting_a_crash_when_it_stops(redis):
+    # Given
+    launcher = make_launcher(shutdown_timeout_s=0)
+    launcher.beat(now=NOW_S)
+    RecordJob.perform_later(1)
+    fetch_into_flight(launcher, 1)
+
+    # When
+    launcher.stop()
+
+    # Then
+    assert redis.llen("queue:default") == 1
+    assert redis.exists("crashes") == 0

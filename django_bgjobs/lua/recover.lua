@@ -1,22 +1,69 @@
--- recover.lua: push back the in-flight jobs of a worker that is gone.
+-- recover.lua: push back the in-flight jobs of a worker that is gone, and bury poison jobs.
 --
 -- KEYS[1]  the inflight-owners hash (identity -> JSON list of queue names)
 -- KEYS[2]  the worker's heartbeat hash key; if it still exists the worker is alive and
 --          nothing is touched
--- KEYS[2*i+1], KEYS[2*i+2]  for each of its queues: inflight:IDENTITY:NAME, queue:NAME
+-- KEYS[3]  the crashes hash (jid -> how many times a worker died with the job in flight)
+-- KEYS[4]  the dead set
+-- KEYS[2*i+3], KEYS[2*i+4]  for each of its queues: inflight:IDENTITY:NAME, queue:NAME
 -- ARGV[1]  the worker's identity
+-- ARGV[2]  MAX_CRASHES; "0" when a worker pushes back its own jobs as it stops (no crash:
+--          nothing is counted)
+-- ARGV[3]  now, epoch seconds: the dead entry's score
+-- ARGV[4]  DEAD_TIMEOUT_S and ARGV[5] DEAD_MAX_JOBS: the dead set's trimming, as retry.py does it
+-- ARGV[6]  seconds the crashes hash lives after its last change
+-- ARGV[7]  the JSON members appended to a buried payload, starting with a comma
+--          (',"dead_reason":...,"failed_at":...'); the payload itself is never re-encoded
+--          (cjson would round large integers in the arguments), only cut before its last "}"
 --
--- Returns the number of jobs pushed back, or -1 when the worker is still alive.
--- Jobs go to the tail of their queue (the end workers take from), oldest taken last,
--- so they run next and in the order they were first fetched.
+-- Returns {moved, buried payload, buried payload, ...}: the number of jobs pushed back (-1
+-- when the worker is still alive), then the dead entry of each job buried as poison.
+-- A job goes to the tail of its queue (the end workers take from), oldest taken last, so
+-- they run next and in the order they were first fetched.  Each job is counted under its
+-- jid; a payload that is not a JSON object with a jid is pushed back uncounted (the worker
+-- buries it as unreadable without running anything).
 if redis.call("EXISTS", KEYS[2]) == 1 then
-  return -1
+  return {-1}
 end
-local moved = 0
-for i = 3, #KEYS, 2 do
-  while redis.call("LMOVE", KEYS[i], KEYS[i + 1], "LEFT", "RIGHT") do
-    moved = moved + 1
+local max_crashes = tonumber(ARGV[2])
+local moved, counted = 0, false
+local buried = {}
+for i = 5, #KEYS, 2 do
+  while true do
+    local job = redis.call("LPOP", KEYS[i])
+    if not job then
+      break
+    end
+    local jid = nil
+    if max_crashes > 0 and string.sub(job, 1, 1) == "{" then
+      local ok, decoded = pcall(cjson.decode, job)
+      if ok and type(decoded) == "table" and type(decoded["jid"]) == "string" then
+        jid = decoded["jid"]
+      end
+    end
+    local crashes = 0
+    if jid then
+      crashes = redis.call("HINCRBY", KEYS[3], jid, 1)
+      counted = true
+    end
+    local head = crashes >= max_crashes and crashes > 0 and string.match(job, "^(.*)}%s*$")
+    if head then
+      local entry = head .. ARGV[7] .. "}"
+      redis.call("ZADD", KEYS[4], ARGV[3], entry)
+      redis.call("HDEL", KEYS[3], jid)
+      buried[#buried + 1] = entry
+    else
+      redis.call("RPUSH", KEYS[i + 1], job)
+      moved = moved + 1
+    end
   end
 end
+if counted then
+  redis.call("EXPIRE", KEYS[3], tonumber(ARGV[6]))
+end
+if #buried > 0 then
+  redis.call("ZREMRANGEBYSCORE", KEYS[4], "-inf", tonumber(ARGV[3]) - tonumber(ARGV[4]))
+  redis.call("ZREMRANGEBYRANK", KEYS[4], 0, -tonumber(ARGV[5]) - 1)
+end
 redis.call("HDEL", KEYS[1], ARGV[1])
-return moved
+return {moved, unpack(buried)}

@@ -12,10 +12,16 @@ Duties:
 3. :meth:`recover_orphans`, after each beat: a worker whose heartbeat has expired is
    gone (``kill -9``, lost machine); its in-flight jobs go back to the tail of their
    queues (``lua/recover.lua``, atomic, so two workers never both push them back).
+   Each recovery counts a crash against each of those jobs; a job whose worker died
+   ``MAX_CRASHES`` times while running it is a poison job and goes to the dead set instead.
    The :class:`Scheduler` thread (unless ``runjobs --no-schedule``) enqueues recurring jobs.
 4. :meth:`stop`: stop fetching, give running jobs ``shutdown_timeout_s`` to finish, push
    the unfinished and the prefetched ones back to their queues, flush the counts and leave
    ``processes``.  :meth:`quiet_down` gives the prefetched jobs back at once.
+5. When a registered job sets ``timeout``, start the :class:`Watchdog` thread, which raises
+   ``JobTimeout`` in a job's thread past its timeout; a job it cannot reach within
+   ``JOB_TIMEOUT_GRACE_S`` fails and, under ``--processes``, this process stops to be
+   replaced (:meth:`_on_stuck`).
 """
 
 import json
@@ -28,23 +34,29 @@ import time
 
 import redis
 
-from django_bgjobs import __version__, conf, keys, scripts
+from django_bgjobs import __version__, conf, keys, registry, retry, scripts, signals
 from django_bgjobs.connection import get_redis
+from django_bgjobs.errors import JobTimeout, PoisonJobError, UnknownJobError
 from django_bgjobs.payload import now_s
+from django_bgjobs.retry import error_class_name
 from django_bgjobs.worker.backoff import Reconnect
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.manager import Manager
 from django_bgjobs.worker.cron import Scheduler
 from django_bgjobs.worker.poller import Poller
 from django_bgjobs.worker.queues import QueueOrder
+from django_bgjobs.worker.watchdog import Guard, Watchdog
 
 logger = logging.getLogger(__name__)
 
 STATS_TTL_S = 5 * 365 * 24 * 60 * 60  # per-day counters, as Sidekiq keeps them
+CRASHES_TTL_S = 3 * 24 * 60 * 60  # crash counts are forgotten after three days without a crash
+EXIT_JOB_STUCK = 3  # the exit code of a process stopped because a job could not be interrupted
 
 
 class Launcher:
-    def __init__(self, queues=None, concurrency=None, shutdown_timeout_s=None, tag="", client=None, schedule=True):
+    def __init__(self, queues=None, concurrency=None, shutdown_timeout_s=None, tag="", client=None, schedule=True,
+                 replace_when_stuck=False):
         self.client = client or get_redis()
         self.queue_order = QueueOrder(queues or conf.get("QUEUES"))
         self.concurrency = concurrency or conf.get("CONCURRENCY")
@@ -59,6 +71,12 @@ class Launcher:
         self.manager = Manager(self.fetcher, self.concurrency)
         self.poller = Poller(self.client)
         self.scheduler = Scheduler(self.client) if schedule else None
+        #: Under ``--processes``: a job stuck past its timeout and grace stops this process (the
+        #: supervisor forks another); alone, the process cannot end one of its threads and logs it.
+        self.replace_when_stuck = replace_when_stuck
+        self.exit_code = 0
+        self._stuck = []  # (processor, job, current) of jobs failed by the watchdog, written at stop
+        self.watchdog = self._make_watchdog()
         self.quiet = False
         self.stopping = threading.Event()  # set when this process should stop (signal or admin)
         self._heartbeat_stop = threading.Event()
@@ -71,6 +89,8 @@ class Launcher:
     def start(self):
         self._until_redis_answers(self.beat, self.prune_processes, self.recover_orphans)
         self.manager.start()
+        if self.watchdog is not None:
+            self.watchdog.start()
         self.poller.start()
         if self.scheduler is not None:
             self._until_redis_answers(self.scheduler.sync)
@@ -118,6 +138,8 @@ class Launcher:
         if self.scheduler is not None:
             self.scheduler.stop_event.set()
         busy = self.manager.stop(time.monotonic() + self.shutdown_timeout_s)
+        if self.watchdog is not None:
+            self.watchdog.stop_event.set()
         self._heartbeat_stop.set()
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join(5)
@@ -141,7 +163,8 @@ class Launcher:
                 # prefetched ones go back with them (they are in the in-flight list too).
                 self.fetcher.flush()
                 self.fetcher.forget_prefetched()
-                pushed_back = self._recover(self.identity)
+                self._fail_stuck()
+                pushed_back = self._recover(self.identity, crashed=False)
                 self.client.srem(keys.processes(), self.identity)
                 return max(pushed_back, 0)
             except redis.RedisError as exc:
@@ -149,6 +172,56 @@ class Launcher:
                 time.sleep(min(0.1 * 2**attempt, 2))
         logger.error("shutdown: Redis unreachable; in-flight jobs will be pushed back by the next worker")
         return 0
+
+    # -- job timeouts --------------------------------------------------------------------
+
+    def _make_watchdog(self):
+        """A :class:`Watchdog` with a guard per processor, when a registered job sets ``timeout``."""
+        if not any(getattr(job, "timeout", None) for job in registry.all_jobs().values()):
+            return None
+        guards = []
+        for processor in self.manager.processors:
+            processor.guard = Guard(processor)
+            guards.append(processor.guard)
+        return Watchdog(guards, conf.get("JOB_TIMEOUT_GRACE_S"), self._on_stuck)
+
+    def _on_stuck(self, guard):
+        """Called by the watchdog, under the guard's lock, for a job still running its grace
+        after JobTimeout was raised in its thread (see ``worker/watchdog.py``)."""
+        job, processor = guard.job, guard.processor
+        if not self.replace_when_stuck:
+            logger.error(
+                "%s jid=%s is still running %gs after its timeout of %gs (blocked in C code, or it caught "
+                "JobTimeout); a thread cannot be stopped from outside: it keeps its thread until it returns. "
+                "Run runjobs --processes to have such a process replaced.",
+                type(job).name, job.jid, guard.timeout_s + self._grace_s(), guard.timeout_s,
+            )
+            return
+        # Still armed, so the thread has written nothing for this job; from now on it writes nothing.
+        processor.abandoned = True
+        self._stuck.append((processor, job, processor.current))
+        self.exit_code = EXIT_JOB_STUCK
+        logger.error(
+            "%s jid=%s is still running %gs after its timeout of %gs; it fails, and this process stops "
+            "to be replaced", type(job).name, job.jid, guard.timeout_s + self._grace_s(), guard.timeout_s,
+        )
+        self.stopping.set()
+
+    def _grace_s(self):
+        return self.watchdog.grace_s if self.watchdog is not None else 0
+
+    def _fail_stuck(self):
+        """Write the failure of each job the watchdog gave up on (retry or dead, out of flight)."""
+        while self._stuck:
+            processor, job, (queue, raw, _) = self._stuck[0]
+            exc = JobTimeout(
+                f"{type(job).name} was still running {self._grace_s():g}s after its timeout of {job.timeout:g}s; "
+                "its worker process was replaced"
+            )
+            retry.fail(raw, job.payload, exc, job=job, ack_key=self.fetcher.inflight_key(queue), queue=queue,
+                       client=self.client)
+            processor.failed += 1
+            self._stuck.pop(0)
 
     # -- heartbeat -----------------------------------------------------------------------
 
@@ -258,12 +331,38 @@ class Launcher:
                 total += max(moved, 0)
         return total
 
-    def _recover(self, identity, queues=None):
+    def _recover(self, identity, queues=None, crashed=True):
+        """Run ``lua/recover.lua`` for ``identity``; return the number of jobs pushed back (-1:
+        alive).  ``crashed``: the worker died, so each job's crash count goes up and a job at
+        ``MAX_CRASHES`` goes to the dead set instead (``job_died`` is sent for it)."""
         queues = self.queue_order.names if queues is None else queues
-        flat = [keys.inflight_owners(), keys.process(identity)]
+        flat = [keys.inflight_owners(), keys.process(identity), keys.crashes(), keys.dead()]
         for name in queues:
             flat += (keys.inflight(identity, name), keys.queue(name))
-        return scripts.run("recover", flat, [identity], client=self.client)
+        max_crashes = conf.get("MAX_CRASHES") if crashed else 0
+        now = now_s()
+        reason = f"its worker process died {max_crashes} times while running it (BGJOBS['MAX_CRASHES'])"
+        death = json.dumps({
+            "dead_reason": reason, "error_class": error_class_name(PoisonJobError(reason)),
+            "error_message": f"poison job: {reason}", "failed_at": now,
+        }, separators=(",", ":"))
+        moved, *buried = scripts.run("recover", flat, [
+            identity, max_crashes, repr(now), conf.get("DEAD_TIMEOUT_S"), conf.get("DEAD_MAX_JOBS"),
+            CRASHES_TTL_S, "," + death[1:-1],
+        ], client=self.client)
+        for entry in buried:
+            payload = json.loads(entry)
+            logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)
+            signals.send(signals.job_died, _job_class(payload), payload=payload, exception=PoisonJobError(reason),
+                         reason=reason)
+        return moved
+
+
+def _job_class(payload):
+    try:
+        return registry.get(payload.get("class"))
+    except UnknownJobError:
+        return None
 
 
 def _describe_work(current):

@@ -52,6 +52,7 @@ class Processor:
         # attempt still running here must then write nothing (no ack, no retry entry).
         self.abandoned = False
         self.thread = None
+        self.guard = None  # a watchdog.Guard when a registered job sets `timeout` (set by the Launcher)
         max_wait_s = conf.get("RECONNECT_MAX_WAIT_S")
         # Fetch waits end early on quiet/stop; acknowledgement waits do not (they must land).
         self._reconnect = Reconnect(f"processor {slot} fetch", max_wait_s, self.stop_event)
@@ -105,7 +106,7 @@ class Processor:
             # DEBUG, not INFO: one line per job (the "done"/"fail" one) is what operators read,
             # and a second formatted line per job cost a tenth of the worker's time (docs/performance.rst).
             logger.debug("start %s jid=%s queue=%s", payload["class"], payload.get("jid"), queue)
-            execution.run(job, args, kwargs)
+            execution.run(job, args, kwargs, self.guard)
         except (Shutdown, KeyboardInterrupt):
             raise  # leave the job in the in-flight list: it is pushed back at shutdown
         except Exception as exc:

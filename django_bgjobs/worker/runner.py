@@ -31,7 +31,7 @@ def run_one(parent_pid=None, **launcher_options):
     ``parent_pid`` is the supervisor's: a child whose supervisor is gone (``kill -9``)
     stops gracefully instead of running on unsupervised.
     """
-    launcher = Launcher(**launcher_options)
+    launcher = Launcher(replace_when_stuck=parent_pid is not None, **launcher_options)
     signals_seen = []
 
     def on_stop(signum, frame):
@@ -52,7 +52,7 @@ def run_one(parent_pid=None, **launcher_options):
             logger.warning("supervisor %d is gone; stopping", parent_pid)
             launcher.stopping.set()
     launcher.stop()
-    return 0
+    return launcher.exit_code
 
 
 class Supervisor:
