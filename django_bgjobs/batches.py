@@ -39,6 +39,7 @@ Redis, so callbacks never fire there.
 
 import json
 import logging
+import math
 import re
 import secrets
 import sys
@@ -173,8 +174,13 @@ def script_args(op, bid, extra, now=None):
         [keys.batches(), keys.queues()],
         [op, bid, repr(float(now_s() if now is None else now)), keys.batch(_BID_PLACEHOLDER),
          keys.batch_jids(_BID_PLACEHOLDER), keys.batch_failures(_BID_PLACEHOLDER), keys.batch_dead(_BID_PLACEHOLDER),
-         keys.queue(""), CALLBACK_JOB_NAME, conf.get("BATCH_UNFINISHED_TTL_S"), conf.get("BATCH_TTL_S"), *extra],
+         keys.queue(""), CALLBACK_JOB_NAME, _whole_s("BATCH_UNFINISHED_TTL_S"), _whole_s("BATCH_TTL_S"), *extra],
     )
+
+
+def _whole_s(setting):
+    """A TTL setting in whole seconds (EXPIRE takes no fractions), at least 1."""
+    return max(1, math.ceil(conf.get(setting)))
 
 
 def queue_counts(pipe, payloads):
@@ -185,7 +191,7 @@ def queue_counts(pipe, payloads):
         bid = payload.get("bid")
         if bid:
             by_bid.setdefault(bid, []).append(payload["jid"])
-    ttl_s = conf.get("BATCH_UNFINISHED_TTL_S") if by_bid else None
+    ttl_s = _whole_s("BATCH_UNFINISHED_TTL_S") if by_bid else None
     for bid, jids in by_bid.items():
         pipe.sadd(keys.batch_jids(bid), *jids)
         pipe.hincrby(keys.batch(bid), "total", len(jids))

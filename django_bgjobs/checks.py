@@ -6,6 +6,8 @@
 * ``django_bgjobs.E003``: ``BGJOBS["BACKEND"]`` is neither ``"redis"`` nor ``"inline"``.
 * ``django_bgjobs.E004``: ``BGJOBS["CONCURRENCY"]`` is not a whole number >= 1.
 * ``django_bgjobs.E030``: ``BGJOBS["PREFETCH"]`` is neither None nor a whole number >= 0.
+* ``django_bgjobs.E040``: ``BGJOBS["UNIQUE_LOCK_TTL_S"]``, ``["UNIQUE_RESCHEDULE_S"]``, ``["BATCH_TTL_S"]``
+  or ``["BATCH_UNFINISHED_TTL_S"]`` is not a number of seconds above 0.
 * ``django_bgjobs.W001``: ``BGJOBS`` has a key django-bgjobs does not know (a typo?).
 * ``django_bgjobs.E010``: a recurring job in ``BGJOBS["SCHEDULE"]`` or ``BGJOBS["SCHEDULE_FILE"]``
   is invalid (bad cron, unknown class, unknown time zone, bad field), or the file cannot be read.
@@ -69,6 +71,13 @@ def check_settings(app_configs=None, **kwargs):
             hint="None (as many as the worker's threads), 0 (no prefetch) or a whole number of jobs.",
             id="django_bgjobs.E030",
         ))
+    for key in ("UNIQUE_LOCK_TTL_S", "UNIQUE_RESCHEDULE_S", "BATCH_TTL_S", "BATCH_UNFINISHED_TTL_S"):
+        value = conf.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            errors.append(Error(
+                f"BGJOBS[{key!r}] is {value!r}.",
+                hint=f"A number of seconds above 0; the default is {conf.DEFAULTS[key]}.", id="django_bgjobs.E040",
+            ))
     return errors
 
 

@@ -187,7 +187,8 @@ def queue_push(pipe, job_class, payload, raw, now):
         [options.client_conflict or "log", raw, payload["jid"], payload["queue"], "" if at is None else repr(float(at)),
          "R" if payload.get("priority", 0) > 0 else "L", options.ttl_ms(0 if at is None else at - now),
          payload["class"], options.lock, bid, repr(float(now)), dead_raw,
-         repr(float(now - conf.get("DEAD_TIMEOUT_S"))), conf.get("DEAD_MAX_JOBS"), conf.get("BATCH_UNFINISHED_TTL_S")],
+         repr(float(now - conf.get("DEAD_TIMEOUT_S"))), conf.get("DEAD_MAX_JOBS"),
+         max(1, math.ceil(conf.get("BATCH_UNFINISHED_TTL_S")))],
         client=pipe,
     )
     return dead_raw

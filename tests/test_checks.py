@@ -93,6 +93,21 @@ def test_no_e030_when_prefetch_is_none_or_a_whole_number(prefetch):
         assert check_settings() == []
 
 
+@pytest.mark.parametrize("key", ["UNIQUE_LOCK_TTL_S", "UNIQUE_RESCHEDULE_S", "BATCH_TTL_S", "BATCH_UNFINISHED_TTL_S"])
+@pytest.mark.parametrize("value", [0, -5, "3600", None, True])
+def test_e040_when_a_unique_or_batch_ttl_is_not_a_positive_number(key, value):
+    with bgjobs(**{key: value}):
+        messages = check_settings()
+
+    assert ids(messages) == ["django_bgjobs.E040"]
+    assert key in messages[0].msg
+
+
+def test_no_e040_when_unique_and_batch_ttls_are_positive_numbers():
+    with bgjobs(UNIQUE_LOCK_TTL_S=0.5, UNIQUE_RESCHEDULE_S=1, BATCH_TTL_S=60, BATCH_UNFINISHED_TTL_S=3600.0):
+        assert check_settings() == []
+
+
 def test_w001_names_each_unknown_key_when_bgjobs_has_typos():
     with bgjobs(CONCURENCY=3, QUEUE=["x"]):
         messages = check_settings()
