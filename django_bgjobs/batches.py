@@ -321,6 +321,11 @@ class BatchStatus:
         return f"<BatchStatus {self.bid} {self.total - self.pending}/{self.total} done, {self.failures} failing>"
 
     @property
+    def done(self):
+        """Jobs that succeeded (``total - pending``)."""
+        return max(self.total - self.pending, 0)
+
+    @property
     def complete(self):
         """Every job ran at least once (some may still be retrying)."""
         return self.complete_at is not None

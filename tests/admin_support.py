@@ -29,6 +29,8 @@ PAGES = [
     ("admin:django_bgjobs_dead_all", ["retry"]),
     ("admin:django_bgjobs_retries_all", ["kill"]),
     ("admin:django_bgjobs_scheduled_all", ["add_to_queue"]),
+    ("admin:django_bgjobs_batches", []),
+    ("admin:django_bgjobs_locks", []),
 ]
 
 

@@ -118,7 +118,7 @@ def test_tab_bar_leaves_out_pages_the_user_may_not_open(viewer_client, db):
     labels = [link["label"] for link in client.get(reverse("admin:django_bgjobs_dead")).context["nav_links"]]
 
     # Then
-    assert labels == ["Dashboard", "Processes", "Queues", "Retries", "Scheduled", "Dead"]
+    assert labels == ["Dashboard", "Processes", "Queues", "Retries", "Scheduled", "Dead", "Batches", "Unique locks"]
 
 
 # -- CSRF and methods -----------------------------------------------------------------------

@@ -55,6 +55,8 @@ NAV_LINKS = [
     NavLink("retries", "Retries", "admin:django_bgjobs_retries"),
     NavLink("scheduled", "Scheduled", "admin:django_bgjobs_scheduled"),
     NavLink("dead", "Dead", "admin:django_bgjobs_dead"),
+    NavLink("batches", "Batches", "admin:django_bgjobs_batches"),
+    NavLink("locks", "Unique locks", "admin:django_bgjobs_locks"),
     NavLink(
         "failed", "Failed jobs", "admin:django_bgjobs_failedjob_changelist",
         ("django_bgjobs.view_failedjob", "django_bgjobs.change_failedjob"),

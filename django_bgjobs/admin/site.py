@@ -8,7 +8,9 @@ changelist URL is the dashboard; :meth:`DashboardAdmin.page_urls` lists the othe
 from django.contrib import admin
 from django.urls import path
 
+from django_bgjobs.admin.batches import BatchesPage, BatchPage
 from django_bgjobs.admin.dashboard import DashboardPage
+from django_bgjobs.admin.locks import UniqueLocksPage
 from django_bgjobs.admin.processes import ProcessesPage
 from django_bgjobs.admin.queues import ClearQueuePage, QueueJobPage, QueuePage, QueuesPage
 from django_bgjobs.admin.sets import SET_KINDS, SetBulkPage, SetJobPage, SetPage
@@ -33,6 +35,11 @@ class DashboardAdmin(admin.ModelAdmin):
             ("queues/<str:queue>/", page(QueuePage), "django_bgjobs_queue"),
             ("queues/<str:queue>/clear/", page(ClearQueuePage), "django_bgjobs_queue_clear"),
             ("queues/<str:queue>/jobs/<str:jid>/", page(QueueJobPage), "django_bgjobs_queue_job"),
+        ]
+        urls += [
+            ("batches/", page(BatchesPage), "django_bgjobs_batches"),
+            ("batches/<str:bid>/", page(BatchPage), "django_bgjobs_batch"),
+            ("locks/", page(UniqueLocksPage), "django_bgjobs_locks"),
         ]
         for slug, kind in SET_KINDS.items():
             urls += [
