@@ -9,7 +9,8 @@ after its dead-set write, or a web request that killed a job through the admin o
    is already safe in the dead set, and a broken database must never stop a worker.
 2. About once an hour per process, it also deletes rows older than
    ``BGJOBS["FAILED_JOBS_RETENTION_S"]`` (:func:`prune`), so the table stays bounded
-   without a cron; ``manage.py prunefailedjobs`` does the same on demand.
+   without a cron; ``manage.py prunefailedjobs`` does the same on demand, and the job
+   :class:`PruneFailedJobs` on a schedule (``"cron": "@daily"`` in ``BGJOBS["SCHEDULE"]``).
 
 The receiver is connected in ``apps.py`` so the worker and the monitoring API stay free
 of model imports.  ``BGJOBS["RECORD_FAILED_JOBS"] = False`` turns it off.
@@ -25,6 +26,7 @@ from django.db import DatabaseError, connections, router, transaction
 from django.utils import timezone
 
 from django_bgjobs import conf
+from django_bgjobs.job import Job
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +120,18 @@ def prune_if_due():
         return
     if deleted:
         logger.info("pruned %d failed-job rows older than the retention", deleted)
+
+
+class PruneFailedJobs(Job):
+    """Deletes ``FailedJob`` rows older than the retention (or than ``days``), as a recurring job."""
+
+    name = "django_bgjobs.PruneFailedJobs"
+    retry = 3
+
+    def perform(self, days=None):
+        deleted = prune(retention_s=None if days is None else days * 24 * 60 * 60)
+        logger.info("pruned %d failed-job rows", deleted)
+        return deleted
 
 
 def _write(model, save):

@@ -178,3 +178,10 @@ def test_confirmed_clear_deletes_every_job_of_that_queue_only(operator_client, r
     assert messages_of(response) == ["Cleared queue default: deleted 3 jobs."]
     assert redis.llen("queue:default") == 0
     assert redis.llen("queue:low") == 1
+
+
+def test_clear_page_of_an_empty_queue_says_there_is_nothing_to_do(operator_client):
+    page = operator_client.get(reverse("admin:django_bgjobs_queue_clear", args=["low"])).content.decode()
+
+    assert "There is nothing to do: the list is empty." in page
+    assert "Yes, delete" not in page

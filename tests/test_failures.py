@@ -280,3 +280,18 @@ def test_prunefailedjobs_command_uses_the_setting_when_no_days_are_given():
 
     assert "Deleted 1 failed-job record(s) older than 180 day(s)." in out.getvalue()
     assert json.dumps(list(FailedJob.objects.values_list("jid", flat=True))) == "[]"
+
+
+def test_prune_job_deletes_old_rows_when_run_on_a_schedule():
+    # Given
+    make_row(40, "old")
+    make_row(1, "new")
+
+    # When: as a worker runs it (a recurring job names it by its registered name)
+    from django_bgjobs import registry
+
+    deleted = registry.get("django_bgjobs.PruneFailedJobs")().perform(days=30)
+
+    # Then
+    assert deleted == 1
+    assert list(FailedJob.objects.values_list("jid", flat=True)) == ["new"]

@@ -108,7 +108,7 @@ class ClearQueuePage(JobsPage):
                         "They will not run, and this cannot be undone.",
             "confirm_label": f"Yes, delete {plural(size, 'job')}",
             "cancel_url": reverse("admin:django_bgjobs_queue", args=[queue.name]),
-            "danger": True,
+            "danger": True, "empty": size == 0,
             "list_url": reverse("admin:django_bgjobs_queue", args=[queue.name]),
             "list_title": f"Queue {queue.name}",
         })
