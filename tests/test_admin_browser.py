@@ -285,6 +285,14 @@ def test_operator_opens_every_page_and_each_is_saved_as_a_screenshot(page, scree
         expect(page.locator(".bgjobs-confirm")).to_contain_text(f"Move all {len(DEAD_JOBS)} dead jobs to their queues")
         shoot(page, screenshots, "10-dead-retry-all-confirm")
 
+        open_tab(page, "Batches", "batches/")
+        expect(page.locator("h1")).to_have_text("Batches")
+        shoot(page, screenshots, "11-batches")
+
+        open_tab(page, "Unique locks", "locks/")
+        expect(page.locator("h1")).to_have_text("Unique locks")
+        shoot(page, screenshots, "11-unique-locks")
+
         open_tab(page, "Failed jobs", "failedjob/")
         expect(page.locator("#result_list tbody tr")).to_have_count(len(DEAD_JOBS))
         shoot(page, screenshots, "11-failed-jobs")
