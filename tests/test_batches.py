@@ -615,3 +615,28 @@ def test_callback_that_cannot_be_resolved_in_the_worker_goes_to_the_dead_set(red
     [dead] = [json.loads(raw) for raw in redis.zrange("dead", 0, -1)]
     assert dead["class"] == CALLBACK_JOB_NAME
     assert "not imported" in dead["dead_reason"]
+
+
+@worker_db
+def test_poison_job_buried_when_its_worker_died_counts_as_a_death_of_its_batch(redis, processor, settings):
+    # Given: MAX_CRASHES 1, and a batch child that a worker started and then died running
+    from django_bgjobs.worker.launcher import Launcher
+
+    settings.BGJOBS = {**settings.BGJOBS, "MAX_CRASHES": 1}
+    batch = Batch().on("death", RecordingCallback).on("complete", RecordingCallback)
+    with batch.jobs():
+        jid = BatchChildJob.perform_later("poison").jid
+    victim = Launcher(queues=["default"], concurrency=1, schedule=False)
+    victim.beat()
+    victim.fetcher.fetch(block=False)
+    redis.hset(keys.crashes(), f"{jid}:by", victim.identity)
+    redis.delete(keys.process(victim.identity))
+
+    # When
+    Launcher(queues=["default"], concurrency=1, schedule=False).recover_orphans()
+
+    # Then: in the dead set, and its batch knows
+    assert [json.loads(raw)["jid"] for raw in redis.zrange("dead", 0, -1)] == [jid]
+    status = batch.status()
+    assert (status.dead, status.complete) == (1, True)
+    assert sorted(p["args"][1] for p in callback_payloads(redis)) == ["complete", "death"]

@@ -702,3 +702,29 @@ def test_unique_locks_lists_the_held_locks_and_releases_one(redis):
     assert UntilExecutedJob.perform_later("a") is not None
     with pytest.raises(ValueError):
         UniqueLocks().release("queue:default")
+
+
+class StuckUniqueJob(_ProbeMixin, Job):
+    lock = "until_executed"
+    retry = 0
+    timeout = 1
+
+
+@worker_db
+def test_lock_is_freed_when_the_watchdog_fails_a_stuck_job_of_a_replaced_process(redis):
+    # Given: a job the watchdog gave up on, in its launcher's in-flight list
+    from django_bgjobs import execution
+
+    handle = StuckUniqueJob.perform_later()
+    launcher = Launcher(queues=["default"], concurrency=1, schedule=False)
+    queue, raw = launcher.fetcher.fetch(block=False)
+    job, _, _ = execution.instantiate(json.loads(raw))
+    launcher._stuck.append((launcher.manager.processors[0], job, (queue, raw, time.time())))
+
+    # When
+    launcher._fail_stuck()
+
+    # Then: dead (retry = 0), out of flight, and its lock freed
+    assert [json.loads(entry)["jid"] for entry in redis.zrange("dead", 0, -1)] == [handle.jid]
+    assert redis.keys("inflight:*") == []
+    assert redis.keys("unique:*") == []

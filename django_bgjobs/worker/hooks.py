@@ -145,6 +145,19 @@ class JobHooks:
         scripts.run("unique_end", [self.lock_key, self.run_key], [self.jid, release, extend_ms, release_run], client=pipe)
 
 
+def record_death(client, payload):
+    """For a job the worker moved to the dead set outside a Processor (a poison job buried by
+    ``lua/recover.lua``): free its locks and record the death in its batch, in one MULTI.
+    Runs after the burial, so a crash in between leaves the lock to its TTL and the batch
+    waiting; both steps are by jid, so running them again changes nothing."""
+    extras = for_payload(payload)
+    if extras is None:
+        return
+    pipe = client.pipeline(transaction=True)
+    extras._queue_end(pipe, DEAD, payload, None)
+    pipe.execute()
+
+
 def _failure_info(payload):
     return dumps({
         "class": payload.get("class"), "error_class": payload.get("error_class"),
