@@ -1,4 +1,4 @@
-"""System checks (``manage.py check``).  They read settings only: no network I/O.
+"""System checks (``manage.py check``).  They read settings only: no network I/O (but W050/W051).
 
 * ``django_bgjobs.E001``: ``BGJOBS`` is not a dict.
 * ``django_bgjobs.E002``: ``BGJOBS["QUEUES"]`` is empty, not a list, or holds an invalid queue
@@ -16,9 +16,23 @@
 * ``django_bgjobs.W020``: a ``RedisTaskBackend``'s queue is not in ``BGJOBS["QUEUES"]``, so a worker
   started without ``-q`` never runs its tasks.
 
+* ``django_bgjobs.E050``: a timeout, retry or limit setting (``SOCKET_CONNECT_TIMEOUT_S``,
+  ``SOCKET_TIMEOUT_S``, ``ENQUEUE_RETRIES``, ``MAX_PAYLOAD_BYTES``, ``JOB_TIMEOUT_GRACE_S``,
+  ``MAX_CRASHES``) is out of its range.
+* ``django_bgjobs.W050`` (``check --deploy`` only): Redis's ``maxmemory-policy`` lets it evict keys,
+  so jobs can be lost silently.
+* ``django_bgjobs.W051`` (``check --deploy`` only): Redis could not be asked for its policy.
+
+W050 and W051 are the exception to "no network I/O": a deploy check (``deploy=True``, tag
+``redis``) runs only when asked for with ``manage.py check --deploy``, where talking to the
+production Redis is the point, never in a plain ``check``, ``runserver`` or ``migrate``.
+
 The task-backend checks run through Django's own tasks check, which calls each backend's ``check()``.
 """
 
+import math
+
+import redis
 from django.core.checks import Error, Tags, Warning, register
 
 from django_bgjobs import conf
@@ -79,6 +93,67 @@ def check_settings(app_configs=None, **kwargs):
                 hint=f"A number of seconds above 0; the default is {conf.DEFAULTS[key]}.", id="django_bgjobs.E040",
             ))
     return errors
+
+
+#: Reliability settings: key -> (test, what a valid value is).
+_RELIABILITY_SETTINGS = {
+    "SOCKET_CONNECT_TIMEOUT_S": (lambda v: _number(v) and v > 0, "a number of seconds above 0"),
+    "SOCKET_TIMEOUT_S": (lambda v: _number(v) and v > 0, "a number of seconds above 0"),
+    "ENQUEUE_RETRIES": (lambda v: _whole(v) and v >= 0, "a whole number >= 0"),
+    "MAX_PAYLOAD_BYTES": (lambda v: v is None or (_whole(v) and v >= 1024), "None or a whole number >= 1024"),
+    "JOB_TIMEOUT_GRACE_S": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0"),
+    "MAX_CRASHES": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+}
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@register(Tags.compatibility)
+def check_reliability_settings(app_configs=None, **kwargs):
+    """E050 for each timeout, retry or limit setting out of its range."""
+    from django.conf import settings
+
+    if not isinstance(getattr(settings, "BGJOBS", None) or {}, dict):
+        return []  # E001 already says so
+    errors = []
+    for key, (valid, what) in _RELIABILITY_SETTINGS.items():
+        value = conf.get(key)
+        if not valid(value):
+            errors.append(Error(
+                f"BGJOBS[{key!r}] is {value!r}.", hint=f"Give {what}; the default is {conf.DEFAULTS[key]!r}.",
+                id="django_bgjobs.E050",
+            ))
+    return errors
+
+
+@register("redis", deploy=True)
+def check_redis_eviction(app_configs=None, **kwargs):
+    """W050 / W051: the one check that asks Redis (network I/O), so it runs only with
+    ``manage.py check --deploy``; ``runjobs`` asks the same at start and logs the warning."""
+    from django.conf import settings
+
+    if not isinstance(getattr(settings, "BGJOBS", None) or {}, dict) or conf.get("BACKEND") != "redis":
+        return []
+    from django_bgjobs import connection
+
+    try:
+        message = connection.eviction_warning(connection.eviction_policy())
+    except redis.RedisError as exc:
+        return [Warning(
+            f"Could not ask Redis at {connection.describe()} for its maxmemory-policy: {exc}",
+            hint="Check BGJOBS['REDIS_URL'] (or REDIS_URL) from this host; the worker cannot start without it.",
+            id="django_bgjobs.W051",
+        )]
+    if message is None:
+        return []
+    return [Warning(message, hint="redis-cli CONFIG SET maxmemory-policy noeviction (and in redis.conf)",
+                    id="django_bgjobs.W050")]
 
 
 @register(Tags.compatibility)

@@ -76,6 +76,24 @@ def blocking_wait_s(client, wanted_s):
     return min(wanted_s, max(timeout_s - 1, timeout_s / 2))
 
 
+def eviction_policy(client=None):
+    """Redis's ``maxmemory-policy``, from ``INFO memory`` (allowed by managed services that
+    disable ``CONFIG``), or None when Redis does not say.  Network I/O."""
+    return (client or get_redis()).info("memory").get("maxmemory_policy")
+
+
+def eviction_warning(policy):
+    """What to tell the operator when ``policy`` lets Redis drop keys, or None."""
+    if policy in (None, "noeviction"):
+        return None
+    return (
+        f"Redis maxmemory-policy is {policy!r}: when Redis is full it deletes keys to make room, so jobs "
+        "(queues, the schedule, retry and dead sets, heartbeats) can be lost without a trace. "
+        "Set maxmemory-policy to noeviction, as Sidekiq recommends: a full Redis then refuses new jobs "
+        "(perform_later raises EnqueueError) instead of dropping old ones."
+    )
+
+
 def describe():
     """A short ``host:port/db`` of the configured server, for log lines and errors."""
     kwargs = get_redis().connection_pool.connection_kwargs

@@ -126,7 +126,8 @@ def batch_dead(bid):
 
 
 def crashes():
-    """Hash of jid -> how many worker processes died while running it (poison-job detection)."""
+    """Hash of jid -> how many worker processes died while running it (poison-job detection), and
+    ``<jid>:by`` -> the worker that started it after a crash.  Written by the worker (``lua/recover.lua``)."""
     return _k("crashes")
 
 

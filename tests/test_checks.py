@@ -2,12 +2,14 @@
 
 import pytest
 from django.conf import settings
+from django.core.checks import run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from django_bgjobs import connection
-from django_bgjobs.checks import check_settings
+from django_bgjobs import conf, connection
+from django_bgjobs.checks import check_redis_eviction, check_reliability_settings, check_settings
+from tests.helpers import start_redis_server
 
 
 def bgjobs(**changes):
@@ -137,3 +139,85 @@ def test_manage_py_check_reports_errors_when_settings_are_wrong():
     with bgjobs(CONCURRENCY=0):
         with pytest.raises(SystemCheckError, match=r"django_bgjobs\.E004"):
             call_command("check")
+
+
+# -- reliability settings and the Redis eviction policy ---------------------------------------
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("SOCKET_CONNECT_TIMEOUT_S", 0), ("SOCKET_TIMEOUT_S", -1), ("SOCKET_TIMEOUT_S", "5"),
+    ("ENQUEUE_RETRIES", -1), ("ENQUEUE_RETRIES", 1.5), ("MAX_PAYLOAD_BYTES", 100), ("MAX_PAYLOAD_BYTES", True),
+    ("JOB_TIMEOUT_GRACE_S", -1), ("JOB_TIMEOUT_GRACE_S", float("inf")), ("MAX_CRASHES", 0), ("MAX_CRASHES", None),
+])
+def test_e050_names_the_setting_when_a_reliability_setting_is_out_of_range(key, value):
+    with bgjobs(**{key: value}):
+        messages = check_reliability_settings()
+
+    assert ids(messages) == ["django_bgjobs.E050"]
+    assert messages[0].msg == f"BGJOBS[{key!r}] is {value!r}."
+    assert repr(conf.DEFAULTS[key]) in messages[0].hint
+
+
+def test_no_e050_when_payloads_are_unlimited_and_retries_are_on():
+    with bgjobs(MAX_PAYLOAD_BYTES=None, ENQUEUE_RETRIES=3, JOB_TIMEOUT_GRACE_S=0):
+        assert check_reliability_settings() == []
+
+
+@pytest.fixture
+def evicting_redis(monkeypatch):
+    """A server of its own whose maxmemory-policy evicts keys; the library points at it."""
+    server = start_redis_server(extra_args=("--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"))
+    monkeypatch.setenv("REDIS_URL", server.url)
+    conf.get_settings.cache_clear()
+    connection.reset()
+    yield server
+    monkeypatch.undo()
+    conf.get_settings.cache_clear()
+    connection.reset()
+    server.cleanup()
+
+
+def test_w050_warns_that_jobs_may_be_lost_when_redis_may_evict_keys_under_check_deploy(evicting_redis):
+    # When
+    messages = run_checks(include_deployment_checks=True, tags=["redis"])
+
+    # Then
+    assert ids(messages) == ["django_bgjobs.W050"]
+    assert "'allkeys-lru'" in messages[0].msg and "noeviction" in messages[0].msg
+    assert "maxmemory-policy noeviction" in messages[0].hint
+    assert messages[0].is_serious() is False
+
+
+def test_plain_check_asks_redis_nothing_when_redis_may_evict_keys(evicting_redis):
+    messages = run_checks()
+
+    assert "django_bgjobs.W050" not in ids(messages)
+    assert connection._client is None
+
+
+def test_no_w050_when_redis_policy_is_noeviction(redis):
+    assert redis.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+
+    assert check_redis_eviction() == []
+
+
+def test_w051_names_the_server_when_redis_cannot_be_asked_under_check_deploy(monkeypatch):
+    # Given
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    conf.get_settings.cache_clear()
+    connection.reset()
+
+    # When
+    messages = check_redis_eviction()
+
+    # Then
+    assert ids(messages) == ["django_bgjobs.W051"]
+    assert "127.0.0.1:1/0" in messages[0].msg
+    monkeypatch.undo()
+    conf.get_settings.cache_clear()
+    connection.reset()
+
+
+def test_eviction_check_is_silent_when_the_backend_is_inline():
+    with bgjobs(BACKEND="inline", REDIS_URL="redis://127.0.0.1:1/0"):
+        assert check_redis_eviction() == []

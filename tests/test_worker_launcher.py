@@ -413,15 +413,20 @@ def test_stop_writes_pending_acks_before_pushing_back_when_a_finished_job_is_not
 # -- poison jobs -----------------------------------------------------------------------------
 
 
-def crash(redis, jobs, survivor):
-    """A worker takes ``jobs`` jobs in flight (its prefetch may take more) and dies; ``survivor``
-    recovers them."""
+def crash(redis, jobs, survivor, started=()):
+    """A worker takes ``jobs`` jobs in flight (its prefetch may take more), starts the jids in
+    ``started`` (writing the mark its processor writes for a job that crashed before) and dies;
+    ``survivor`` recovers them.  Returns the dead worker."""
     victim = make_launcher()
     victim.beat(now=NOW_S)
-    fetch_into_flight(victim, jobs)
+    for _ in range(jobs):
+        victim.fetcher.fetch(block=False)
     victim.fetcher.forget_prefetched()
+    for jid in started:
+        redis.hset("crashes", f"{jid}:by", victim.identity)
     kill(redis, victim)
     survivor.recover_orphans()
+    return victim
 
 
 @pytest.fixture
@@ -439,26 +444,63 @@ def died():
     signals.job_died.disconnect(receiver)
 
 
-def test_crash_count_goes_up_by_one_each_time_a_dead_workers_job_is_pushed_back(redis):
-    # Given
-    jid = RecordJob.perform_later(1).jid
+def queued_payloads(redis, queue="default"):
+    return [json.loads(raw) for raw in reversed(redis.lrange(f"queue:{queue}", 0, -1))]
+
+
+def test_first_crash_counts_every_job_in_flight_and_marks_their_payloads(redis):
+    # Given: two jobs in flight (one running, one taken ahead) when their worker dies
+    jids = [handle.jid for handle in RecordJob.perform_bulk([(1,), (2,)])]
     survivor = make_launcher()
     survivor.beat(now=NOW_S)
 
-    # When: two workers die holding it
-    crash(redis, 1, survivor)
+    # When
+    crash(redis, 2, survivor)
+
+    # Then: counted once each, pushed back with "crashes": 1, the count expiring in three days
+    assert [redis.hget("crashes", jid) for jid in jids] == ["1", "1"]
+    assert [(p["jid"], p["crashes"], p["args"]) for p in queued_payloads(redis)] == [
+        (jids[0], 1, [1]), (jids[1], 1, [2]),
+    ]
+    assert 0 < redis.ttl("crashes") <= 3 * 24 * 3600
+
+
+def test_later_crash_counts_only_the_jobs_the_dead_worker_had_started(redis):
+    # Given: both jobs were in flight at a first crash; the next worker starts one, takes the other ahead
+    running, ahead = [handle.jid for handle in RecordJob.perform_bulk([(1,), (2,)])]
+    survivor = make_launcher()
+    survivor.beat(now=NOW_S)
+    crash(redis, 2, survivor)
+
+    # When: that worker dies too
+    crash(redis, 2, survivor, started=[running])
+
+    # Then: only the one it ran counts a second crash
+    assert (redis.hget("crashes", running), redis.hget("crashes", ahead)) == ("2", "1")
+    assert {p["jid"]: p["crashes"] for p in queued_payloads(redis)} == {running: 2, ahead: 1}
+
+
+def test_processor_marks_a_job_it_starts_when_its_payload_says_it_crashed_before(redis):
+    # Given: a payload pushed back after a crash
+    launcher = make_launcher()
+    launcher.beat(now=NOW_S)
+    survivor = make_launcher()
+    survivor.beat(now=NOW_S)
+    jid = RecordJob.perform_later(1).jid
     crash(redis, 1, survivor)
 
-    # Then: counted, pushed back, and the count expires in three days
-    assert redis.hget("crashes", jid) == "2"
-    assert 0 < redis.ttl("crashes") <= 3 * 24 * 3600
-    assert queued_jids(redis) == [jid]
+    # When
+    assert launcher.manager.processors[0].process_one(block=False)
+    launcher.fetcher.flush()
+
+    # Then
+    assert redis.hget("crashes", f"{jid}:by") == launcher.identity
 
 
 def test_job_goes_to_the_dead_set_byte_for_byte_with_its_reason_when_its_worker_died_max_crashes_times(
     redis, died, settings,
 ):
-    # Given: a job with an integer JSON floats would round; MAX_CRASHES 2; another job alongside
+    # Given: a job with an integer JSON floats would round; MAX_CRASHES 2; one crash already
     settings.BGJOBS = {**settings.BGJOBS, "MAX_CRASHES": 2}
     poison = RecordJob.perform_later(2**63 + 1).jid
     raw = redis.lindex("queue:default", 0)
@@ -467,8 +509,8 @@ def test_job_goes_to_the_dead_set_byte_for_byte_with_its_reason_when_its_worker_
     crash(redis, 1, survivor)
     innocent = RecordJob.perform_later("innocent").jid
 
-    # When: the second crash
-    crash(redis, 1, survivor)
+    # When: the next worker starts it and dies
+    crash(redis, 1, survivor, started=[poison])
 
     # Then: buried, not pushed back; its payload kept as it was, the reason added after it
     [entry] = redis.zrange("dead", 0, -1)
@@ -478,7 +520,7 @@ def test_job_goes_to_the_dead_set_byte_for_byte_with_its_reason_when_its_worker_
     assert dead["dead_reason"] == "its worker process died 2 times while running it (BGJOBS['MAX_CRASHES'])"
     assert dead["error_class"] == "django_bgjobs.errors.PoisonJobError"
     assert dead["jid"] == poison
-    assert redis.hexists("crashes", poison) == 0
+    assert redis.hexists("crashes", poison) == 0 and redis.hexists("crashes", f"{poison}:by") == 0
     assert queued_jids(redis) == [innocent]
     [signal] = died
     assert signal["sender"] is RecordJob and signal["payload"]["jid"] == poison
@@ -490,17 +532,11 @@ def test_unreadable_payload_is_pushed_back_uncounted_when_its_worker_dies(redis)
     redis.lpush("queue:default", "not json at all")
     survivor = make_launcher()
     survivor.beat(now=NOW_S)
-    victim = make_launcher()
-    victim.beat(now=NOW_S)
-    victim.fetcher.fetch(block=False)
-    victim.fetcher.forget_prefetched()
-    kill(redis, victim)
 
     # When
-    moved = survivor.recover_orphans()
+    crash(redis, 1, survivor)
 
-    # Then: back in the queue, for the processor to bury without running anything
-    assert moved == 1
+    # Then: back in the queue as it was, for the processor to bury without running anything
     assert redis.lrange("queue:default", 0, -1) == ["not json at all"]
     assert redis.exists("crashes") == 0
 
@@ -518,3 +554,49 @@ def test_stop_pushes_back_its_own_jobs_without_counting_a_crash_when_it_stops(re
     # Then
     assert redis.llen("queue:default") == 1
     assert redis.exists("crashes") == 0
+    assert "crashes" not in queued_payloads(redis)[0]
+
+
+# -- jobs stranded by a lost reply -------------------------------------------------------------
+
+
+def strand(redis, launcher):
+    """What a fetch whose reply was lost leaves: a job moved in flight that no thread got."""
+    return json.loads(redis.lmove("queue:default", f"inflight:{launcher.identity}:default", "RIGHT", "LEFT"))["jid"]
+
+
+def test_stranded_job_is_pushed_back_once_no_thread_has_held_it_for_longer_than_a_reply_can_take(redis):
+    # Given: a job stranded in this worker's in-flight list, behind another job waiting
+    launcher = make_launcher()
+    launcher.beat(now=NOW_S)
+    RecordJob.perform_bulk([(1,), (2,)])
+    stranded = strand(redis, launcher)
+    limit_s = launcher._stranded_after_s
+
+    # When / Then: not at first sight, nor just before the limit (a reply could still be on its way) ...
+    assert launcher.reclaim_stranded(now=100.0) == 0
+    assert launcher.reclaim_stranded(now=100.0 + limit_s - 0.1) == 0
+    # ... but once no thread has held it for longer than that
+    assert launcher.reclaim_stranded(now=100.0 + limit_s + 0.1) == 1
+    assert queued_jids(redis)[0] == stranded
+    assert redis.keys("inflight:*") == []
+
+
+def test_jobs_held_by_the_worker_are_never_pushed_back_as_stranded(redis):
+    # Given: one job running, the others taken ahead, one finished with its ack not yet written
+    launcher = make_launcher(concurrency=2)
+    launcher.beat(now=NOW_S)
+    RecordJob.perform_bulk([(n,) for n in range(4)])
+    processor = launcher.manager.processors[0]
+    queue, raw = launcher.fetcher.fetch(block=False)
+    processor.current = (queue, raw, NOW_S)
+    finished_queue, finished_raw = launcher.fetcher.fetch(block=False)
+    launcher.fetcher.ack(finished_queue, finished_raw)
+    in_flight = redis.llen(f"inflight:{launcher.identity}:default")
+
+    # When: checked again and again, long after any reply
+    moved = [launcher.reclaim_stranded(now=t) for t in (0.0, 1_000.0, 2_000.0)]
+
+    # Then
+    assert moved == [0, 0, 0]
+    assert redis.llen(f"inflight:{launcher.identity}:default") == in_flight == 3  # running, acked, ahead

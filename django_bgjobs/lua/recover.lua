@@ -3,7 +3,8 @@
 -- KEYS[1]  the inflight-owners hash (identity -> JSON list of queue names)
 -- KEYS[2]  the worker's heartbeat hash key; if it still exists the worker is alive and
 --          nothing is touched
--- KEYS[3]  the crashes hash (jid -> how many times a worker died with the job in flight)
+-- KEYS[3]  the crashes hash (jid -> how many times a worker died with the job in flight, and
+--          "<jid>:by" -> the worker that started it since)
 -- KEYS[4]  the dead set
 -- KEYS[2*i+3], KEYS[2*i+4]  for each of its queues: inflight:IDENTITY:NAME, queue:NAME
 -- ARGV[1]  the worker's identity
@@ -19,9 +20,15 @@
 -- Returns {moved, buried payload, buried payload, ...}: the number of jobs pushed back (-1
 -- when the worker is still alive), then the dead entry of each job buried as poison.
 -- A job goes to the tail of its queue (the end workers take from), oldest taken last, so
--- they run next and in the order they were first fetched.  Each job is counted under its
--- jid; a payload that is not a JSON object with a jid is pushed back uncounted (the worker
--- buries it as unreadable without running anything).
+-- they run next and in the order they were first fetched.
+--
+-- Which jobs a crash counts against: every job in flight the first time (it may have been
+-- running), and afterwards only a job this worker had started (the processor writes
+-- "<jid>:by" = its identity in the crashes hash before running a job whose payload carries
+-- "crashes"), so a job that was only taken ahead (prefetched) next to a poison job is not
+-- counted again and again with it.  A counted job is pushed back with ',"crashes":N' added
+-- before its last "}" (JSON's last member wins).  A payload that is not a JSON object with
+-- a jid is pushed back uncounted (the worker buries it as unreadable, running nothing).
 if redis.call("EXISTS", KEYS[2]) == 1 then
   return {-1}
 end
@@ -41,18 +48,25 @@ for i = 5, #KEYS, 2 do
         jid = decoded["jid"]
       end
     end
+    local head = nil
     local crashes = 0
     if jid then
-      crashes = redis.call("HINCRBY", KEYS[3], jid, 1)
-      counted = true
+      crashes = tonumber(redis.call("HGET", KEYS[3], jid)) or 0
+      if crashes == 0 or redis.call("HGET", KEYS[3], jid .. ":by") == ARGV[1] then
+        crashes = redis.call("HINCRBY", KEYS[3], jid, 1)
+        counted = true
+        head = string.match(job, "^(.*)}%s*$")
+      end
     end
-    local head = crashes >= max_crashes and crashes > 0 and string.match(job, "^(.*)}%s*$")
-    if head then
+    if head and crashes >= max_crashes then
       local entry = head .. ARGV[7] .. "}"
       redis.call("ZADD", KEYS[4], ARGV[3], entry)
-      redis.call("HDEL", KEYS[3], jid)
+      redis.call("HDEL", KEYS[3], jid, jid .. ":by")
       buried[#buried + 1] = entry
     else
+      if head then
+        job = head .. ',"crashes":' .. crashes .. "}"
+      end
       redis.call("RPUSH", KEYS[i + 1], job)
       moved = moved + 1
     end

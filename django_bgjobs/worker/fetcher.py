@@ -127,6 +127,13 @@ class Fetcher:
         with self._lock:
             return list(self._prefetched)
 
+    def held(self):
+        """The ``(queue, raw)`` jobs held here: prefetched, and finished with their ack still to
+        write.  (A call in progress holds its acks and the jobs it takes for the length of a
+        round trip; the launcher allows for that.)"""
+        with self._lock:
+            return list(self._prefetched) + [(entry.queue, entry.raw) for entry in self._acks]
+
     def give_back(self):
         """Push the prefetched jobs back to the tail of their queues (a quiet worker does);
         return how many went back."""

@@ -12,8 +12,10 @@ Duties:
 3. :meth:`recover_orphans`, after each beat: a worker whose heartbeat has expired is
    gone (``kill -9``, lost machine); its in-flight jobs go back to the tail of their
    queues (``lua/recover.lua``, atomic, so two workers never both push them back).
-   Each recovery counts a crash against each of those jobs; a job whose worker died
-   ``MAX_CRASHES`` times while running it is a poison job and goes to the dead set instead.
+   Each recovery counts a crash against those jobs (see the script for which); a job whose
+   worker died ``MAX_CRASHES`` times while running it is a poison job: the dead set.
+   Then :meth:`reclaim_stranded` pushes back jobs in this worker's own in-flight lists that
+   none of its threads holds: a fetch whose reply was lost with its connection left them.
    The :class:`Scheduler` thread (unless ``runjobs --no-schedule``) enqueues recurring jobs.
 4. :meth:`stop`: stop fetching, give running jobs ``shutdown_timeout_s`` to finish, push
    the unfinished and the prefetched ones back to their queues, flush the counts and leave
@@ -24,6 +26,7 @@ Duties:
    replaced (:meth:`_on_stuck`).
 """
 
+import collections
 import json
 import logging
 import os
@@ -78,6 +81,9 @@ class Launcher:
         self.exit_code = 0
         self._stuck = []  # (processor, job, current) of jobs failed by the watchdog, written at stop
         self.watchdog = self._make_watchdog()
+        self._unheld_since = {}  # (queue, raw) in our in-flight lists but held by no thread -> since when
+        socket_timeout_s = self.client.connection_pool.connection_kwargs.get("socket_timeout") or 30
+        self._stranded_after_s = socket_timeout_s + conf.get("HEARTBEAT_INTERVAL_S")
         self.quiet = False
         self.stopping = threading.Event()  # set when this process should stop (signal or admin)
         self._heartbeat_stop = threading.Event()
@@ -233,6 +239,7 @@ class Launcher:
             try:
                 commands = self.beat()
                 self.recover_orphans()
+                self.reclaim_stranded()
             except redis.RedisError as exc:
                 self._reconnect.failed(exc)
                 continue
@@ -332,6 +339,42 @@ class Launcher:
                     logger.warning("worker %s is gone; pushed %d of its in-flight jobs back", identity, moved)
                 total += max(moved, 0)
         return total
+
+    def reclaim_stranded(self, now=None):
+        """Push back the jobs in this worker's own in-flight lists that none of its threads
+        holds (running, prefetched or acknowledged-but-not-yet-written), once they have been
+        so for longer than a reply can take; return how many.
+
+        How a job gets there: a fetch ran in Redis, moving it in flight, and the connection
+        dropped before the reply arrived (``CLIENT KILL``, a proxy restart, a timeout).  The
+        worker is alive, so no other worker would ever push it back.  A reply in transit is
+        the only legitimate way to be in the list and not yet held, and none takes longer than
+        the socket timeout, so a job not held for that long is stranded.
+        """
+        now = time.monotonic() if now is None else now
+        names = self.queue_order.names
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.lrange(self.fetcher.inflight_key(name), 0, -1)
+        listed = collections.Counter(
+            (name, raw) for name, raws in zip(names, pipe.execute()) for raw in raws
+        )
+        held = collections.Counter(self.fetcher.held())  # read after the lists: a job held then is safe
+        held.update((queue, raw) for queue, raw, _ in self.manager.busy_work().values())
+        unheld = listed - held
+        seen = {job: self._unheld_since.get(job, now) for job in unheld}
+        stranded = [job for job, since in seen.items() if now - since > self._stranded_after_s]
+        self._unheld_since = {job: since for job, since in seen.items() if job not in stranded}
+        moved = 0
+        for name in names:
+            raws = [raw for queue, raw in stranded for _ in range(unheld[(queue, raw)]) if queue == name]
+            if raws:
+                moved += scripts.run("requeue", [self.fetcher.inflight_key(name), keys.queue(name)], raws,
+                                     client=self.client)
+        if moved:
+            logger.warning("worker %s pushed back %d job(s) stranded in its in-flight list by a lost reply",
+                           self.identity, moved)
+        return moved
 
     def _recover(self, identity, queues=None, crashed=True):
         """Run ``lua/recover.lua`` for ``identity``; return the number of jobs pushed back (-1:

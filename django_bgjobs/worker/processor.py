@@ -30,7 +30,7 @@ import time
 import redis
 from django.db import close_old_connections
 
-from django_bgjobs import conf, execution, retry
+from django_bgjobs import conf, execution, keys, retry
 from django_bgjobs.errors import InvalidPayloadError, Shutdown
 from django_bgjobs.payload import loads, now_s
 from django_bgjobs.worker import hooks
@@ -106,6 +106,8 @@ class Processor:
             # DEBUG, not INFO: one line per job (the "done"/"fail" one) is what operators read,
             # and a second formatted line per job cost a tenth of the worker's time (docs/performance.rst).
             logger.debug("start %s jid=%s queue=%s", payload["class"], payload.get("jid"), queue)
+            if "crashes" in payload:  # in flight when a worker died: say this one runs it (lua/recover.lua)
+                self._until_written(lambda: self.client.hset(keys.crashes(), f"{job.jid}:by", self.fetcher.identity))
             execution.run(job, args, kwargs, self.guard)
         except (Shutdown, KeyboardInterrupt):
             raise  # leave the job in the in-flight list: it is pushed back at shutdown

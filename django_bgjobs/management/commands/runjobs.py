@@ -8,7 +8,9 @@ import redis
 from django.core.management.base import BaseCommand, CommandError
 
 from django_bgjobs import conf
-from django_bgjobs.connection import describe, get_redis
+from django_bgjobs.connection import describe, eviction_policy, eviction_warning, get_redis
+
+logger = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s pid=%(process)d %(threadName)s %(levelname)s %(name)s: %(message)s"
 
@@ -51,6 +53,7 @@ class Command(BaseCommand):
             get_redis().ping()
         except redis.RedisError as exc:
             raise CommandError(f"cannot reach Redis at {describe()}: {exc}") from None
+        self._warn_if_redis_may_evict()
         options = {
             "queues": queues, "concurrency": concurrency, "shutdown_timeout_s": timeout, "tag": tag,
             "schedule": schedule,
@@ -61,6 +64,16 @@ class Command(BaseCommand):
             code = run_one(**options)
         if code:
             sys.exit(code)
+
+    def _warn_if_redis_may_evict(self):
+        """Log a warning, as Sidekiq does, when Redis's maxmemory-policy may drop jobs."""
+        try:
+            message = eviction_warning(eviction_policy())
+        except redis.RedisError as exc:
+            logger.warning("could not ask Redis for its maxmemory-policy: %s", exc)
+            return
+        if message:
+            logger.warning(message)
 
     def _setup_logging(self, verbosity):
         """Show the worker's INFO lines on stderr unless the project configured logging for them."""
