@@ -160,30 +160,42 @@ def push(job_class, payloads, attempt=0, deferred=False):
     _check_sizes(job_class, chain(scheduled, *by_queue.values(), *front.values()))
     if locked:
         _check_sizes(job_class, (raw for _, raw in locked))
+    plain = not locked and getattr(job_class, "on_push", None) is None and not any("bid" in p for p in payloads)
     try:
-        pipe = get_redis().pipeline(transaction=True)
-        if by_queue or front:
-            pipe.sadd(keys.queues(), *by_queue, *front)
-            for queue, raws in by_queue.items():
-                pipe.lpush(keys.queue(queue), *raws)
-            for queue, raws in front.items():
-                pipe.rpush(keys.queue(queue), *raws)
-        if scheduled:
-            pipe.zadd(keys.schedule(), scheduled)
-        if locked:
-            from django_bgjobs import unique
+        if plain:  # no hook adds to the MULTI: the lean path (see _multi_exec)
+            commands = []
+            if by_queue or front:
+                commands.append(("SADD", keys.queues(), *by_queue, *front))
+                commands += [("LPUSH", keys.queue(queue), *raws) for queue, raws in by_queue.items()]
+                commands += [("RPUSH", keys.queue(queue), *raws) for queue, raws in front.items()]
+            if scheduled:
+                pairs = chain.from_iterable((at, raw) for raw, at in scheduled.items())
+                commands.append(("ZADD", keys.schedule(), *pairs))
+            _multi_exec(get_redis(), commands)
+        else:
+            pipe = get_redis().pipeline(transaction=True)
+            if by_queue or front:
+                pipe.sadd(keys.queues(), *by_queue, *front)
+                for queue, raws in by_queue.items():
+                    pipe.lpush(keys.queue(queue), *raws)
+                for queue, raws in front.items():
+                    pipe.rpush(keys.queue(queue), *raws)
+            if scheduled:
+                pipe.zadd(keys.schedule(), scheduled)
+            if locked:
+                from django_bgjobs import unique
 
-            first = len(pipe)
-            locked = [(p, raw, unique.queue_push(pipe, job_class, p, raw, now)) for p, raw in locked]
-        if any("bid" in payload for payload in payloads):
-            from django_bgjobs import batches
+                first = len(pipe)
+                locked = [(p, raw, unique.queue_push(pipe, job_class, p, raw, now)) for p, raw in locked]
+            if any("bid" in payload for payload in payloads):
+                from django_bgjobs import batches
 
-            by_lua = {id(p) for p, _, _ in locked}
-            batches.queue_counts(pipe, [p for p in payloads if id(p) not in by_lua])
-        on_push = getattr(job_class, "on_push", None)
-        if on_push is not None:
-            on_push(pipe, payloads)
-        results = pipe.execute()
+                by_lua = {id(p) for p, _, _ in locked}
+                batches.queue_counts(pipe, [p for p in payloads if id(p) not in by_lua])
+            on_push = getattr(job_class, "on_push", None)
+            if on_push is not None:
+                on_push(pipe, payloads)
+            results = pipe.execute()
     except redis.RedisError as exc:
         if attempt < conf.get("ENQUEUE_RETRIES") and isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             wait_s = min(0.1 * 2**attempt, 2.0)
@@ -201,6 +213,42 @@ def push(job_class, payloads, attempt=0, deferred=False):
     if error is not None:
         raise error
     return refused
+
+
+def _multi_exec(client, commands):
+    """Run ``commands`` (tuples of arguments) in one MULTI/EXEC round trip on a pooled
+    connection: what ``client.pipeline(transaction=True).execute()`` does, without the rest
+    of its machinery, which cost as much CPU as everything else ``perform_later`` does
+    (``docs/performance.rst``).  Raises as the pipeline would: ``ResponseError`` when Redis
+    refused a command (then EXEC aborts and nothing is written), ``ConnectionError`` or
+    ``TimeoutError`` when the connection failed (the connection is then dropped)."""
+    if not commands:
+        return []
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    in_sync = False  # every reply read: the connection can go back to the pool as it is
+    try:
+        conn.send_packed_command(conn.pack_commands([("MULTI",), *commands, ("EXEC",)]))
+        refused = None
+        for _ in range(len(commands) + 1):  # +OK for MULTI, then +QUEUED for each command
+            try:
+                conn.read_response()
+            except redis.ResponseError as exc:
+                refused = refused or exc
+        try:
+            results = conn.read_response()
+        except redis.ResponseError as exc:  # EXECABORT
+            in_sync = True
+            raise refused or exc from None
+        in_sync = True
+        for item in results:
+            if isinstance(item, redis.ResponseError):
+                raise item
+        return results
+    finally:
+        if not in_sync:
+            conn.disconnect()
+        pool.release(conn)
 
 
 def _check_sizes(job_class, raws):

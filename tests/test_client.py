@@ -367,6 +367,21 @@ def test_job_enqueued_signal_is_not_sent_when_redis_is_unreachable(unreachable_r
     assert received == []
 
 
+def test_enqueue_error_and_the_next_push_works_when_redis_refuses_a_command(redis, received):
+    # Given: the queue's key holds a string, so LPUSH fails inside the MULTI
+    redis.set("queue:default", "not a list")
+
+    # When
+    with pytest.raises(EnqueueError, match="WRONGTYPE"):
+        RecordJob.perform_later(1)
+    redis.delete("queue:default")
+    jid = RecordJob.perform_later(2).jid
+
+    # Then: the connection went back to the pool in step, and only the second job is queued
+    assert [json.loads(raw)["jid"] for raw in redis.lrange("queue:default", 0, -1)] == [jid]
+    assert [kwargs["payload"]["jid"] for _, kwargs in received] == [jid]
+
+
 # -- signals -----------------------------------------------------------------------------------
 
 
