@@ -47,15 +47,15 @@ def noop(t=0):
 def run_enqueue(adapter, n, mode):
     """Time ``n`` enqueues (``single``: one call per job; ``bulk``: one bulk call); print JSON."""
     adapter.connect()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if mode == "bulk":
         adapter.enqueue_bulk(n)
     else:
         enqueue = adapter.enqueue
         for _ in range(n):
             enqueue(0)
-    elapsed = time.perf_counter() - started
-    print(json.dumps({"jobs": n, "seconds": elapsed}))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    print(json.dumps({"jobs": n, "seconds": elapsed, "cpu_seconds": cpu}))
 
 
 def run_latency(adapter, n, rate):

@@ -13,3 +13,5 @@ USE_TZ = True
 INSTALLED_APPS = ["django_bgjobs", "bgjobs_bench"]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 BGJOBS = {"REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:1/0")}
+if os.environ.get("BENCH_PREFETCH"):  # for trying other values by hand; run.py leaves the default
+    BGJOBS["PREFETCH"] = int(os.environ["BENCH_PREFETCH"])
