@@ -640,3 +640,22 @@ def test_poison_job_buried_when_its_worker_died_counts_as_a_death_of_its_batch(r
     status = batch.status()
     assert (status.dead, status.complete) == (1, True)
     assert sorted(p["args"][1] for p in callback_payloads(redis)) == ["complete", "death"]
+
+
+@worker_db
+def test_batch_keys_and_callbacks_take_the_key_prefix(redis, settings):
+    # Given
+    settings.BGJOBS = {**settings.BGJOBS, "KEY_PREFIX": "app"}
+    redis.hset(keys.process(IDENTITY), "beat", 1)
+    processor = Processor(Fetcher(IDENTITY, QueueOrder(["default"])))
+    batch = Batch().on("success", RecordingCallback)
+    with batch.jobs():
+        BatchChildJob.perform_bulk([(1,), (2,)])
+
+    # When
+    run_all(processor)
+
+    # Then
+    assert events_of(batch.bid) == ["success"]
+    assert redis.hget(f"app:b-{batch.bid}", "success_at")
+    assert redis.keys("b-*") == [] and redis.zcard("app:batches") == 1
