@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 JOBS = 10_000
 
 
+@pytest.mark.faults_long
 def test_no_job_is_lost_when_connections_are_killed_and_redis_restarts_under_load(fault_case):
     # Given: Redis with an append-only file, 10,000 jobs, two workers of 5 threads
     case = fault_case("case 3: CLIENT KILL x5, then a Redis restart (AOF), under load",
