@@ -8,6 +8,8 @@ server does not know it yet (after a restart, say).
 import threading
 from importlib import resources
 
+from redis.exceptions import NoScriptError
+
 from django_bgjobs.connection import get_redis
 
 _lock = threading.Lock()
@@ -31,3 +33,20 @@ def run(name, keys=(), args=(), client=None):
     """Run script ``name`` with ``keys`` and ``args`` and return its result."""
     client = client or get_redis()
     return get_script(name, client)(keys=list(keys), args=list(args), client=client)
+
+
+def run_on_connection(connection, name, keys=(), args=()):
+    """Run script ``name`` on one ``redis.Connection`` that the caller holds for itself: one
+    EVALSHA, and EVAL with the source when the server does not know the script yet.
+
+    The worker's fetch loop calls this on a connection it keeps (its calls are serialised
+    anyway), which skips the pool and the client's command machinery on its hottest path.
+    The caller disconnects the connection if this raises anything but ``ResponseError``.
+    """
+    script = get_script(name)
+    connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    try:
+        return connection.read_response()
+    except NoScriptError:
+        connection.send_command("EVAL", script.script, len(keys), *keys, *args)
+        return connection.read_response()

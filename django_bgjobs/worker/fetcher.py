@@ -32,6 +32,8 @@ import threading
 import time
 from collections import deque
 
+import redis
+
 from django_bgjobs import conf, keys, scripts
 from django_bgjobs.connection import blocking_wait_s, get_redis
 
@@ -60,6 +62,7 @@ class Fetcher:
         self._acks = []  # pending _Ack entries
         self._lock = threading.Lock()  # guards _prefetched and _acks
         self._call_lock = threading.Lock()  # one fetch.lua call at a time, so calls batch
+        self._connection = None  # a pooled connection kept for fetch.lua calls (under _call_lock)
         # Below the socket timeout, so Redis answers a BLMOVE before the client stops listening.
         self.timeout_s = blocking_wait_s(self.client, conf.get("FETCH_TIMEOUT_S"))
 
@@ -188,7 +191,7 @@ class Fetcher:
         for entry in batch:
             args += (position[entry.queue], entry.raw)
         try:
-            found = scripts.run("fetch", flat, args, client=self.client)
+            found = self._run_fetch(flat, args)
         except BaseException:
             with self._lock:  # pending again, oldest first, for the next call
                 self._acks[:0] = batch
@@ -199,3 +202,27 @@ class Fetcher:
             with self._lock:
                 self._prefetched.extend(jobs)
         return mine
+
+    def _run_fetch(self, keys, args):
+        """Run ``fetch.lua`` on the connection this fetcher keeps (the caller holds
+        ``_call_lock``), taken from the client's pool on first use and after an error."""
+        pool = self.client.connection_pool
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = pool.get_connection()
+        try:
+            return scripts.run_on_connection(connection, "fetch", keys, args)
+        except redis.ResponseError:
+            raise  # a reply was read: the connection is in step
+        except BaseException:
+            self._connection = None
+            connection.disconnect()
+            pool.release(connection)
+            raise
+
+    def close(self):
+        """Give the kept connection back to the pool (the launcher calls it as it leaves)."""
+        with self._call_lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            self.client.connection_pool.release(connection)

@@ -173,6 +173,7 @@ class Launcher:
                 self._fail_stuck()
                 pushed_back = self._recover(self.identity, crashed=False)
                 self.client.srem(keys.processes(), self.identity)
+                self.fetcher.close()
                 return max(pushed_back, 0)
             except redis.RedisError as exc:
                 logger.warning("shutdown: Redis error (%s); retrying", exc)
