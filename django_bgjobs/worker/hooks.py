@@ -16,6 +16,8 @@ that looks up two dict keys and returns None).  Duties:
    in-flight list or writes its retry or dead entry.  Either all of it happens or none:
    a worker killed before that MULTI leaves the job in flight, its locks held, its batch
    waiting; the job is pushed back, runs again, and its end does the bookkeeping once.
+3. :func:`record_death`, called by the Launcher for a poison job ``lua/recover.lua`` buried:
+   the same bookkeeping as a death, just after the burial.
 """
 
 import logging
@@ -120,16 +122,16 @@ class JobHooks:
         self._queue_end(pipe, outcome, payload, retry_at)
 
     def _queue_end(self, pipe, outcome, payload, retry_at):
+        """Queue the lock and batch writes of an end that was ``outcome`` ("success", or
+        retry's RETRIED, DEAD, DISCARDED) on ``pipe``."""
         if self.lock is not None:
             self._queue_unlock(pipe, outcome, retry_at)
         if self.bid is not None and self.jid:
             if outcome == "success":
-                extra = [self.jid]
-            else:
-                op = "dead" if outcome == DEAD else "failure"
-                extra = [self.jid, _failure_info(payload or self.payload)]
-                outcome = op
-            script_keys, args = batches.script_args(outcome, self.bid, extra)
+                op, extra = "success", [self.jid]
+            else:  # a job dropped without succeeding counts as failed: the batch completes, never succeeds
+                op, extra = ("dead" if outcome == DEAD else "failure"), [self.jid, _failure_info(payload or self.payload)]
+            script_keys, args = batches.script_args(op, self.bid, extra)
             scripts.run("batch", script_keys, args, client=pipe)
 
     def _queue_unlock(self, pipe, outcome, retry_at):
