@@ -4,7 +4,7 @@ reads that never write, page numbers, and a clear page when Redis is down.
 
 import pytest
 import redis as redis_lib
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from django_bgjobs import conf, connection
@@ -232,3 +232,25 @@ def test_page_says_redis_is_not_answering_when_it_is_down(operator_client, redis
 
     assert response.status_code == 503
     assert "Redis at 127.0.0.1:1/0 is not answering" in response.content.decode()
+
+
+# -- a custom admin site --------------------------------------------------------------------
+
+
+@override_settings(ROOT_URLCONF="tests.urls_ops_admin")
+def test_pages_link_and_redirect_within_a_custom_admin_site_when_registered_there(operator_client, redis):
+    # Given: the pages registered on a second AdminSite named "ops", at /ops/
+    fill_set(redis, "dead", 1)
+    entry = DeadSet().page()[0]
+
+    # When
+    page = operator_client.get("/ops/django_bgjobs/dashboard/dead/")
+    acted = operator_client.post("/ops/django_bgjobs/dashboard/dead/",
+                                 {"row_action": f"delete {entry.score!r}:{entry.jid}"})
+
+    # Then: tabs, breadcrumbs and the redirect stay on /ops/
+    assert page.status_code == 200
+    assert {link["url"][:5] for link in page.context["nav_links"]} == {"/ops/"}
+    assert 'href="/ops/django_bgjobs/"' in page.content.decode()
+    assert acted["Location"] == "/ops/django_bgjobs/dashboard/dead/"
+    assert redis.zcard("dead") == 0

@@ -71,7 +71,7 @@ def nav_links(request, current):
         if not any(request.user.has_perm(perm) for perm in link.permissions):
             continue
         try:
-            url = reverse(link.url_name)
+            url = reverse(link.url_name, current_app=getattr(request, "current_app", None))
         except NoReverseMatch:  # a page whose admin is not registered on this site
             continue
         links.append({"label": link.label, "url": url, "current": link.slug == current})
@@ -89,6 +89,9 @@ class JobsPage(View):
     nav = ""
 
     def dispatch(self, request, *args, **kwargs):
+        # Links and redirects then point into the admin site serving this request (which may
+        # be a custom AdminSite), as the admin's own views arrange.
+        request.current_app = self.model_admin.admin_site.name
         if not self.model_admin.has_view_or_change_permission(request):
             raise PermissionDenied
         if request.method not in ("GET", "HEAD", "OPTIONS") and not self.model_admin.has_change_permission(request):
@@ -112,13 +115,18 @@ class JobsPage(View):
             "title": self.title,
             "nav_links": nav_links(request, self.nav),
             "can_change": self.model_admin.has_change_permission(request),
-            "dashboard_url": reverse("admin:django_bgjobs_dashboard_changelist", current_app=site.name),
+            "dashboard_url": admin_url(request, "django_bgjobs_dashboard_changelist"),
             **extra,
         }
 
     def render(self, request, extra=None, template_name=None, status=200):
         context = self.context(request, **(extra or {}))
         return TemplateResponse(request, template_name or self.template_name, context, status=status)
+
+
+def admin_url(request, name, *args):
+    """``reverse("admin:<name>", args)`` in the admin site serving ``request``."""
+    return reverse(f"admin:{name}", args=args, current_app=getattr(request, "current_app", None))
 
 
 # -- paging ---------------------------------------------------------------------------------

@@ -5,9 +5,7 @@ Sidekiq's TSTP and TERM), so the page says "asked", not "done".
 """
 
 from django.contrib import messages
-from django.urls import reverse
-
-from django_bgjobs.admin.base import JobsPage, redirect_back
+from django_bgjobs.admin.base import JobsPage, admin_url, redirect_back
 from django_bgjobs.api import ProcessSet, WorkSet
 
 
@@ -31,7 +29,7 @@ class ProcessesPage(JobsPage):
     def post(self, request):
         identity = request.POST.get("identity", "")
         action = request.POST.get("action")
-        back = reverse("admin:django_bgjobs_processes")
+        back = admin_url(request, "django_bgjobs_processes")
         if action not in ("quiet", "stop"):
             messages.error(request, f"Unknown action {action!r}.")
             return redirect_back(request, back)

@@ -6,9 +6,7 @@ a queue changes under the page as workers take jobs.
 
 from django.contrib import messages
 from django.http import Http404, HttpResponseRedirect
-from django.urls import reverse
-
-from django_bgjobs.admin.base import JobsPage, paginate, plural, redirect_back
+from django_bgjobs.admin.base import JobsPage, admin_url, paginate, plural, redirect_back
 from django_bgjobs.api import Queue
 from django_bgjobs.payload import QUEUE_NAME_RE
 
@@ -56,7 +54,7 @@ class QueuePage(JobsPage):
     def post(self, request, queue):
         queue = get_queue(queue)
         action = request.POST.get("action")
-        back = reverse("admin:django_bgjobs_queue", args=[queue.name])
+        back = admin_url(request, "django_bgjobs_queue", queue.name)
         if action == "pause":
             queue.pause()
             messages.success(request, f"Paused queue {queue.name}: workers skip it until it is resumed.")
@@ -88,7 +86,7 @@ class QueueJobPage(JobsPage):
             raise Http404(f"No job {jid} in queue {queue.name} (a worker may have taken it).")
         return self.render(request, {
             "title": f"Job {jid}", "job": job, "queue": queue, "kind": None,
-            "list_url": reverse("admin:django_bgjobs_queue", args=[queue.name]),
+            "list_url": admin_url(request, "django_bgjobs_queue", queue.name),
             "list_title": f"Queue {queue.name}",
         })
 
@@ -107,9 +105,9 @@ class ClearQueuePage(JobsPage):
             "question": f"Delete all {plural(size, 'job')} waiting in queue {queue.name}? "
                         "They will not run, and this cannot be undone.",
             "confirm_label": f"Yes, delete {plural(size, 'job')}",
-            "cancel_url": reverse("admin:django_bgjobs_queue", args=[queue.name]),
+            "cancel_url": admin_url(request, "django_bgjobs_queue", queue.name),
             "danger": True, "empty": size == 0,
-            "list_url": reverse("admin:django_bgjobs_queue", args=[queue.name]),
+            "list_url": admin_url(request, "django_bgjobs_queue", queue.name),
             "list_title": f"Queue {queue.name}",
         })
 
@@ -117,4 +115,4 @@ class ClearQueuePage(JobsPage):
         queue = get_queue(queue)
         removed = queue.clear()
         messages.success(request, f"Cleared queue {queue.name}: deleted {plural(removed, 'job')}.")
-        return HttpResponseRedirect(reverse("admin:django_bgjobs_queues"))
+        return HttpResponseRedirect(admin_url(request, "django_bgjobs_queues"))

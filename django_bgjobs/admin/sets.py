@@ -14,9 +14,7 @@ from typing import Callable
 
 from django.contrib import messages
 from django.http import Http404, HttpResponseRedirect
-from django.urls import reverse
-
-from django_bgjobs.admin.base import JobsPage, paginate, plural, redirect_back
+from django_bgjobs.admin.base import JobsPage, admin_url, paginate, plural, redirect_back
 from django_bgjobs.admin.failed_jobs import mark_retried
 from django_bgjobs.api import DeadSet, RetrySet, ScheduledSet
 from django_bgjobs.errors import InvalidPayloadError
@@ -92,8 +90,8 @@ class SetKind:
     empty_title: str
     empty_text: str
 
-    def url(self, name="", *args):
-        return reverse(f"admin:django_bgjobs_{self.slug}{name}", args=args)
+    def url(self, request, name="", *args):
+        return admin_url(request, f"django_bgjobs_{self.slug}{name}", *args)
 
 
 SET_KINDS = {
@@ -196,7 +194,7 @@ class SetPage(JobsPage):
             messages.warning(request, "Select at least one job first: nothing was changed.")
         else:
             act_on(request, self.kind, action, tokens)
-        return redirect_back(request, self.kind.url())
+        return redirect_back(request, self.kind.url(request))
 
 
 def act_on(request, kind, action, tokens):
@@ -256,7 +254,7 @@ class SetJobPage(JobsPage):
         return self.render(request, {
             "title": f"{self.kind.noun.capitalize()} {jid}", "job": entry, "kind": self.kind,
             "token": entry_token(entry), "actions": [(name, ACTIONS[name]) for name in self.kind.actions],
-            "list_url": self.kind.url(), "list_title": self.kind.title,
+            "list_url": self.kind.url(request), "list_title": self.kind.title,
         })
 
 
@@ -281,8 +279,8 @@ class SetBulkPage(JobsPage):
         return self.render(request, {
             "title": f"{bulk.label}: {self.kind.title.lower()}",
             "question": bulk.question.format(count=plural(size, self.kind.noun, self.kind.plural_noun)),
-            "confirm_label": f"Yes, {bulk.label.lower()}", "cancel_url": self.kind.url(), "danger": bulk.danger,
-            "list_url": self.kind.url(), "list_title": self.kind.title, "empty": size == 0,
+            "confirm_label": f"Yes, {bulk.label.lower()}", "cancel_url": self.kind.url(request), "danger": bulk.danger,
+            "list_url": self.kind.url(request), "list_title": self.kind.title, "empty": size == 0,
         })
 
     def post(self, request, action):
@@ -293,4 +291,4 @@ class SetBulkPage(JobsPage):
         if jids:
             mark_retried(jids)
         messages.success(request, f"{bulk.done} {plural(count, 'job')}.")
-        return HttpResponseRedirect(self.kind.url())
+        return HttpResponseRedirect(self.kind.url(request))
