@@ -21,11 +21,12 @@ from django_bgjobs.errors import (
     UniqueJobError,
     UnknownJobError,
 )
+from django_bgjobs.callbacks import RetryOn
 from django_bgjobs.job import ConfiguredJob, EnqueuedJob, Job
 
 __all__ = [
     "Batch", "BatchStatus", "BgJobsError", "ConfigurationError", "ConfiguredJob", "Discard", "EnqueueError",
-    "EnqueuedJob", "InvalidPayloadError", "Job", "JobTimeout", "PayloadTooLargeError", "PoisonJobError", "Retry",
+    "EnqueuedJob", "InvalidPayloadError", "Job", "JobTimeout", "PayloadTooLargeError", "PoisonJobError", "Retry", "RetryOn",
     "SerializationError", "UniqueJobError", "UnknownJobError",
 ]
 __version__ = "0.1.0"

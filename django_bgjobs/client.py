@@ -38,10 +38,47 @@ def enqueue(configured, items):
     handles = [
         EnqueuedJob(p["jid"], job_class, p["queue"], p["args"], p.get("at")) for p in payloads
     ]
-    refused = dispatch(job_class, payloads)
-    if refused:  # unique jobs whose lock was held (on_conflict "log" or "reject")
-        return [None if handle.jid in refused else handle for handle in handles]
+    skipped = set()
+    if job_class._has_enqueue_callbacks:
+        kept = _before_enqueue(job_class, payloads)
+        skipped = {p["jid"] for p in payloads} - {p["jid"] for p in kept}
+        payloads = kept
+    if payloads:
+        # unique jobs whose lock was held (on_conflict "log" or "reject") come back refused
+        skipped |= dispatch(job_class, payloads) or set()
+    if skipped:
+        return [None if handle.jid in skipped else handle for handle in handles]
     return handles
+
+
+def _before_enqueue(job_class, payloads):
+    """Run the class's ``before_enqueue`` on each payload; one that raises ``Discard`` is dropped
+    (like ActiveJob's ``throw :abort``) and leaves a None in ``perform_later``'s answer."""
+    from django_bgjobs.errors import Discard
+
+    kept = []
+    for payload in payloads:
+        try:
+            job_class.before_enqueue(payload)
+        except Discard as exc:
+            logger.info("%s jid=%s not enqueued: before_enqueue discarded it (%s)", job_class.name, payload["jid"], exc)
+        else:
+            kept.append(payload)
+    return kept
+
+
+def _enqueued(job_class, payloads, refused=()):
+    """After a push: the ``job_enqueued`` signal and the class's ``after_enqueue``, per payload."""
+    listening = signals.job_enqueued.has_listeners(job_class)  # asked once, not once per payload
+    if not listening and not job_class._has_enqueue_callbacks:
+        return
+    for payload in payloads:
+        if payload["jid"] in refused:
+            continue
+        if listening:
+            signals.job_enqueued.send(sender=job_class, payload=payload, scheduled_at=payload.get("at"))
+        if job_class._has_enqueue_callbacks:
+            job_class.after_enqueue(payload)
 
 
 def build_payloads(configured, items):
@@ -94,7 +131,7 @@ def dispatch(job_class, payloads):
 
         for payload in payloads:
             payload["enqueued_at"] = now_s()
-            signals.send(signals.job_enqueued, job_class, payload=payload, scheduled_at=payload.get("at"))
+            _enqueued(job_class, [payload])
             execution.perform_inline(loads(dumps(payload)))
         return
     if backend != "redis":
@@ -206,10 +243,7 @@ def push(job_class, payloads, attempt=0, deferred=False):
     refused, error = set(), None
     if locked:
         refused, error = unique.settle(job_class, locked, results[first:first + len(locked)], deferred)
-    if signals.job_enqueued.has_listeners(job_class):  # asked once, not once per payload of a bulk
-        for payload in payloads:
-            if payload["jid"] not in refused:
-                signals.job_enqueued.send(sender=job_class, payload=payload, scheduled_at=payload.get("at"))
+    _enqueued(job_class, payloads, refused)
     if error is not None:
         raise error
     return refused

@@ -63,10 +63,11 @@ def run(job, args, kwargs, guard=None):
     started = time.perf_counter()
     outer, _running.job = current_job(), job
     try:
-        if guard is None:
-            result = job.perform(*args, **kwargs)
+        if job_class._has_perform_callbacks:
+            call = lambda: _with_callbacks(job, args, kwargs)  # noqa: E731
         else:
-            result = guard(job, lambda: job.perform(*args, **kwargs))
+            call = lambda: job.perform(*args, **kwargs)  # noqa: E731
+        result = call() if guard is None else guard(job, call)
     except Exception as exc:
         signals.send(
             signals.job_failed, job_class, job=job, payload=job.payload, exception=exc,
@@ -79,6 +80,14 @@ def run(job, args, kwargs, guard=None):
         signals.job_succeeded, job_class, job=job, payload=job.payload, result=result,
         duration_s=time.perf_counter() - started,
     )
+    return result
+
+
+def _with_callbacks(job, args, kwargs):
+    """``before_perform``, ``around_perform(perform)``, ``after_perform``, as ActiveJob runs them."""
+    job.before_perform()
+    result = job.around_perform(lambda: job.perform(*args, **kwargs))
+    job.after_perform()
     return result
 
 

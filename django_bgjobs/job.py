@@ -21,7 +21,7 @@ import datetime
 import math
 from dataclasses import dataclass
 
-from django_bgjobs import client, registry, unique
+from django_bgjobs import callbacks, client, registry, unique
 from django_bgjobs.errors import ConfigurationError
 from django_bgjobs.payload import QUEUE_NAME_RE
 
@@ -98,6 +98,15 @@ class Job:
     # (default: all of them).
     _lock_options = None  # the checked lock options (unique.LockOptions), set at class creation
 
+    #: ActiveJob's ``retry_on``: a list of ``RetryOn(ExceptionClass, wait=..., attempts=...)``.
+    retry_on = ()
+    #: ActiveJob's ``discard_on``: exception classes that drop the job (no retry, no dead entry).
+    discard_on = ()
+    # Whether the class overrides a perform / enqueue hook (set at class creation, so jobs
+    # without hooks skip them at no cost).
+    _has_perform_callbacks = False
+    _has_enqueue_callbacks = False
+
     # Set on the instance by the executor before ``perform`` runs.
     jid = None
     payload = None
@@ -121,6 +130,12 @@ class Job:
             check_timeout(cls.timeout)
         except ValueError as exc:
             raise ConfigurationError(f"{where}: {exc}") from None
+        try:
+            callbacks.check(cls, where)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        cls._has_perform_callbacks = callbacks.overrides(cls, callbacks.PERFORM_HOOKS, Job)
+        cls._has_enqueue_callbacks = callbacks.overrides(cls, callbacks.ENQUEUE_HOOKS, Job)
         cls._lock_options = unique.options_for(cls, where)
         perform = getattr(cls, "perform", None)
         if not callable(perform) or perform is Job.perform:
@@ -160,6 +175,27 @@ class Job:
 
     def retries_exhausted(self, job, exception):
         """Called with the payload dict once the job will not be retried again.  Override it."""
+
+    # -- ActiveJob-style hooks (override the ones you need) ------------------------------------
+
+    def before_perform(self):
+        """Runs before ``perform``; raise ``Discard`` to drop the job without running it."""
+
+    def around_perform(self, perform):
+        """Wraps ``perform``: call ``perform()`` (no arguments) and return its result."""
+        return perform()
+
+    def after_perform(self):
+        """Runs after ``perform`` returned (not when it raised)."""
+
+    @classmethod
+    def before_enqueue(cls, payload):
+        """Runs before each payload is written (fields may be changed); raise ``Discard`` to
+        not enqueue it (``perform_later`` then returns None)."""
+
+    @classmethod
+    def after_enqueue(cls, payload):
+        """Runs after each payload is written to Redis (after the commit when deferred)."""
 
     # -- enqueueing -------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import logging
 import random
 import traceback
 
-from django_bgjobs import conf, keys, registry, signals
+from django_bgjobs import callbacks, conf, keys, registry, signals
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import Discard, InvalidPayloadError, Retry, UniqueJobRejected, UnknownJobError
 from django_bgjobs.payload import describe, dumps, new_jid, now_s
@@ -92,19 +92,21 @@ def fail(raw, payload, exc, *, job=None, ack_key=None, queue=None, client=None, 
                      after=after)
     if isinstance(exc, Discard):
         return _discard(raw, payload, exc, ack_key, client, "Discard raised", run_write, after)
-    retry = payload.get("retry", True)
-    if retry is False or retry is None:
-        record_error(payload, exc, now)
-        return _discard(raw, payload, exc, ack_key, client, "retry is off for this job", run_write, after)
-    max_retries = conf.get("MAX_RETRIES") if retry is True else int(retry)
     record_error(payload, exc, now)
     count = payload["retry_count"]
-    decision = _retry_in(job, count, exc)
+    # The class's retry_on / discard_on declarations, when one matches, decide alone.
+    declared = callbacks.rescue(job_class, count, exc)
+    retry = payload.get("retry", True)
+    if declared is None and (retry is False or retry is None):
+        return _discard(raw, payload, exc, ack_key, client, "retry is off for this job", run_write, after)
+    max_retries = conf.get("MAX_RETRIES") if isinstance(retry, bool) or retry is None else int(retry)
+    decision = _retry_in(job, count, exc) if declared is None else declared
+    source = "retry_in" if declared is None else "retry_on/discard_on"
     if decision == "discard":
-        return _discard(raw, payload, exc, ack_key, client, "retry_in returned 'discard'", run_write, after)
-    if decision == "kill" or count >= max_retries:
+        return _discard(raw, payload, exc, ack_key, client, f"{source} returned 'discard'", run_write, after)
+    if decision == "kill" or (declared is None and count >= max_retries):
         _exhausted(job, payload, exc)
-        reason = "retry_in returned 'kill'" if decision == "kill" else f"retries exhausted ({count} of {max_retries})"
+        reason = f"{source} returned 'kill'" if decision == "kill" else f"retries exhausted ({count} of {max_retries})"
         return _bury(raw, payload, exc, job_class, ack_key, client, now, reason=reason, run_write=run_write,
                      after=after)
     retry_at = now + (backoff_s(count) if decision is None else decision)
