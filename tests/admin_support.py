@@ -14,7 +14,10 @@ from django_bgjobs import keys
 from django_bgjobs.payload import dumps
 
 ADMIN = "/admin/django_bgjobs/dashboard/"
-ALL_PERMISSIONS = ["view_dashboard", "change_dashboard", "view_failedjob", "change_failedjob", "delete_failedjob"]
+ALL_PERMISSIONS = [
+    "view_dashboard", "change_dashboard", "view_failedjob", "change_failedjob", "delete_failedjob",
+    "view_schedule", "add_schedule", "change_schedule", "delete_schedule",
+]
 
 #: Every read-only page, as (url name, args), for the permission and "reads never write" tests.
 PAGES = [
@@ -31,6 +34,7 @@ PAGES = [
     ("admin:django_bgjobs_scheduled_all", ["add_to_queue"]),
     ("admin:django_bgjobs_batches", []),
     ("admin:django_bgjobs_locks", []),
+    ("admin:django_bgjobs_recurring", []),
 ]
 
 

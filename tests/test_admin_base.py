@@ -7,7 +7,7 @@ import redis as redis_lib
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from django_bgjobs import conf, connection
+from django_bgjobs import conf, connection, schedules
 from django_bgjobs.api import DeadSet, Queue
 from django_bgjobs.payload import dumps
 from tests.admin_support import (  # noqa: F401 - fixtures
@@ -51,6 +51,10 @@ def seed_everything(redis):
     register_process(redis, "host-1:4242:abc", busy=1, work={"t1": {
         "queue": "default", "run_at": 1_700_000_050.0, "payload": dumps(payload(1)),
     }})
+    pipe = redis.pipeline()
+    schedules.store(schedules.Schedule.from_definition(
+        "report", {"cron": "0 6 * * *", "class": "tests.testapp.jobs.NoopJob"}, "settings"), pipe, 1_700_000_000.0)
+    pipe.execute()
 
 
 # -- who may see what -----------------------------------------------------------------------
@@ -118,7 +122,8 @@ def test_tab_bar_leaves_out_pages_the_user_may_not_open(viewer_client, db):
     labels = [link["label"] for link in client.get(reverse("admin:django_bgjobs_dead")).context["nav_links"]]
 
     # Then
-    assert labels == ["Dashboard", "Processes", "Queues", "Retries", "Scheduled", "Dead", "Batches", "Unique locks"]
+    assert labels == ["Dashboard", "Processes", "Queues", "Retries", "Scheduled", "Dead", "Batches", "Unique locks",
+                      "Recurring jobs"]
 
 
 # -- CSRF and methods -----------------------------------------------------------------------

@@ -3,12 +3,13 @@
 from django.contrib.admin import AdminSite
 from django.urls import path
 
-from django_bgjobs.admin import DashboardAdmin, FailedJobAdmin
-from django_bgjobs.models import Dashboard, FailedJob
+from django_bgjobs.admin import DashboardAdmin, FailedJobAdmin, ScheduleAdmin
+from django_bgjobs.models import Dashboard, FailedJob, Schedule
 from tests.urls import urlpatterns as default_urlpatterns
 
 ops_site = AdminSite(name="ops")
 ops_site.register(Dashboard, DashboardAdmin)
 ops_site.register(FailedJob, FailedJobAdmin)
+ops_site.register(Schedule, ScheduleAdmin)
 
 urlpatterns = [*default_urlpatterns, path("ops/", ops_site.urls)]

@@ -13,6 +13,7 @@ from django_bgjobs.admin.dashboard import DashboardPage
 from django_bgjobs.admin.locks import UniqueLocksPage
 from django_bgjobs.admin.processes import ProcessesPage
 from django_bgjobs.admin.queues import ClearQueuePage, QueueJobPage, QueuePage, QueuesPage
+from django_bgjobs.admin.recurring import RecurringPage
 from django_bgjobs.admin.sets import SET_KINDS, SetBulkPage, SetJobPage, SetPage
 
 
@@ -40,6 +41,7 @@ class DashboardAdmin(admin.ModelAdmin):
             ("batches/", page(BatchesPage), "django_bgjobs_batches"),
             ("batches/<str:bid>/", page(BatchPage), "django_bgjobs_batch"),
             ("locks/", page(UniqueLocksPage), "django_bgjobs_locks"),
+            ("recurring/", page(RecurringPage), "django_bgjobs_recurring"),
         ]
         for slug, kind in SET_KINDS.items():
             urls += [

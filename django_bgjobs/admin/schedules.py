@@ -1,0 +1,64 @@
+"""The ``Schedule`` ModelAdmin: recurring jobs defined in the database.
+
+The form offers the job as a choice among the registered Jobs and checks the row with the
+model's ``clean()`` (cron, time zone, queue, class).  Saving or deleting a row reaches Redis
+when its transaction commits, so running workers follow without a restart.  Every schedule,
+whatever its source, is on the "Recurring jobs" page, which the list and the form link to.
+"""
+
+from django import forms
+from django.contrib import admin
+
+from django_bgjobs import registry
+from django_bgjobs.models import Schedule
+from django_bgjobs.schedules import describe_cron
+
+
+def job_choices(current=""):
+    """``(name, label)`` of every registered Job, sorted; ``current`` kept when it is not one."""
+    choices = []
+    for name, job_class in sorted(registry.all_jobs().items()):
+        path = f"{job_class.__module__}.{job_class.__qualname__}"
+        choices.append((name, name if path == name else f"{name} ({path})"))
+    if current and current not in {name for name, _ in choices}:
+        # A dotted path of a job registered under another name, or a class no longer registered:
+        # kept so the form does not change it silently; clean() says whether it is usable.
+        choices.append((current, f"{current} (not a registered name)"))
+    return [("", "---------")] + choices
+
+
+class ScheduleForm(forms.ModelForm):
+    job_class = forms.ChoiceField(label="Job", help_text="A registered Job.")
+
+    class Meta:
+        model = Schedule
+        fields = ["name", "cron", "job_class", "queue", "args", "kwargs", "enabled", "timezone", "catch_up",
+                  "description"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        current = self.initial.get("job_class") or ""
+        if self.is_bound:
+            current = self.data.get(self.add_prefix("job_class"), current)
+        self.fields["job_class"].choices = job_choices(current)
+
+
+class ScheduleAdmin(admin.ModelAdmin):
+    form = ScheduleForm
+    change_list_template = "admin/django_bgjobs/schedule/change_list.html"
+    change_form_template = "admin/django_bgjobs/schedule/change_form.html"
+    list_display = ("name", "cron", "in_words", "job_class", "queue_label", "enabled", "updated_at")
+    list_filter = ("enabled",)
+    search_fields = ("name", "job_class", "description", "cron")
+    fieldsets = [
+        (None, {"fields": ("name", "cron", "job_class", "queue", "args", "kwargs", "enabled")}),
+        ("More", {"fields": ("timezone", "catch_up", "description")}),
+    ]
+
+    @admin.display(description="in words")
+    def in_words(self, row):
+        return describe_cron(row.cron)
+
+    @admin.display(description="queue", ordering="queue")
+    def queue_label(self, row):
+        return row.queue or "(job's own)"
