@@ -265,6 +265,13 @@ class Bench:
         )
         self.env.pop("DJANGO_SETTINGS_MODULE", None)
         self.running = []
+        self.tmp = tempfile.mkdtemp(prefix="bgjobs-bench-")
+        if BASELINE in args.systems:  # django-bgjobs's database, migrated once for every process
+            self.env["BENCH_DB"] = os.path.join(self.tmp, "db.sqlite3")
+            subprocess.run(
+                [sys.executable, "-m", "django", "migrate", "-v", "0"], cwd=HERE, check=True,
+                env=dict(self.env, DJANGO_SETTINGS_MODULE="bgjobs_bench.settings"),
+            )
 
     def adapter(self, name, *args):
         return [sys.executable, "-m", "adapters", name, *map(str, args)]
@@ -318,6 +325,7 @@ class Bench:
             self.running.remove(proc)
 
     def kill_all(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
         for proc in list(self.running):
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
