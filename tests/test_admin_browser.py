@@ -27,8 +27,10 @@ from django.db import connection
 from django_bgjobs import keys
 from django_bgjobs.api import DeadSet, Queue
 from django_bgjobs.models import FailedJob
+from django_bgjobs.models import Schedule as ScheduleRow
 from django_bgjobs.payload import dumps, now_s
 from django_bgjobs.worker.fetcher import Fetcher
+from django_bgjobs.worker.cron import Scheduler
 from django_bgjobs.worker.processor import Processor
 from django_bgjobs.worker.queues import QueueOrder
 from tests.helpers import start_worker, stop_worker, wait_until
@@ -115,7 +117,8 @@ def operator(db):
     user = User.objects.create_user("operator", "ops@example.com", PASSWORD, is_staff=True)
     user.user_permissions.set(Permission.objects.filter(
         content_type__app_label="django_bgjobs", codename__in=[
-            "view_dashboard", "change_dashboard", "view_failedjob", "change_failedjob",
+            "view_dashboard", "change_dashboard", "view_failedjob", "change_failedjob", "view_schedule",
+            "add_schedule", "change_schedule",
         ],
     ))
     return user
@@ -226,7 +229,19 @@ DEAD_JOBS = [
 # -- the tests ------------------------------------------------------------------------------
 
 
-def test_operator_opens_every_page_and_each_is_saved_as_a_screenshot(page, screenshots, redis):
+def seed_schedules(settings):
+    """Recurring jobs from settings and the database, loaded as a worker's start loads them."""
+    settings.BGJOBS = {**settings.BGJOBS, "SCHEDULE": {
+        "daily_report": {"cron": "0 6 * * *", "class": "tests.testapp.jobs.RecordJob", "args": ["daily"],
+                         "description": "The sales report, mailed at six"},
+        "cleanup_old_records": {"cron": "0 2 * * 0", "class": "tests.testapp.jobs.NoopJob", "queue": "low"},
+    }}
+    ScheduleRow.objects.create(name="sync_prices", cron="*/15 9-17 * * 1-5", job_class="tests.testapp.jobs.NoopJob",
+                               queue="critical", enabled=False)
+    Scheduler().sync()
+
+
+def test_operator_opens_every_page_and_each_is_saved_as_a_screenshot(page, screenshots, redis, settings):
     # Given: history, waiting jobs, sets, failure rows, and a real worker busy with a slow job
     seed_history(redis)
     seed_sets(redis)
@@ -238,6 +253,7 @@ def test_operator_opens_every_page_and_each_is_saved_as_a_screenshot(page, scree
     wait_until(lambda: redis.llen("queue:critical") == 0 and any(
         redis.hget(key, "busy") == "1" for key in redis.smembers("processes")
     ), timeout=15, message="the worker running the slow job")
+    seed_schedules(settings)  # after the worker's start, which drops entries its own settings lack
 
     try:
         # When / Then: each page opens with its heading and content
@@ -292,6 +308,17 @@ def test_operator_opens_every_page_and_each_is_saved_as_a_screenshot(page, scree
         open_tab(page, "Unique locks", "locks/")
         expect(page.locator("h1")).to_have_text("Unique locks")
         shoot(page, screenshots, "11-unique-locks")
+
+        open_tab(page, "Recurring jobs", "recurring/")
+        expect(page.locator("table.bgjobs-table tbody tr")).to_have_count(3)
+        expect(page.locator("table.bgjobs-table")).to_contain_text("At 06:00")
+        shoot(page, screenshots, "11-recurring-jobs")
+        row = page.locator("table.bgjobs-table tbody tr", has_text="daily_report")
+        click_and_wait(page, row.locator("button", has_text="Enqueue now"), "recurring/")
+        expect(page.locator(".messagelist")).to_contain_text("Enqueued daily_report now")
+        click_and_wait(page, page.locator("a", has_text="Schedules in the database"), "schedule/")
+        expect(page.locator("#result_list tbody tr")).to_have_count(1)
+        shoot(page, screenshots, "11-recurring-jobs-database")
 
         open_tab(page, "Failed jobs", "failedjob/")
         expect(page.locator("#result_list tbody tr")).to_have_count(len(DEAD_JOBS))

@@ -34,16 +34,17 @@ class RecurringPage(JobsPage):
         defined = schedules.configured(errors=errors)
         rows = {row.name: row.pk for row in ScheduleRow.objects.only("pk", "name")}
         failed = self._failed_jids(request, [entry.last_jid for entry in entries])
+        may_edit = self._may_edit(request)
         items = []
         for entry in entries:
             try:
                 next_run = entry.next_run(now=now)
             except (ValueError, KeyError):  # a zone or cron this host cannot use: the worker logs it
                 next_run = None
-            pk = rows.get(entry.name) if entry.schedule.source == "database" else None
+            pk = rows.get(entry.name) if entry.schedule.source == "database" and may_edit else None
             items.append({
                 "entry": entry, "schedule": entry.schedule, "next_run": next_run,
-                "row_url": admin_url(request, "django_bgjobs_schedule_change", pk) if pk and self._may_edit(request) else "",
+                "row_url": admin_url(request, "django_bgjobs_schedule_change", pk) if pk else "",
                 "last_jid_url": failed.get(entry.last_jid, ""),
                 "undefined": entry.name not in defined,
                 "arguments": arguments(entry.schedule),

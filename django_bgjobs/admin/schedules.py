@@ -8,10 +8,12 @@ whatever its source, is on the "Recurring jobs" page, which the list and the for
 
 from django import forms
 from django.contrib import admin
+from django.utils.html import format_html
 
 from django_bgjobs import registry
 from django_bgjobs.models import Schedule
 from django_bgjobs.schedules import describe_cron
+from django_bgjobs.templatetags.bgjobs_admin import timeago
 
 
 def job_choices(current=""):
@@ -47,13 +49,17 @@ class ScheduleAdmin(admin.ModelAdmin):
     form = ScheduleForm
     change_list_template = "admin/django_bgjobs/schedule/change_list.html"
     change_form_template = "admin/django_bgjobs/schedule/change_form.html"
-    list_display = ("name", "cron", "in_words", "job_class", "queue_label", "enabled", "updated_at")
+    list_display = ("name", "cron_expression", "in_words", "job_class", "queue_label", "enabled", "updated")
     list_filter = ("enabled",)
     search_fields = ("name", "job_class", "description", "cron")
     fieldsets = [
         (None, {"fields": ("name", "cron", "job_class", "queue", "args", "kwargs", "enabled")}),
         ("More", {"fields": ("timezone", "catch_up", "description")}),
     ]
+
+    @admin.display(description="cron", ordering="cron")
+    def cron_expression(self, row):
+        return format_html('<code class="bgjobs-nowrap">{}</code>', row.cron)
 
     @admin.display(description="in words")
     def in_words(self, row):
@@ -62,3 +68,7 @@ class ScheduleAdmin(admin.ModelAdmin):
     @admin.display(description="queue", ordering="queue")
     def queue_label(self, row):
         return row.queue or "(job's own)"
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, row):
+        return timeago(row.updated_at)
