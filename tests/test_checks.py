@@ -135,6 +135,7 @@ def test_checks_open_no_redis_connection_when_redis_is_unreachable():
         assert connection._client is None
 
 
+@pytest.mark.django_db  # Django 6's own checks may query the database
 def test_manage_py_check_reports_errors_when_settings_are_wrong():
     with bgjobs(CONCURRENCY=0):
         with pytest.raises(SystemCheckError, match=r"django_bgjobs\.E004"):
@@ -188,6 +189,7 @@ def test_w050_warns_that_jobs_may_be_lost_when_redis_may_evict_keys_under_check_
     assert messages[0].is_serious() is False
 
 
+@pytest.mark.django_db  # Django 6's own checks may query the database
 def test_plain_check_asks_redis_nothing_when_redis_may_evict_keys(evicting_redis):
     messages = run_checks()
 

@@ -159,6 +159,7 @@ def test_three_workers_enqueue_each_tick_of_an_every_second_schedule_once(redis,
     assert ticks[-1] >= first + 10
 
 
+@pytest.mark.django_db  # Django 6's own checks may query the database
 def test_system_check_reports_invalid_cron_and_unknown_class(tmp_path):
     from django.core.checks import run_checks
 
