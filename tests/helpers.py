@@ -262,3 +262,19 @@ def kill_leftover_procs(keep=()):
             proc.wait()
             killed += 1
     return killed
+
+
+def drain(processor, limit=50):
+    """Run a worker ``Processor`` one step at a time until the queues are empty; return how many ran."""
+    count = 0
+    while processor.process_one(block=False):
+        count += 1
+        assert count < limit, "the queue never emptied"
+    return count
+
+
+def dead_entries(redis):
+    """The dead set's payloads as dicts, oldest death first."""
+    import json
+
+    return [json.loads(raw) for raw in redis.zrange("dead", 0, -1)]

@@ -37,7 +37,7 @@ from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.poller import Poller
 from django_bgjobs.worker.processor import Processor
 from django_bgjobs.worker.queues import QueueOrder
-from tests.helpers import start_worker, stop_worker, wait_until
+from tests.helpers import dead_entries, drain, start_worker, stop_worker, wait_until
 from tests.testapp import tasks
 from tests.testapp.jobs import JobFailure, performed
 
@@ -57,19 +57,6 @@ def tasks_setting(**options):
 @pytest.fixture
 def processor():
     return Processor(Fetcher(IDENTITY, QueueOrder(["critical", "default", "low"])))
-
-
-def drain(processor, limit=50):
-    """Run jobs until the queues are empty; return how many ran."""
-    count = 0
-    while processor.process_one(block=False):
-        count += 1
-        assert count < limit, "the queue never emptied"
-    return count
-
-
-def dead_entries(redis):
-    return [json.loads(raw) for raw in redis.zrange("dead", 0, -1)]
 
 
 def stored(redis, result_id):

@@ -18,7 +18,7 @@ from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.poller import Poller
 from django_bgjobs.worker.processor import Processor
 from django_bgjobs.worker.queues import QueueOrder
-from tests.helpers import free_port
+from tests.helpers import dead_entries, drain, free_port
 from tests.testapp.jobs import FailingJob, JobFailure, NoRetryJob, RecordJob, ReturnJob, performed, record
 
 # The processor recycles Django's database connections around every job, as in production;
@@ -69,19 +69,6 @@ class DatabaseJob(Job):
 @pytest.fixture
 def processor():
     return Processor(Fetcher(IDENTITY, QueueOrder(["critical", "default", "low"])))
-
-
-def drain(processor, limit=50):
-    """Run jobs until the queues are empty; return how many ran."""
-    count = 0
-    while processor.process_one(block=False):
-        count += 1
-        assert count < limit, "the queue never emptied"
-    return count
-
-
-def dead_entries(redis):
-    return [json.loads(raw) for raw in redis.zrange("dead", 0, -1)]
 
 
 def retry_entries(redis):
