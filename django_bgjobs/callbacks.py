@@ -21,6 +21,7 @@ tells which classes override them, so jobs without hooks pay nothing.
 """
 
 import datetime
+import inspect
 
 POLYNOMIALLY_LONGER = "polynomially_longer"
 PERFORM_HOOKS = ("before_perform", "around_perform", "after_perform")
@@ -69,6 +70,24 @@ def check(cls, where):
     for item in discard_on:
         if not (isinstance(item, type) and issubclass(item, BaseException)):
             raise ValueError(f"{where}.discard_on holds {item!r}, which is not an exception class")
+
+
+def check_hooks(cls, where, base):
+    """Raise ``ValueError`` when a perform hook cannot run with the class's ``perform``: a
+    sync job's hooks must be plain methods (a coroutine nobody awaits would silently not
+    run), and an async job's ``around_perform`` must be ``async def`` (a plain one would time
+    only the creation of the coroutine, not its run)."""
+    for name in PERFORM_HOOKS:
+        hook = getattr(cls, name)
+        if getattr(base, name) is hook:
+            continue
+        is_async = inspect.iscoroutinefunction(hook)
+        if is_async and not cls.is_async:
+            raise ValueError(f"{where}.{name} is async def but perform is not: make both async or neither")
+        if name == "around_perform" and cls.is_async and not is_async:
+            raise ValueError(
+                f"{where}.around_perform must be async def (and 'return await perform()') because perform is async"
+            )
 
 
 def overrides(cls, names, base):

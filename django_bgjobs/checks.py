@@ -4,7 +4,7 @@
 * ``django_bgjobs.E002``: ``BGJOBS["QUEUES"]`` is empty, not a list, or holds an invalid queue
   name or ``name,weight`` entry.
 * ``django_bgjobs.E003``: ``BGJOBS["BACKEND"]`` is neither ``"redis"`` nor ``"inline"``.
-* ``django_bgjobs.E004``: ``BGJOBS["CONCURRENCY"]`` is not a whole number >= 1.
+* ``django_bgjobs.E004``: ``BGJOBS["CONCURRENCY"]`` or ``["ASYNC_CONCURRENCY"]`` is not a whole number >= 1.
 * ``django_bgjobs.E030``: ``BGJOBS["PREFETCH"]`` is neither None nor a whole number >= 0.
 * ``django_bgjobs.E040``: ``BGJOBS["UNIQUE_LOCK_TTL_S"]``, ``["UNIQUE_RESCHEDULE_S"]``, ``["BATCH_TTL_S"]``
   or ``["BATCH_UNFINISHED_TTL_S"]`` is not a number of seconds above 0.
@@ -72,12 +72,11 @@ def check_settings(app_configs=None, **kwargs):
             f"BGJOBS['BACKEND'] is {conf.get('BACKEND')!r}.", hint="Use 'redis', or 'inline' in tests.",
             id="django_bgjobs.E003",
         ))
-    concurrency = conf.get("CONCURRENCY")
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        errors.append(Error(
-            f"BGJOBS['CONCURRENCY'] is {concurrency!r}.", hint="A whole number of threads, e.g. 5.",
-            id="django_bgjobs.E004",
-        ))
+    for name, hint in (("CONCURRENCY", "A whole number of threads, e.g. 5."),
+                       ("ASYNC_CONCURRENCY", "A whole number of async jobs run at once, e.g. 100.")):
+        concurrency = conf.get(name)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            errors.append(Error(f"BGJOBS[{name!r}] is {concurrency!r}.", hint=hint, id="django_bgjobs.E004"))
     prefetch = conf.get("PREFETCH")
     if prefetch is not None and (not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0):
         errors.append(Error(

@@ -34,6 +34,8 @@ DEFAULTS = {
     "DEFER_ON_COMMIT": True,
     "QUEUES": ["default"],
     "CONCURRENCY": 5,
+    # Jobs with an `async def perform` running at once on each worker process's event loop.
+    "ASYNC_CONCURRENCY": 100,
     "SHUTDOWN_TIMEOUT_S": 25,
     # A job past its class's `timeout` gets JobTimeout raised in its thread; still running
     # this much later, its worker process (under --processes) is replaced.

@@ -12,14 +12,22 @@
     EmailSenderJob.set(wait=timedelta(hours=1), queue="low").perform_later(user.id, "digest")
     EmailSenderJob.perform_now(user.id, "welcome")
 
+    class FetchFeedJob(Job):          # async: runs on the worker's event loop, many at once
+        async def perform(self, url): ...
+
+    await FetchFeedJob.aperform_later(url)   # from an async view
+
 Options are class attributes, checked when the class is created, so a typo
 fails at import rather than in production.  This module is client side: it
 imports no worker code and opens no connection.
 """
 
 import datetime
+import inspect
 import math
 from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
 
 from django_bgjobs import callbacks, client, registry, unique
 from django_bgjobs.errors import ConfigurationError
@@ -106,6 +114,9 @@ class Job:
     # without hooks skip them at no cost).
     _has_perform_callbacks = False
     _has_enqueue_callbacks = False
+    #: True when ``perform`` is ``async def`` (set at class creation): the worker runs it on
+    #: its event loop, up to ``BGJOBS["ASYNC_CONCURRENCY"]`` at once per process.
+    is_async = False
 
     # Set on the instance by the executor before ``perform`` runs.
     jid = None
@@ -140,6 +151,11 @@ class Job:
         perform = getattr(cls, "perform", None)
         if not callable(perform) or perform is Job.perform:
             raise ConfigurationError(f"{where} must define a perform(self, ...) method")
+        cls.is_async = inspect.iscoroutinefunction(perform)
+        try:
+            callbacks.check_hooks(cls, where, Job)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         registry.register(cls)
 
     def perform(self, *args, **kwargs):
@@ -179,14 +195,17 @@ class Job:
     # -- ActiveJob-style hooks (override the ones you need) ------------------------------------
 
     def before_perform(self):
-        """Runs before ``perform``; raise ``Discard`` to drop the job without running it."""
+        """Runs before ``perform``; raise ``Discard`` to drop the job without running it.
+        May be ``async def`` on an async job."""
 
     def around_perform(self, perform):
-        """Wraps ``perform``: call ``perform()`` (no arguments) and return its result."""
+        """Wraps ``perform``: call ``perform()`` (no arguments) and return its result.  On an
+        async job write ``async def around_perform`` and ``return await perform()``."""
         return perform()
 
     def after_perform(self):
-        """Runs after ``perform`` returned (not when it raised)."""
+        """Runs after ``perform`` returned (not when it raised).  May be ``async def`` on an
+        async job."""
 
     @classmethod
     def before_enqueue(cls, payload):
@@ -231,6 +250,29 @@ class Job:
 
         return execution.perform_now(cls, args, kwargs)
 
+    # -- from async code (async views, async jobs) ------------------------------------------
+    # The push is a short blocking Redis call; it runs in Django's thread for sync code
+    # (sync_to_async), so the event loop never waits on it and ``transaction.on_commit``
+    # sees the same connection as the ORM's async methods.
+
+    @classmethod
+    async def aperform_later(cls, *args, **kwargs):
+        """``perform_later`` for async code: ``await SendEmailJob.aperform_later(user_id)``."""
+        return await ConfiguredJob(cls).aperform_later(*args, **kwargs)
+
+    @classmethod
+    async def aperform_bulk(cls, args_list):
+        """``perform_bulk`` for async code."""
+        return await ConfiguredJob(cls).aperform_bulk(args_list)
+
+    @classmethod
+    async def aperform_now(cls, *args, **kwargs):
+        """``perform_now`` for async code: an async job is awaited here, a sync one runs in
+        Django's thread for sync code."""
+        from django_bgjobs import execution
+
+        return await execution.aperform_now(cls, args, kwargs)
+
 
 @dataclass(frozen=True)
 class ConfiguredJob:
@@ -261,6 +303,15 @@ class ConfiguredJob:
 
     def perform_now(self, *args, **kwargs):
         return self.job_class.perform_now(*args, **kwargs)
+
+    async def aperform_later(self, *args, **kwargs):
+        return await sync_to_async(self.perform_later)(*args, **kwargs)
+
+    async def aperform_bulk(self, args_list):
+        return await sync_to_async(self.perform_bulk)(args_list)
+
+    async def aperform_now(self, *args, **kwargs):
+        return await self.job_class.aperform_now(*args, **kwargs)
 
 
 @dataclass(frozen=True)

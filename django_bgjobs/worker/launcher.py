@@ -158,7 +158,7 @@ class Launcher:
         if busy:
             logger.warning(
                 "%d job(s) still running after %ss; pushing them back: %s", len(busy), self.shutdown_timeout_s,
-                ", ".join(_describe_work(p.current) for p in busy),
+                ", ".join(_describe_work(current) for current in busy),
             )
         for attempt in range(50):
             try:

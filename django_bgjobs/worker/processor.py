@@ -8,10 +8,13 @@ Runs in a thread started by :class:`~django_bgjobs.worker.manager.Manager`.  Its
    can never run goes to the dead set with the reason, and the thread moves on.
 3. Run ``perform`` through :mod:`django_bgjobs.execution`, with Django's database
    connections recycled before and after (``close_old_connections``), as a request would.
-4. Acknowledge: on success remove it from the in-flight list (:meth:`Fetcher.ack`, in the
-   same call as the next fetch); on failure hand it to
-   :func:`django_bgjobs.retry.fail`, which writes the retry/dead entry and removes it
-   from the in-flight list in one MULTI.  A job with a unique lock or in a batch
+   An ``async def perform`` is handed to the process's event loop instead
+   (:mod:`~django_bgjobs.worker.event_loop`, once one of its ``ASYNC_CONCURRENCY`` slots is
+   free) and the thread goes on to its next job; the loop's finisher thread ends it.
+4. Acknowledge (:class:`~django_bgjobs.worker.attempt.Ending`): on success remove it from
+   the in-flight list (:meth:`Fetcher.ack`, in the same call as the next fetch); on failure
+   hand it to :func:`django_bgjobs.retry.fail`, which writes the retry/dead entry and
+   removes it from the in-flight list in one MULTI.  A job with a unique lock or in a batch
    (:mod:`~django_bgjobs.worker.hooks`) applies its lock rules before ``perform`` (it may be
    rescheduled instead), and its lock and batch writes join that MULTI (or, on success, a
    MULTI of its own with the in-flight removal).
@@ -25,22 +28,22 @@ because of a blip.  :meth:`process_one` does one fetch-and-run and returns; the 
 
 import logging
 import threading
-import time
 
 import redis
 from django.db import close_old_connections
 
-from django_bgjobs import conf, execution, keys, retry
-from django_bgjobs.errors import InvalidPayloadError, Shutdown
-from django_bgjobs.payload import loads, now_s
+from django_bgjobs import conf, execution, keys
+from django_bgjobs.errors import Shutdown
+from django_bgjobs.payload import loads
 from django_bgjobs.worker import hooks
+from django_bgjobs.worker.attempt import Attempt, Ending
 from django_bgjobs.worker.backoff import Reconnect
 
 logger = logging.getLogger(__name__)
 
 
 class Processor:
-    def __init__(self, fetcher, slot=0, stop_event=None):
+    def __init__(self, fetcher, slot=0, stop_event=None, event_loop=None):
         self.fetcher = fetcher
         self.client = fetcher.client
         self.slot = slot
@@ -53,10 +56,10 @@ class Processor:
         self.abandoned = False
         self.thread = None
         self.guard = None  # a watchdog.Guard when a registered job sets `timeout` (set by the Launcher)
-        max_wait_s = conf.get("RECONNECT_MAX_WAIT_S")
+        self.event_loop = event_loop  # runs async jobs (worker/event_loop.py); None: async_to_sync here
         # Fetch waits end early on quiet/stop; acknowledgement waits do not (they must land).
-        self._reconnect = Reconnect(f"processor {slot} fetch", max_wait_s, self.stop_event)
-        self._write_reconnect = Reconnect(f"processor {slot} acknowledgement", max_wait_s)
+        self._reconnect = Reconnect(f"processor {slot} fetch", conf.get("RECONNECT_MAX_WAIT_S"), self.stop_event)
+        self.ending = Ending(fetcher, f"processor {slot}")
 
     # -- thread wrapper ------------------------------------------------------------------
 
@@ -92,82 +95,49 @@ class Processor:
 
     def process(self, queue, raw):
         """Run one fetched payload and acknowledge it (see the module docstring)."""
-        ack_key = self.fetcher.inflight_key(queue)
-        self.current = (queue, raw, now_s())
-        job = payload = extras = None
-        started = time.perf_counter()
+        attempt = Attempt(queue, raw, self.fetcher.inflight_key(queue))
+        self.current = attempt.current
+        ran = handed_off = False
         try:
-            payload = loads(raw)
-            extras = hooks.for_payload(payload)  # None unless it has a unique lock or a batch
+            attempt.payload = payload = loads(raw)
+            attempt.extras = extras = hooks.for_payload(payload)  # None unless it has a unique lock or a batch
             close_old_connections()
-            job, args, kwargs = execution.instantiate(payload)
-            if extras is not None and not extras.start(self.client, raw, ack_key, self.fetcher.identity):
+            job, args, kwargs = attempt.job, attempt.args, attempt.kwargs = execution.instantiate(payload)
+            if extras is not None and not extras.start(self.client, raw, attempt.ack_key, self.fetcher.identity):
                 return  # its run lock is held: it moved to the schedule set
+            ran = True
             # DEBUG, not INFO: one line per job (the "done"/"fail" one) is what operators read,
             # and a second formatted line per job cost a tenth of the worker's time (docs/performance.rst).
             logger.debug("start %s jid=%s queue=%s", payload["class"], payload.get("jid"), queue)
             if "crashes" in payload:  # in flight when a worker died: say this one runs it (lua/recover.lua)
-                self._until_written(lambda: self.client.hset(keys.crashes(), f"{job.jid}:by", self.fetcher.identity))
+                self.ending.until_written(
+                    lambda: self.client.hset(keys.crashes(), f"{job.jid}:by", self.fetcher.identity)
+                )
+            if job.is_async and self.event_loop is not None:
+                if not self.event_loop.wait_for_slot(self):
+                    ran = False
+                    return  # abandoned at shutdown while every slot was busy: pushed back, never run
+                try:
+                    attempt.signalled_at = execution.started(job)
+                except BaseException:
+                    self.event_loop.release_slot()
+                    raise
+                self.event_loop.submit(attempt)  # in its busy work before it leaves ours
+                handed_off = True
+                return
             execution.run(job, args, kwargs, self.guard)
         except (Shutdown, KeyboardInterrupt):
             raise  # leave the job in the in-flight list: it is pushed back at shutdown
         except Exception as exc:
+            ran = True
             self.failed += 1
-            if self.abandoned:
-                return
-            if not isinstance(exc, InvalidPayloadError) or payload is not None:
-                logger.info(
-                    "fail %s jid=%s queue=%s %.3fs: %s: %s", (payload or {}).get("class"),
-                    (payload or {}).get("jid"), queue, time.perf_counter() - started, type(exc).__name__, exc,
-                )
-            self._fail(raw, payload, exc, job, ack_key, queue, extras)
+            if not self.abandoned:
+                self.ending.failed(attempt, exc)
         else:
-            if self.abandoned:
-                return
-            logger.info(
-                "done %s jid=%s queue=%s %.3fs", payload["class"], payload.get("jid"), queue,
-                time.perf_counter() - started,
-            )
-            if extras is not None:  # locks and batch bookkeeping go in the ack's own MULTI
-                self._until_written(lambda: extras.ack(self.client, ack_key, raw))
-                return
-            # The ack goes with the next fetch call, which also takes this thread's next job.
-            self.fetcher.ack(queue, raw, fetch_next=not self.stop_event.is_set())
-            self._until_written(self.fetcher.write_acks)
+            if not self.abandoned:
+                self.ending.succeeded(attempt, fetch_next=not self.stop_event.is_set())
         finally:
-            self.processed += 1
+            if ran and not handed_off:
+                self.processed += 1
             self.current = None
             close_old_connections()
-
-    def _fail(self, raw, payload, exc, job, ack_key, queue, extras=None):
-        """Hand a failed attempt to :func:`retry.fail`.
-
-        A payload whose own fields break the retry rules (``"retry_count": "x"``,
-        ``"retry": "abc"``) would make ``retry.fail`` raise, killing this thread and leaving
-        the job in flight to do the same to the next worker; it is buried as unreadable instead.
-        """
-        write = self._until_written
-        try:
-            after = extras.after_failure if extras is not None else None
-            return retry.fail(raw, payload, exc, job=job, ack_key=ack_key, queue=queue, run_write=write, after=after)
-        except Exception as bug:
-            if payload is None:
-                raise
-            logger.exception("cannot apply the retry rules to jid=%s; burying the payload", payload.get("jid"))
-            reason = InvalidPayloadError(f"payload fields break the retry rules ({type(bug).__name__}: {bug})")
-            return retry.fail(raw, None, reason, ack_key=ack_key, queue=queue, run_write=write)
-
-    def _until_written(self, write):
-        """Run a Redis write until it succeeds (or the process is stopping hard)."""
-        while True:
-            try:
-                write()
-            except redis.RedisError as exc:
-                self._write_reconnect.failed(exc)
-                if self._write_reconnect.errors > 1000:
-                    logger.error("giving up an acknowledgement after 1000 attempts; the job may run again")
-                    self._write_reconnect.errors = 0
-                    return
-            else:
-                self._write_reconnect.ok()
-                return

@@ -1,0 +1,182 @@
+"""Event loop: runs the jobs whose ``perform`` is ``async def``, many at once, in one worker
+process.
+
+One per worker process, owned by the :class:`~django_bgjobs.worker.manager.Manager`; its two
+threads start with the first async job.  How an async job runs:
+
+1. A :class:`~django_bgjobs.worker.processor.Processor` thread fetches it, decodes it and
+   applies its lock rules like any job, waits for one of the ``BGJOBS["ASYNC_CONCURRENCY"]``
+   slots (:meth:`EventLoop.wait_for_slot`), sends ``job_started`` and hands it over with
+   :meth:`EventLoop.submit`, which lists it among the running jobs (the heartbeat reports
+   it, and the stranded-job check sees it held) before the thread goes on to its next job.
+2. On the loop's thread, the job's hooks and ``perform`` run as one asyncio task under its
+   ``timeout`` (:func:`django_bgjobs.execution.acall`, ``JobTimeout`` past it); Django's
+   stale database connections are closed afterwards, as the ASGI handler does per request.
+3. The outcome goes to the finisher thread, which sends ``job_succeeded`` / ``job_failed``
+   and writes the end (:class:`~django_bgjobs.worker.attempt.Ending`: the ack, or the retry
+   or dead entry), then frees the slot.  Redis writes, the signals' receivers and
+   ``retry_in`` / ``retries_exhausted`` therefore never run on the loop, which only ever
+   runs the jobs' own coroutines.
+4. At shutdown (:meth:`EventLoop.abandon`, after ``SHUTDOWN_TIMEOUT_S``) the jobs still
+   running are marked abandoned and their tasks cancelled (``CancelledError`` is raised at
+   their ``await``); they write nothing and the launcher pushes them back to their queues.
+
+An async job must not block: a ``time.sleep`` or a synchronous ORM call (Django raises
+``SynchronousOnlyOperation`` for the latter) holds up every job on the loop, timeouts included.
+"""
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+from django_bgjobs import execution
+
+logger = logging.getLogger(__name__)
+
+
+class EventLoop:
+    def __init__(self, ending, concurrency):
+        self.ending = ending  # an attempt.Ending for the finisher thread
+        self.concurrency = concurrency
+        self.processed = 0
+        self.failed = 0
+        self.loop = None
+        self._slots = threading.Semaphore(concurrency)
+        self._lock = threading.Lock()  # guards _running and the lazy start
+        self._ending_lock = threading.Lock()  # an end being written vs abandon()
+        self._running = {}  # Attempt -> (busy-work key, concurrent future)
+        self._ended = queue.SimpleQueue()  # (attempt, result, exception) for the finisher; None: stop
+        self._keys = itertools.count()
+        self._threads = []
+
+    # -- the processor side ---------------------------------------------------------------
+
+    def wait_for_slot(self, processor):
+        """Block ``processor``'s thread until fewer than ``concurrency`` async jobs run.  False
+        when the processor was abandoned at shutdown meanwhile (its job was pushed back)."""
+        while not self._slots.acquire(timeout=0.2):
+            if processor.abandoned:
+                return False
+        if processor.abandoned:
+            self._slots.release()
+            return False
+        return True
+
+    def release_slot(self):
+        """Give back a slot taken by :meth:`wait_for_slot` for a job not submitted after all."""
+        self._slots.release()
+
+    def submit(self, attempt):
+        """Start ``attempt`` on the loop (the caller holds a slot); it counts as running from now."""
+        self._start()
+        with self._lock:
+            self._running[attempt] = (f"async-{next(self._keys)}", None)
+            future = asyncio.run_coroutine_threadsafe(self._run(attempt), self.loop)
+            if attempt in self._running:
+                self._running[attempt] = (self._running[attempt][0], future)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _run(self, attempt):
+        result = exception = None
+        try:
+            result = await execution.acall(attempt.job, attempt.args, attempt.kwargs)
+        except asyncio.CancelledError:
+            if not attempt.abandoned:  # cancelled by the job's own code: a failure like any other
+                exception = RuntimeError("the job's task was cancelled")
+        except BaseException as exc:  # SystemExit and friends must not stop the loop
+            exception = exc
+        finally:
+            try:
+                await sync_to_async(close_old_connections)()
+            finally:
+                self._ended.put((attempt, result, exception))
+
+    # -- the finisher thread ----------------------------------------------------------------
+
+    def _finish(self):
+        while True:
+            item = self._ended.get()
+            if item is None:
+                return
+            attempt, result, exception = item
+            try:
+                with self._ending_lock:
+                    if not attempt.abandoned:
+                        self._end(attempt, result, exception)
+                    with self._lock:
+                        self._running.pop(attempt, None)
+            except Exception:  # pragma: no cover - a bug here must not stop the finisher
+                logger.exception("ending async job jid=%s failed", attempt.job.jid)
+            finally:
+                self._slots.release()
+                close_old_connections()
+
+    def _end(self, attempt, result, exception):
+        job = attempt.job
+        self.processed += 1
+        if exception is None:
+            try:
+                execution.ended(job, attempt.signalled_at, result=result)
+            except Exception as exc:  # a job_succeeded receiver failed: the attempt fails, as in a thread
+                exception = exc
+            else:
+                self.ending.succeeded(attempt)
+                return
+        else:
+            execution.ended(job, attempt.signalled_at, exception=exception)
+        self.failed += 1
+        self.ending.failed(attempt, exception)
+
+    # -- lifecycle and reports ---------------------------------------------------------------
+
+    def _start(self):
+        if self.loop is not None:
+            return
+        with self._lock:
+            if self.loop is not None:
+                return
+            loop = asyncio.new_event_loop()
+            self._threads = [
+                threading.Thread(target=loop.run_forever, name="bgjobs-event-loop", daemon=True),
+                threading.Thread(target=self._finish, name="bgjobs-async-finisher", daemon=True),
+            ]
+            for thread in self._threads:
+                thread.start()
+            self.loop = loop
+
+    def busy_work(self):
+        """``{key: (queue, raw, run_at)}`` for every async job running or being ended now."""
+        with self._lock:
+            return {key: attempt.current for attempt, (key, _) in self._running.items()}
+
+    def wait(self, deadline):
+        """Wait until no async job runs or ``deadline`` (``time.monotonic()``) passes."""
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def abandon(self):
+        """Mark the async jobs still running abandoned and cancel them; return their
+        ``(queue, raw, run_at)``.  One whose end is being written is waited for (it is done)."""
+        with self._ending_lock:
+            with self._lock:
+                running = list(self._running.items())
+            for attempt, _ in running:
+                attempt.abandoned = True
+        for _, (_, future) in running:
+            if future is not None:
+                future.cancel()
+        return [attempt.current for attempt, _ in running]
+
+    def stop(self):
+        """End the threads (after :meth:`abandon`)."""
+        if self.loop is None:
+            return
+        self._ended.put(None)
+        self.loop.call_soon_threadsafe(self.loop.stop)
