@@ -54,6 +54,7 @@ class EventLoop:
         self._ended = queue.SimpleQueue()  # (attempt, result, exception) for the finisher; None: stop
         self._keys = itertools.count()
         self._threads = []
+        self._stopped = False
 
     # -- the processor side ---------------------------------------------------------------
 
@@ -174,9 +175,23 @@ class EventLoop:
                 future.cancel()
         return [attempt.current for attempt, _ in running]
 
-    def stop(self):
-        """End the threads (after :meth:`abandon`)."""
-        if self.loop is None:
-            return
-        self._ended.put(None)
+    def stop(self, timeout_s=2):
+        """End the threads (after :meth:`abandon`), letting cancelled tasks unwind first."""
+        with self._lock:
+            if self.loop is None or self._stopped:
+                return
+            self._stopped = True
+        try:
+            asyncio.run_coroutine_threadsafe(self._cancel_all(timeout_s), self.loop).result(timeout_s + 1)
+        except Exception:  # pragma: no cover - a job that will not unwind: the process exits regardless
+            logger.warning("async jobs still unwinding at shutdown", exc_info=True)
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self._ended.put(None)
+
+    @staticmethod
+    async def _cancel_all(timeout_s):
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)

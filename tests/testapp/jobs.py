@@ -7,6 +7,7 @@ appended in the order the runs finished (read it with :func:`performed`).  The
 test database is flushed before every test, so the ledger starts empty.
 """
 
+import asyncio
 import json
 import time
 
@@ -141,3 +142,13 @@ class LoopJob(Job):
 # The unique-job and batch test jobs live in their own module; imported here so that
 # worker subprocesses, which autodiscover jobs.py, know them too.
 from tests.testapp import unique_batch_jobs  # noqa: E402,F401
+
+
+class AsyncSleepJob(Job):
+    """``async def perform``: sleeps ``seconds`` on the event loop, then appends
+    ``{jid, args, started, ended}`` to the ledger (from a thread, so the loop never blocks)."""
+
+    async def perform(self, seconds):
+        started = time.time()
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(record, self.jid, [seconds], started=started, ended=time.time())

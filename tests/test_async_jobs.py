@@ -1,0 +1,374 @@
+"""Async jobs: ``async def perform`` on the worker's event loop, and the ``a*`` enqueue methods.
+
+The worker tests drive a :class:`Manager`'s processor in the test's thread
+(``process_one(block=False)``) and wait for the event loop's finisher thread to write the end;
+the end-to-end ones (marked slow) run ``runjobs`` subprocesses.
+"""
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from django_bgjobs import Batch, Job, execution, signals
+from django_bgjobs.connection import get_redis
+from django_bgjobs.errors import ConfigurationError
+from django_bgjobs.worker.fetcher import Fetcher
+from django_bgjobs.worker.launcher import Launcher
+from django_bgjobs.worker.manager import Manager
+from django_bgjobs.worker.poller import Poller
+from django_bgjobs.worker.queues import QueueOrder
+from tests.helpers import dead_entries, read_log, start_worker, stop_worker, wait_until
+from tests.testapp.jobs import AsyncSleepJob, JobFailure, RecordJob, performed, record
+from tests.testapp.unique_batch_jobs import RecordingCallback, callbacks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+IDENTITY = "test-host:4242:async"
+FAR_FUTURE_S = 4_000_000_000
+_live = set()  # (jid) of AsyncProbeJob runs in progress, for the concurrency bound
+
+
+class AsyncRecordJob(Job):
+    async def perform(self, *args):
+        await asyncio.sleep(0)
+        await asyncio.to_thread(record, self.jid, args, current=execution.current_job() is self)
+        return list(args)
+
+
+class AsyncFailingJob(Job):
+    async def perform(self, message):
+        await asyncio.sleep(0)
+        raise JobFailure(message)
+
+
+class AsyncTimeoutJob(Job):
+    timeout = 0.2
+
+    async def perform(self):
+        await asyncio.sleep(30)
+
+
+class AsyncOwnTimeoutErrorJob(Job):
+    """Raises TimeoutError itself, well inside its own timeout: a plain failure, not JobTimeout."""
+
+    timeout = 30
+
+    async def perform(self):
+        raise TimeoutError("the upstream API timed out")
+
+
+class AsyncExitJob(Job):
+    async def perform(self):
+        raise SystemExit(3)
+
+
+class AsyncProbeJob(Job):
+    """Counts how many run at once in ``test:async:peak``."""
+
+    async def perform(self, n):
+        _live.add(self.jid)
+        peak = max(len(_live), int(get_redis().get("test:async:peak") or 0))
+        get_redis().set("test:async:peak", peak)
+        await asyncio.sleep(0.05)
+        _live.discard(self.jid)
+
+
+class AsyncHookedJob(Job):
+    async def before_perform(self):
+        await asyncio.to_thread(record, self.jid, ["before"])
+
+    async def around_perform(self, perform):
+        await asyncio.to_thread(record, self.jid, ["around-in"])
+        result = await perform()
+        await asyncio.to_thread(record, self.jid, ["around-out", result])
+        return result
+
+    def after_perform(self):  # a plain method is fine on an async job
+        record(self.jid, ["after"])
+
+    async def perform(self, value):
+        await asyncio.sleep(0)
+        return value * 2
+
+
+class AsyncBatchChildJob(Job):
+    async def perform(self, n):
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def manager():
+    manager = Manager(Fetcher(IDENTITY, QueueOrder(["default"])), 1, async_concurrency=50)
+    yield manager
+    manager.event_loop.abandon()
+    manager.event_loop.stop()
+
+
+def run_all(manager, timeout=10):
+    """Hand every queued job to the processor, then wait for the event loop to end them all."""
+    processor = manager.processors[0]
+    while processor.process_one(block=False):
+        pass
+    wait_until(lambda: not manager.event_loop.busy_work(), timeout=timeout, message="async jobs to end")
+
+
+# -- the class and the client side ------------------------------------------------------------
+
+
+def test_async_perform_marks_the_class_async_and_a_plain_one_does_not():
+    assert AsyncRecordJob.is_async is True
+    assert RecordJob.is_async is False
+
+
+def test_plain_around_perform_on_an_async_job_is_refused_at_class_creation():
+    with pytest.raises(ConfigurationError, match="around_perform must be async def"):
+        class BadAroundJob(Job):
+            def around_perform(self, perform):
+                return perform()
+
+            async def perform(self):
+                pass
+
+
+def test_async_hook_on_a_plain_job_is_refused_at_class_creation():
+    with pytest.raises(ConfigurationError, match="before_perform is async def but perform is not"):
+        class BadBeforeJob(Job):
+            async def before_perform(self):
+                pass
+
+            def perform(self):
+                pass
+
+
+def test_perform_now_runs_an_async_job_and_returns_its_result(redis):
+    assert AsyncRecordJob.perform_now(1, "x") == [1, "x"]
+    [entry] = performed()
+    assert entry["args"] == [1, "x"] and entry["current"] is True
+
+
+def test_perform_now_enforces_an_async_jobs_timeout():
+    from django_bgjobs.errors import JobTimeout
+
+    with pytest.raises(JobTimeout, match="ran past its timeout of 0.2s"):
+        AsyncTimeoutJob.perform_now()
+
+
+def test_a_timeout_error_raised_by_the_job_itself_is_not_reported_as_its_timeout():
+    with pytest.raises(TimeoutError, match="upstream API"):
+        AsyncOwnTimeoutErrorJob.perform_now()
+
+
+def test_aperform_later_from_async_code_pushes_the_payload(redis):
+    async def view():
+        return await AsyncRecordJob.aperform_later(7), await RecordJob.set(queue="low").aperform_later("a")
+
+    first, second = async_to_sync(view)()
+
+    [raw] = redis.lrange("queue:default", 0, -1)
+    assert json.loads(raw)["jid"] == first.jid and json.loads(raw)["args"] == [7]
+    assert json.loads(redis.lindex("queue:low", 0))["jid"] == second.jid
+
+
+def test_aperform_bulk_pushes_every_payload(redis):
+    handles = async_to_sync(AsyncRecordJob.aperform_bulk)([(1,), (2,), (3,)])
+    # Sidekiq's order: LPUSH, so the list holds the newest first
+    assert [json.loads(raw)["jid"] for raw in redis.lrange("queue:default", 0, -1)] == [h.jid for h in handles][::-1]
+
+
+def test_aperform_later_refuses_bad_arguments_and_writes_nothing(redis):
+    with pytest.raises(TypeError, match="JSON"):
+        async_to_sync(AsyncRecordJob.aperform_later)(object())
+    assert redis.keys("*") == []
+
+
+def test_aperform_now_awaits_an_async_job_and_runs_a_plain_one(redis):
+    async def view():
+        return await AsyncHookedJob.aperform_now(4), await RecordJob.aperform_now("sync")
+
+    assert async_to_sync(view)() == (8, None)
+    assert [e["args"] for e in performed()] == [["before"], ["around-in"], ["around-out", 8], ["after"], ["sync"]]
+
+
+# -- the worker --------------------------------------------------------------------------------
+
+
+def test_worker_runs_an_async_job_on_the_event_loop_and_acknowledges_it(redis, manager):
+    jid = AsyncRecordJob.perform_later("hello").jid
+    seen = []
+    on_started = lambda sender, job, **kw: seen.append(("started", threading.current_thread().name))  # noqa: E731
+    on_done = lambda sender, job, result, **kw: seen.append(("succeeded", result, threading.current_thread().name))  # noqa: E731
+    signals.job_started.connect(on_started)
+    signals.job_succeeded.connect(on_done)
+    try:
+        run_all(manager)
+    finally:
+        signals.job_started.disconnect(on_started)
+        signals.job_succeeded.disconnect(on_done)
+
+    assert [(e["jid"], e["args"], e["current"]) for e in performed()] == [(jid, ["hello"], True)]
+    assert redis.keys("inflight:*") == []
+    assert manager.counts() == (1, 0)
+    # the signals are sent from worker threads, never from the loop (their receivers may use the ORM)
+    assert seen == [("started", threading.current_thread().name), ("succeeded", ["hello"], "bgjobs-async-finisher")]
+
+
+def test_many_async_jobs_run_at_once_but_never_more_than_the_setting(redis):
+    manager = Manager(Fetcher(IDENTITY, QueueOrder(["default"])), 2, async_concurrency=4)
+    try:
+        AsyncProbeJob.perform_bulk([(n,) for n in range(20)])
+        run_all(manager)
+    finally:
+        manager.event_loop.abandon()
+        manager.event_loop.stop()
+    assert int(redis.get("test:async:peak")) == 4
+    assert manager.counts() == (20, 0) and redis.keys("inflight:*") == []
+
+
+def test_failed_async_job_goes_to_the_retry_set_with_its_error(redis, manager):
+    jid = AsyncFailingJob.perform_later("disk full").jid
+    run_all(manager)
+
+    [raw] = redis.zrange("retry", 0, -1)
+    job = json.loads(raw)
+    assert (job["jid"], job["retry_count"], job["error_message"]) == (jid, 0, "disk full")
+    assert job["error_class"] == "tests.testapp.jobs.JobFailure"
+    assert redis.keys("inflight:*") == [] and manager.counts() == (1, 1)
+
+
+def test_async_job_out_of_retries_goes_to_the_dead_set(redis, manager):
+    jid = AsyncFailingJob.set(retry=1).perform_later("still broken").jid
+    run_all(manager)
+    Poller().enqueue_due(now=FAR_FUTURE_S)
+    run_all(manager)
+
+    [dead] = dead_entries(redis)
+    assert dead["jid"] == jid and dead["retry_count"] == 1
+    assert manager.counts() == (2, 2)
+
+
+def test_async_job_past_its_timeout_fails_with_job_timeout_and_the_loop_carries_on(redis, manager):
+    AsyncTimeoutJob.perform_later()
+    jid = AsyncRecordJob.perform_later("after").jid
+    run_all(manager)
+
+    [raw] = redis.zrange("retry", 0, -1)
+    assert json.loads(raw)["error_class"] == "django_bgjobs.errors.JobTimeout"
+    assert "ran past its timeout of 0.2s" in json.loads(raw)["error_message"]
+    assert [e["jid"] for e in performed()] == [jid]
+
+
+def test_system_exit_in_an_async_job_is_a_failure_and_the_loop_carries_on(redis, manager):
+    AsyncExitJob.perform_later()
+    jid = AsyncRecordJob.perform_later("next").jid
+    run_all(manager)
+
+    [raw] = redis.zrange("retry", 0, -1)
+    assert json.loads(raw)["error_class"] == "SystemExit"
+    assert [e["jid"] for e in performed()] == [jid]
+
+
+def test_running_async_job_is_reported_as_busy_work_and_stays_in_flight(redis, manager):
+    AsyncSleepJob.perform_later(0.5)
+    manager.processors[0].process_one(block=False)
+
+    [(queue, raw, _)] = wait_until(lambda: list(manager.event_loop.busy_work().values()))
+    assert queue == "default" and json.loads(raw)["class"] == AsyncSleepJob.name
+    assert manager.busy_work() == manager.event_loop.busy_work()
+    assert redis.llen(f"inflight:{IDENTITY}:default") == 1
+    wait_until(lambda: not manager.busy_work())
+    assert redis.llen(f"inflight:{IDENTITY}:default") == 0
+
+
+def test_stop_cancels_async_jobs_still_running_and_they_write_nothing(redis, manager):
+    AsyncSleepJob.perform_bulk([(30,), (30,)])
+    processor = manager.processors[0]
+    processor.process_one(block=False)
+    processor.process_one(block=False)
+    wait_until(lambda: len(manager.busy_work()) == 2)
+
+    abandoned = manager.stop(time.monotonic() + 0.2)
+
+    assert sorted(json.loads(raw)["class"] for _, raw, _ in abandoned) == [AsyncSleepJob.name] * 2
+    time.sleep(0.2)  # the cancelled tasks end; their ends must not be written
+    assert redis.llen(f"inflight:{IDENTITY}:default") == 2  # left for the launcher to push back
+    assert redis.zcard("retry") == 0 and redis.zcard("dead") == 0 and performed() == []
+    assert manager.counts() == (0, 0)
+
+
+def test_async_hooks_run_around_perform_in_the_worker(redis, manager):
+    jid = AsyncHookedJob.perform_later(21).jid
+    run_all(manager)
+    assert [(e["jid"], e["args"]) for e in performed()] == [
+        (jid, ["before"]), (jid, ["around-in"]), (jid, ["around-out", 42]), (jid, ["after"]),
+    ]
+
+
+def test_batch_of_async_jobs_fires_its_success_callback_once(redis, manager):
+    batch = Batch().on("success", RecordingCallback, {"kind": "async"})
+    with batch.jobs():
+        AsyncBatchChildJob.perform_bulk([(n,) for n in range(10)])
+    run_all(manager)  # the children, then the callback job
+    run_all(manager)
+
+    assert batch.status().success
+    assert [(c["event"], c["options"], c["total"]) for c in callbacks()] == [("success", {"kind": "async"}, 10)]
+
+
+def test_stranded_check_sees_running_async_jobs_as_held(redis):
+    launcher = Launcher(queues=["default"], concurrency=1, schedule=False)
+    try:
+        AsyncSleepJob.perform_later(0.5)
+        launcher.manager.processors[0].process_one(block=False)
+        wait_until(lambda: launcher.manager.busy_work())
+        later = time.monotonic() + 3600
+        assert launcher.reclaim_stranded(now=later - 1) == 0
+        assert launcher.reclaim_stranded(now=later) == 0  # held the whole time: never pushed back
+        assert redis.llen("queue:default") == 0
+    finally:
+        launcher.manager.event_loop.abandon()
+        launcher.manager.event_loop.stop()
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_hundred_async_sleeps_run_concurrently_on_one_process(redis):
+    # Given: 200 jobs of asyncio.sleep(0.1): one after another they would take 20 s
+    jids = {h.jid for h in AsyncSleepJob.perform_bulk([(0.1,)] * 200)}
+    proc = start_worker("-c", "2", "-q", "default")
+    try:
+        started = time.monotonic()
+        wait_until(lambda: len(performed()) == 200, timeout=60, message="200 async jobs")
+        elapsed_s = time.monotonic() - started
+    finally:
+        assert stop_worker(proc) == 0
+    runs = performed()
+
+    # Then: each ran once, and they overlapped far beyond the 2 threads
+    assert {e["jid"] for e in runs} == jids and len(runs) == 200
+    events = sorted([(e["started"], 1) for e in runs] + [(e["ended"], -1) for e in runs])
+    peak = running = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    print(f"\n200 x asyncio.sleep(0.1) on one process, -c 2: {elapsed_s:.2f}s (start included), peak {peak} at once")
+    assert peak >= 50
+    assert elapsed_s < 10
+    assert redis.keys("inflight:*") == [] and redis.zcard("retry") == 0
+
+
+@pytest.mark.slow
+def test_sigterm_pushes_back_async_jobs_that_outlive_the_shutdown_timeout(redis):
+    AsyncSleepJob.perform_bulk([(0.2,)] * 5 + [(30,)] * 3)
+    proc = start_worker("-c", "1", "-q", "default", "--timeout", "1")
+    wait_until(lambda: len(performed()) == 5, timeout=30)
+    assert stop_worker(proc) == 0
+
+    assert "3 job(s) still running after 1" in read_log(proc)
+    assert [json.loads(raw)["args"] for raw in redis.lrange("queue:default", 0, -1)] == [[30]] * 3
+    assert redis.keys("inflight:*") == [] and redis.zcard("retry") == 0 and len(performed()) == 5
