@@ -77,6 +77,15 @@ def test_e004_when_concurrency_is_not_a_whole_number_of_at_least_one(concurrency
         messages = check_settings()
 
     assert ids(messages) == ["django_bgjobs.E004"]
+
+
+@pytest.mark.parametrize("concurrency", [0, "100", 2.5, False])
+def test_e004_when_async_concurrency_is_not_a_whole_number_of_at_least_one(concurrency):
+    with bgjobs(ASYNC_CONCURRENCY=concurrency):
+        messages = check_settings()
+
+    assert ids(messages) == ["django_bgjobs.E004"]
+    assert "ASYNC_CONCURRENCY" in messages[0].msg
     assert messages[0].hint
 
 
