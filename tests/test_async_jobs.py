@@ -193,6 +193,20 @@ def test_aperform_now_awaits_an_async_job_and_runs_a_plain_one(redis):
     assert [e["args"] for e in performed()] == [["before"], ["around-in"], ["around-out", 8], ["after"], ["sync"]]
 
 
+def test_test_helpers_run_async_jobs_like_plain_ones(redis):
+    from django_bgjobs.testing import capture_jobs, perform_enqueued_jobs
+
+    with capture_jobs() as jobs:
+        AsyncRecordJob.perform_later("captured")
+    jobs.assert_enqueued(AsyncRecordJob, args=["captured"])
+    jobs.perform_all()
+    with perform_enqueued_jobs():
+        async_to_sync(AsyncRecordJob.aperform_later)("inline from async code")
+
+    assert [e["args"] for e in performed()] == [["captured"], ["inline from async code"]]
+    assert redis.keys("queue:*") == []
+
+
 # -- the worker --------------------------------------------------------------------------------
 
 
