@@ -148,18 +148,10 @@ def perform_now(job_class, args, kwargs):
 
 
 async def aperform_now(job_class, args, kwargs):
-    """``Job.aperform_now``: :func:`perform_now` for async code."""
-    job = _job_for_now(job_class, args)
-    if not job_class.is_async:
-        return await sync_to_async(run)(job, args, kwargs)
-    started_at = await sync_to_async(started)(job)
-    try:
-        result = await acall(job, args, kwargs)
-    except Exception as exc:
-        await sync_to_async(ended)(job, started_at, exception=exc)
-        raise
-    await sync_to_async(ended)(job, started_at, result=result)
-    return result
+    """``Job.aperform_now``: :func:`perform_now` for async code.  :func:`run` goes to Django's
+    thread for sync code (signals, a plain ``perform``); an async ``perform`` comes back to
+    this event loop from there (``async_to_sync`` inside ``sync_to_async`` does that)."""
+    return await sync_to_async(run)(_job_for_now(job_class, args), args, kwargs)
 
 
 def _job_for_now(job_class, args):

@@ -95,6 +95,11 @@ class AsyncHookedJob(Job):
         return value * 2
 
 
+class AsyncLoopProbeJob(Job):
+    async def perform(self):
+        return id(asyncio.get_running_loop())
+
+
 class AsyncBatchChildJob(Job):
     async def perform(self, n):
         await asyncio.sleep(0.01)
@@ -191,6 +196,14 @@ def test_aperform_now_awaits_an_async_job_and_runs_a_plain_one(redis):
 
     assert async_to_sync(view)() == (8, None)
     assert [e["args"] for e in performed()] == [["before"], ["around-in"], ["around-out", 8], ["after"], ["sync"]]
+
+
+def test_aperform_now_runs_an_async_job_on_the_callers_event_loop():
+    async def view():
+        return id(asyncio.get_running_loop()), await AsyncLoopProbeJob.aperform_now()
+
+    caller_loop, job_loop = async_to_sync(view)()
+    assert job_loop == caller_loop
 
 
 def test_test_helpers_run_async_jobs_like_plain_ones(redis):
