@@ -12,6 +12,7 @@ from django.test import Client
 
 from django_bgjobs import keys
 from django_bgjobs.payload import dumps
+from tests.helpers import register_process  # noqa: F401 - the admin tests import it from here
 
 ADMIN = "/admin/django_bgjobs/dashboard/"
 ALL_PERMISSIONS = [
@@ -107,21 +108,6 @@ def fill_set(redis, key, count, base_score=1_700_000_000, make=failed_payload, *
 def jids_on_page(response):
     """The jids of the entries a list page shows, in order."""
     return [entry.jid for entry in response.context["entries"]]
-
-
-def register_process(redis, identity, *, busy=0, quiet=False, work=None, concurrency=5):
-    """A live worker process as its heartbeat leaves it in Redis."""
-    redis.sadd(keys.processes(), identity)
-    info = {
-        "hostname": "host-1", "pid": 4242, "tag": "web", "started_at": 1_700_000_000.5,
-        "queues": ["critical", "default"], "concurrency": concurrency, "identity": identity,
-    }
-    redis.hset(keys.process(identity), mapping={
-        "info": json.dumps(info), "busy": busy, "beat": 1_700_000_100.25, "quiet": str(quiet).lower(),
-    })
-    redis.expire(keys.process(identity), 60)
-    for thread_id, job in (work or {}).items():
-        redis.hset(keys.work(identity), thread_id, json.dumps(job))
 
 
 def messages_of(response):

@@ -11,6 +11,7 @@
 """
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -275,6 +276,25 @@ def drain(processor, limit=50):
 
 def dead_entries(redis):
     """The dead set's payloads as dicts, oldest death first."""
-    import json
-
     return [json.loads(raw) for raw in redis.zrange("dead", 0, -1)]
+
+
+def register_process(redis, identity, *, busy=0, quiet=False, alive=True, work=None, concurrency=5,
+                     async_concurrency=None):
+    """A worker process as its heartbeat leaves it in Redis (``alive=False``: its hash expired)."""
+    from django_bgjobs import keys
+
+    redis.sadd(keys.processes(), identity)
+    if alive:
+        info = {
+            "hostname": "host-1", "pid": 4242, "tag": "app", "started_at": 1_700_000_000.5,
+            "queues": ["critical", "default"], "concurrency": concurrency, "identity": identity,
+        }
+        if async_concurrency is not None:
+            info["async_concurrency"] = async_concurrency
+        redis.hset(keys.process(identity), mapping={
+            "info": json.dumps(info), "busy": busy, "beat": 1_700_000_100.25, "quiet": str(quiet).lower(),
+        })
+        redis.expire(keys.process(identity), 60)
+    for thread_id, job in (work or {}).items():
+        redis.hset(keys.work(identity), thread_id, json.dumps(job))

@@ -22,7 +22,7 @@ IDENTITY = "host-1:4242:0123456789ab"
 
 def test_processes_page_shows_each_process_and_the_job_each_busy_thread_runs(operator_client, redis):
     # Given: one busy process, one idle quiet one, and one whose heartbeat expired
-    register_process(redis, IDENTITY, busy=1, work={"t7": {
+    register_process(redis, IDENTITY, busy=1, async_concurrency=100, work={"t7": {
         "queue": "default", "run_at": 1_700_000_050.0, "payload": dumps(payload(5, args=["invoice", 42])),
     }})
     register_process(redis, "host-2:99:abcdefabcdef", quiet=True)
@@ -41,6 +41,7 @@ def test_processes_page_shows_each_process_and_the_job_each_busy_thread_runs(ope
     page = response.content.decode()
     assert "&#x27;invoice&#x27;, 42" in page  # HTML-escaped quotes
     assert "1 of 10 threads busy" in page
+    assert "(+ 100 async slots)" in page.split("host-2")[0]
     assert 'value="quiet"' in page.split("host-2")[0]  # the running process offers Quiet; the quiet one does not
 
 

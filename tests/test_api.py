@@ -33,7 +33,7 @@ from django_bgjobs.api import (
     WorkSet,
 )
 from django_bgjobs.payload import dumps, loads, new_jid, now_s
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, register_process
 
 
 class Noop(Job):
@@ -102,21 +102,6 @@ def sorted_payload(index, **fields):
 
 def fill_set(redis, key, count, base_score=1_000, **fields):
     redis.zadd(key, {sorted_payload(i, **fields): base_score + i for i in range(count)})
-
-
-def register_process(redis, identity, *, busy=0, quiet=False, alive=True, work=None, concurrency=5):
-    redis.sadd(keys.processes(), identity)
-    if alive:
-        info = {
-            "hostname": "host-1", "pid": 4242, "tag": "app", "started_at": 1_700_000_000.5,
-            "queues": ["critical", "default"], "concurrency": concurrency, "identity": identity,
-        }
-        redis.hset(keys.process(identity), mapping={
-            "info": json.dumps(info), "busy": busy, "beat": 1_700_000_100.25, "quiet": str(quiet).lower(),
-        })
-        redis.expire(keys.process(identity), 60)
-    for thread_id, job in (work or {}).items():
-        redis.hset(keys.work(identity), thread_id, json.dumps(job))
 
 
 def bgjobs_settings(**changes):

@@ -63,6 +63,7 @@ def test_beat_adds_the_identity_to_processes_and_writes_its_hash_when_called(red
     assert info["identity"] == launcher.identity
     assert info["pid"] == os.getpid()
     assert info["concurrency"] == 2
+    assert info["async_concurrency"] == 100  # BGJOBS["ASYNC_CONCURRENCY"]'s default
     assert info["queues"] == QUEUES
     assert info["tag"] == "blue"
     assert json.loads(redis.hget("inflight-owners", launcher.identity)) == QUEUES

@@ -56,6 +56,11 @@ class Process(RedisUser):
         return self.info.get("concurrency")
 
     @property
+    def async_concurrency(self):
+        """How many ``async def perform`` jobs the process runs at once besides its threads."""
+        return self.info.get("async_concurrency")
+
+    @property
     def started_at(self):
         """Epoch seconds when the process started."""
         return self.info.get("started_at")

@@ -262,7 +262,8 @@ class Launcher:
         """The ``info`` JSON of this process's hash, in Sidekiq's shape."""
         return {
             "hostname": socket.gethostname(), "started_at": self.started_at, "pid": os.getpid(), "tag": self.tag,
-            "concurrency": self.concurrency, "queues": self.queue_order.names, "weights": self.queue_order.weights,
+            "concurrency": self.concurrency, "async_concurrency": self.manager.event_loop.concurrency,
+            "queues": self.queue_order.names, "weights": self.queue_order.weights,
             "labels": [], "identity": self.identity, "version": __version__,
         }
 
