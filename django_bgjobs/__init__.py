@@ -12,6 +12,7 @@ from django_bgjobs.errors import (
     ConfigurationError,
     Discard,
     EnqueueError,
+    InvalidOptionError,
     InvalidPayloadError,
     JobTimeout,
     PayloadTooLargeError,
@@ -26,7 +27,7 @@ from django_bgjobs.job import ConfiguredJob, EnqueuedJob, Job
 
 __all__ = [
     "Batch", "BatchStatus", "BgJobsError", "ConfigurationError", "ConfiguredJob", "Discard", "EnqueueError",
-    "EnqueuedJob", "InvalidPayloadError", "Job", "JobTimeout", "PayloadTooLargeError", "PoisonJobError", "Retry", "RetryOn",
+    "EnqueuedJob", "InvalidOptionError", "InvalidPayloadError", "Job", "JobTimeout", "PayloadTooLargeError", "PoisonJobError", "Retry", "RetryOn",
     "SerializationError", "UniqueJobError", "UnknownJobError",
 ]
 __version__ = "0.1.0"

@@ -20,6 +20,12 @@ class SerializationError(BgJobsError, TypeError):
     """An argument cannot be stored as JSON; nothing was enqueued."""
 
 
+class InvalidOptionError(BgJobsError, ValueError, TypeError):
+    """An enqueue option is wrong: a queue name, ``retry``, ``timeout``, ``wait`` /
+    ``wait_until`` or a ``perform_bulk`` item; nothing was enqueued.  Also a ``ValueError``
+    and a ``TypeError``, the built-in errors such mistakes raise elsewhere."""
+
+
 class EnqueueError(BgJobsError):
     """Redis refused or could not be reached while enqueueing.
 

@@ -23,7 +23,7 @@ from functools import lru_cache
 from asgiref.sync import async_to_sync, sync_to_async
 
 from django_bgjobs import registry, serialization, signals
-from django_bgjobs.errors import InvalidPayloadError, JobTimeout
+from django_bgjobs.errors import InvalidPayloadError, JobTimeout, Shutdown
 from django_bgjobs.payload import new_jid, now_s
 
 
@@ -79,7 +79,9 @@ def run(job, args, kwargs, guard=None):
             else:
                 call = lambda: job.perform(*args, **kwargs)  # noqa: E731
             result = call() if guard is None else guard(job, call)
-    except Exception as exc:
+    except (KeyboardInterrupt, Shutdown):
+        raise  # the worker stopping, not the job failing
+    except BaseException as exc:
         ended(job, started_at, exception=exc)
         raise
     finally:

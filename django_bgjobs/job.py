@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 
 from django_bgjobs import callbacks, client, registry, unique
-from django_bgjobs.errors import ConfigurationError
+from django_bgjobs.errors import ConfigurationError, InvalidOptionError
 from django_bgjobs.payload import QUEUE_NAME_RE
 
 # Names users reach for from other libraries, mapped to ours.
@@ -51,27 +51,27 @@ _MISSPELLINGS = {
 
 
 def check_queue_name(queue):
-    """Raise ``ValueError`` unless ``queue`` is a usable queue name."""
+    """Raise :class:`InvalidOptionError` (a ``ValueError``) unless ``queue`` is a usable queue name."""
     if not isinstance(queue, str) or not QUEUE_NAME_RE.match(queue):
-        raise ValueError(
+        raise InvalidOptionError(
             f"queue name {queue!r} is invalid: use 1 to 128 letters, digits, '_', '-' or '.'"
         )
 
 
 def check_timeout(timeout):
-    """Raise ``ValueError`` unless ``timeout`` is None or a positive, finite number of seconds."""
+    """Raise :class:`InvalidOptionError` unless ``timeout`` is None or a positive, finite number of seconds."""
     if timeout is None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-        raise ValueError(f"timeout must be None or a number of seconds > 0, not {timeout!r}")
+        raise InvalidOptionError(f"timeout must be None or a number of seconds > 0, not {timeout!r}")
 
 
 def check_retry(retry):
-    """Raise ``ValueError`` unless ``retry`` is None, a bool or a non-negative int."""
+    """Raise :class:`InvalidOptionError` unless ``retry`` is None, a bool or a non-negative int."""
     if retry is None or isinstance(retry, bool):
         return
     if not isinstance(retry, int) or retry < 0:
-        raise ValueError(f"retry must be True, False or a whole number >= 0, not {retry!r}")
+        raise InvalidOptionError(f"retry must be True, False or a whole number >= 0, not {retry!r}")
 
 
 class Job:
@@ -222,9 +222,9 @@ class Job:
     def set(cls, *, wait=None, wait_until=None, queue=None, retry=None):
         """Return a :class:`ConfiguredJob` with these options, like ActiveJob's ``set``."""
         if wait is not None and wait_until is not None:
-            raise ValueError("give wait or wait_until, not both")
+            raise InvalidOptionError("give wait or wait_until, not both")
         return ConfiguredJob(
-            cls, _resolve_at(None, wait_until), _option_queue(queue), _option_retry(retry), _resolve_wait_s(wait),
+            cls, _resolve_wait_until(wait_until), _option_queue(queue), _option_retry(retry), _resolve_wait_s(wait),
         )
 
     @classmethod
@@ -297,7 +297,7 @@ class ConfiguredJob:
         batch = []
         for index, args in enumerate(args_list):
             if not isinstance(args, (list, tuple)):
-                raise TypeError(f"perform_bulk item {index} is a {type(args).__name__}; give a tuple of args")
+                raise InvalidOptionError(f"perform_bulk item {index} is a {type(args).__name__}; give a tuple of args")
             batch.append((tuple(args), {}))
         return client.enqueue(self, batch)
 
@@ -345,28 +345,23 @@ def _resolve_wait_s(wait):
     elif isinstance(wait, (int, float)) and not isinstance(wait, bool):
         seconds = float(wait)
     else:
-        raise TypeError(f"wait must be a number of seconds or a timedelta, not {type(wait).__name__}")
+        raise InvalidOptionError(f"wait must be a number of seconds or a timedelta, not {type(wait).__name__}")
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"wait must be a finite number of seconds >= 0, got {wait!r}")
+        raise InvalidOptionError(f"wait must be a finite number of seconds >= 0, got {wait!r}")
     return seconds or None
 
 
-def _resolve_at(wait, wait_until):
-    """Turn ``wait`` / ``wait_until`` into epoch seconds (or None for now)."""
+def _resolve_wait_until(wait_until):
+    """Turn ``wait_until`` into epoch seconds (None: now)."""
     from django.conf import settings
     from django.utils import timezone
 
-    if wait is not None and wait_until is not None:
-        raise ValueError("give wait or wait_until, not both")
-    if wait is not None:
-        seconds = _resolve_wait_s(wait)
-        return None if not seconds else client.now_s() + seconds
-    if wait_until is not None:
-        if not isinstance(wait_until, datetime.datetime):
-            raise TypeError(f"wait_until must be a datetime, not {type(wait_until).__name__}")
-        if timezone.is_naive(wait_until):
-            if settings.USE_TZ:
-                raise ValueError("wait_until is a naive datetime while USE_TZ=True; give an aware datetime")
-            wait_until = timezone.make_aware(wait_until, timezone.get_default_timezone())
-        return wait_until.timestamp()
-    return None
+    if wait_until is None:
+        return None
+    if not isinstance(wait_until, datetime.datetime):
+        raise InvalidOptionError(f"wait_until must be a datetime, not {type(wait_until).__name__}")
+    if timezone.is_naive(wait_until):
+        if settings.USE_TZ:
+            raise InvalidOptionError("wait_until is a naive datetime while USE_TZ=True; give an aware datetime")
+        wait_until = timezone.make_aware(wait_until, timezone.get_default_timezone())
+    return wait_until.timestamp()

@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from django_bgjobs import ConfiguredJob, Job, client, registry
-from django_bgjobs.errors import BgJobsError, ConfigurationError
+from django_bgjobs.errors import BgJobsError, ConfigurationError, InvalidOptionError
 from django_bgjobs.testing import capture_jobs
 from tests.testapp.jobs import FailingJob, JobFailure, LowQueueJob, RecordJob, ReturnJob
 
@@ -171,8 +171,16 @@ def test_set_returns_an_immutable_configured_job_when_options_are_valid():
     ],
 )
 def test_set_raises_when_option_is_invalid(options, error, message):
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as raised:
         RecordJob.set(**options)
+    # one root for the library's errors, and the built-in class the mistake would raise elsewhere
+    assert isinstance(raised.value, InvalidOptionError) and isinstance(raised.value, BgJobsError)
+
+
+def test_perform_bulk_refuses_an_item_that_is_not_a_tuple_of_args(redis):
+    with pytest.raises(InvalidOptionError, match="perform_bulk item 1 is a int; give a tuple of args"):
+        RecordJob.perform_bulk([(1,), 2])
+    assert redis.keys("*") == []
 
 
 def test_set_wait_counts_from_each_perform_later_when_configured_job_is_kept(monkeypatch):

@@ -536,6 +536,7 @@ def test_job_moves_to_the_schedule_set_without_running_when_its_run_lock_is_held
     [(raw, at)] = redis.zrange("schedule", 0, -1, withscores=True)
     assert json.loads(raw)["jid"] == handle.jid
     assert before + 5 <= at <= time.time() + 7.5
+    assert processor.processed == 0  # a job put off is not a job processed
 
     # When: the holder finishes, and the job comes due
     redis.delete(keys.unique_run_lock(payload["lock_digest"]))
@@ -545,6 +546,7 @@ def test_job_moves_to_the_schedule_set_without_running_when_its_run_lock_is_held
     # Then
     assert [r["jid"] for r in performed()] == [handle.jid]
     assert redis.keys("unique:*") == []
+    assert processor.processed == 1
 
 
 @worker_db

@@ -55,6 +55,13 @@ class InterruptedJob(Job):
         raise KeyboardInterrupt
 
 
+class ExitingJob(Job):
+    """Calls ``sys.exit`` inside ``perform``, as a script turned into a job might."""
+
+    def perform(self):
+        raise SystemExit(2)
+
+
 class DatabaseJob(Job):
     """Records whether this thread's connection was closed when ``perform`` began, then queries."""
 
@@ -144,6 +151,22 @@ def test_job_stays_in_flight_when_perform_is_interrupted(redis, processor):
     # Then: left for the shutdown (or the next worker) to push back, not retried or buried
     assert redis.llen(INFLIGHT_DEFAULT) == 1
     assert redis.zcard("retry") == 0 and redis.zcard("dead") == 0
+
+
+def test_system_exit_in_perform_fails_the_job_and_the_thread_goes_on(redis, processor):
+    # Given
+    ExitingJob.perform_later()
+    jid = RecordJob.perform_later("next").jid
+
+    # When
+    processor.process_one(block=False)
+    processor.process_one(block=False)
+
+    # Then: retried like any failure; the thread (here: the test) was not ended by it
+    [raw] = redis.zrange("retry", 0, -1)
+    assert json.loads(raw)["error_class"] == "SystemExit"
+    assert [entry["jid"] for entry in performed()] == [jid]
+    assert redis.keys("inflight:*") == [] and (processor.processed, processor.failed) == (2, 1)
 
 
 def test_process_one_returns_false_and_keeps_going_when_redis_is_unreachable():

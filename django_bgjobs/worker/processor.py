@@ -128,7 +128,7 @@ class Processor:
             execution.run(job, args, kwargs, self.guard)
         except (Shutdown, KeyboardInterrupt):
             raise  # leave the job in the in-flight list: it is pushed back at shutdown
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from a job too: a failure, and the thread lives on
             ran = True
             self.failed += 1
             if not self.abandoned:
