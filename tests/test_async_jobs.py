@@ -277,24 +277,19 @@ def test_async_job_out_of_retries_goes_to_the_dead_set(redis, manager):
     assert manager.counts() == (2, 2)
 
 
-def test_async_job_past_its_timeout_fails_with_job_timeout_and_the_loop_carries_on(redis, manager):
-    AsyncTimeoutJob.perform_later()
+@pytest.mark.parametrize(("job_class", "error_class", "message"), [
+    (AsyncTimeoutJob, "django_bgjobs.errors.JobTimeout", "ran past its timeout of 0.2s"),
+    (AsyncExitJob, "SystemExit", "3"),  # SystemExit must not stop the loop
+])
+def test_async_job_that_times_out_or_exits_fails_and_the_loop_carries_on(redis, manager, job_class, error_class,
+                                                                         message):
+    job_class.perform_later()
     jid = AsyncRecordJob.perform_later("after").jid
     run_all(manager)
 
     [raw] = redis.zrange("retry", 0, -1)
-    assert json.loads(raw)["error_class"] == "django_bgjobs.errors.JobTimeout"
-    assert "ran past its timeout of 0.2s" in json.loads(raw)["error_message"]
-    assert [e["jid"] for e in performed()] == [jid]
-
-
-def test_system_exit_in_an_async_job_is_a_failure_and_the_loop_carries_on(redis, manager):
-    AsyncExitJob.perform_later()
-    jid = AsyncRecordJob.perform_later("next").jid
-    run_all(manager)
-
-    [raw] = redis.zrange("retry", 0, -1)
-    assert json.loads(raw)["error_class"] == "SystemExit"
+    assert json.loads(raw)["error_class"] == error_class
+    assert message in json.loads(raw)["error_message"]
     assert [e["jid"] for e in performed()] == [jid]
 
 

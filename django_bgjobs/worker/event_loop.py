@@ -76,11 +76,9 @@ class EventLoop:
     def submit(self, attempt):
         """Start ``attempt`` on the loop (the caller holds a slot); it counts as running from now."""
         self._start()
-        with self._lock:
-            self._running[attempt] = (f"async-{next(self._keys)}", None)
+        with self._lock:  # held until it is listed: the finisher cannot drop it before
             future = asyncio.run_coroutine_threadsafe(self._run(attempt), self.loop)
-            if attempt in self._running:
-                self._running[attempt] = (self._running[attempt][0], future)
+            self._running[attempt] = (f"async-{next(self._keys)}", future)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -171,8 +169,7 @@ class EventLoop:
             for attempt, _ in running:
                 attempt.abandoned = True
         for _, (_, future) in running:
-            if future is not None:
-                future.cancel()
+            future.cancel()
         return [attempt.current for attempt, _ in running]
 
     def stop(self, timeout_s=2):
