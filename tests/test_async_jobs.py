@@ -394,3 +394,29 @@ def test_sigterm_pushes_back_async_jobs_that_outlive_the_shutdown_timeout(redis)
     assert "3 job(s) still running after 1" in read_log(proc)
     assert [json.loads(raw)["args"] for raw in redis.lrange("queue:default", 0, -1)] == [[30]] * 3
     assert redis.keys("inflight:*") == [] and redis.zcard("retry") == 0 and len(performed()) == 5
+
+
+@pytest.mark.slow
+def test_async_jobs_of_a_worker_killed_with_sigkill_run_on_another_and_none_is_lost(redis):
+    # Given: 300 async jobs, a worker killed with SIGKILL while dozens of them are in flight
+    jids = {h.jid for h in AsyncSleepJob.perform_bulk([(0.3,)] * 300)}
+    first = start_worker("-c", "2", "-q", "default")
+    wait_until(lambda: len(performed()) >= 100, timeout=60)
+    in_flight = sum(redis.llen(key) for key in redis.keys("inflight:*"))
+    first.kill()
+    first.wait()
+
+    # When: another worker starts (it pushes back the dead one's jobs once its heartbeat expires)
+    second = start_worker("-c", "2", "-q", "default")
+    try:
+        wait_until(lambda: {e["jid"] for e in performed()} == jids, timeout=60, message="every jid performed")
+    finally:
+        assert stop_worker(second) == 0
+
+    # Then: every job ran; only jobs in flight at the kill may have run twice
+    runs = [e["jid"] for e in performed()]
+    duplicates = len(runs) - len(set(runs))
+    print(f"\nasync kill -9: 300 jobs, {in_flight} in flight at the kill, {duplicates} ran twice")
+    assert in_flight > 2  # more than the threads could hold: the loop's jobs were in flight too
+    assert duplicates <= in_flight
+    assert redis.keys("inflight:*") == [] and redis.llen("queue:default") == 0
