@@ -102,8 +102,8 @@ class Schedule(models.Model):
         return self.name
 
     @classmethod
-    def from_db(cls, db, field_names, values):
-        row = super().from_db(db, field_names, values)
+    def from_db(cls, db, field_names, values, **kwargs):  # Django 6.x adds fetch_mode=
+        row = super().from_db(db, field_names, values, **kwargs)
         row._loaded_name = row.name  # to remove the old Redis entry when the name changes
         return row
 

@@ -1,6 +1,7 @@
 """Recurring jobs stored as Schedule rows: validation, and changes reaching running workers."""
 
 import json
+import warnings
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -35,6 +36,14 @@ def test_saving_a_row_makes_it_live_for_a_running_scheduler(redis):
     start = float(redis.hget("cron:state:every_second", "last_tick"))
     assert scheduler.enqueue_due(now=start + 3) == 3
     assert redis.llen("queue:low") == 3
+
+
+def test_loading_rows_raises_no_deprecation_warning(redis):
+    # Django 6.x passes fetch_mode= to from_db and warns about overrides that do not take it
+    ScheduleRow.objects.create(name="report", cron="0 6 * * *", job_class=NOOP)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [row.name for row in ScheduleRow.objects.all()] == ["report"]
 
 
 def test_editing_a_row_takes_effect_and_a_rename_drops_the_old_entry(redis):
