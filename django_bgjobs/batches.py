@@ -37,13 +37,13 @@ The inline backend and the test capture give jobs their ``"bid"`` but write no b
 Redis, so callbacks never fire there.
 """
 
+import contextvars
 import json
 import logging
 import math
 import re
 import secrets
 import sys
-import threading
 from contextlib import contextmanager
 
 from django_bgjobs import client, conf, execution, keys, scripts, serialization
@@ -59,13 +59,15 @@ CALLBACK_JOB_NAME = "django_bgjobs.BatchCallback"
 BID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _BID_PLACEHOLDER = "{bid}"
 
-# The batches whose jobs() block runs in this thread, innermost last.
-_context = threading.local()
+# The batches whose jobs() block runs here, innermost last: a context variable, so each
+# coroutine has its own (async jobs share one thread) and ``aperform_later`` -- which runs
+# the push in another thread through sync_to_async, context and all -- still sees it.
+_stack = contextvars.ContextVar("django_bgjobs_batch_stack", default=())
 
 
 def current_bid():
-    """The bid of the innermost ``jobs()`` block running in this thread, or None."""
-    stack = getattr(_context, "stack", None)
+    """The bid of the innermost ``jobs()`` block running in this thread or task, or None."""
+    stack = _stack.get()
     return stack[-1].bid if stack else None
 
 
@@ -122,14 +124,11 @@ class Batch:
         counts = False
         if client.writes_to_redis():
             counts = self._open()
-        stack = getattr(_context, "stack", None)
-        if stack is None:
-            stack = _context.stack = []
-        stack.append(self)
+        token = _stack.set((*_stack.get(), self))
         try:
             yield self
         finally:
-            stack.pop()
+            _stack.reset(token)
         # Only reached when the block did not raise: a half-filled batch must not fire.
         if counts:
             self._seal()

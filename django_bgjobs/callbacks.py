@@ -81,7 +81,7 @@ def check_hooks(cls, where, base):
         hook = getattr(cls, name)
         if getattr(base, name) is hook:
             continue
-        is_async = inspect.iscoroutinefunction(hook)
+        is_async = inspect.iscoroutinefunction(inspect.unwrap(hook))
         if is_async and not cls.is_async:
             raise ValueError(f"{where}.{name} is async def but perform is not: make both async or neither")
         if name == "around_perform" and cls.is_async and not is_async:

@@ -79,6 +79,12 @@ def run(job, args, kwargs, guard=None):
             else:
                 call = lambda: job.perform(*args, **kwargs)  # noqa: E731
             result = call() if guard is None else guard(job, call)
+            if result is not None and inspect.isawaitable(result):  # e.g. a decorator hid that perform is async def
+                _close(result)
+                raise TypeError(
+                    f"{job_class.name}.perform returned an awaitable without being async def: declare it "
+                    "async def (a decorator must keep it a coroutine function) so the worker awaits it"
+                )
     except (KeyboardInterrupt, Shutdown):
         raise  # the worker stopping, not the job failing
     except BaseException as exc:
@@ -134,6 +140,13 @@ async def acall(job, args, kwargs):
         raise
 
 
+def _close(awaitable):
+    """Close a coroutine nobody will await (no "never awaited" warning)."""
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
+
+
 async def _maybe_await(value):
     return await value if inspect.isawaitable(value) else value
 
@@ -150,10 +163,20 @@ def perform_now(job_class, args, kwargs):
 
 
 async def aperform_now(job_class, args, kwargs):
-    """``Job.aperform_now``: :func:`perform_now` for async code.  :func:`run` goes to Django's
-    thread for sync code (signals, a plain ``perform``); an async ``perform`` comes back to
-    this event loop from there (``async_to_sync`` inside ``sync_to_async`` does that)."""
-    return await sync_to_async(run)(_job_for_now(job_class, args), args, kwargs)
+    """``Job.aperform_now``: :func:`perform_now` for async code.  A plain job runs in Django's
+    thread for sync code; an async one is awaited here, with only its signals sent from that
+    thread (so the thread, which the ORM's async methods share, is not held for the whole job)."""
+    job = _job_for_now(job_class, args)
+    if not job_class.is_async:
+        return await sync_to_async(run)(job, args, kwargs)
+    started_at = await sync_to_async(started)(job)
+    try:
+        result = await acall(job, args, kwargs)
+    except Exception as exc:
+        await sync_to_async(ended)(job, started_at, exception=exc)
+        raise
+    await sync_to_async(ended)(job, started_at, result=result)
+    return result
 
 
 def _job_for_now(job_class, args):

@@ -151,7 +151,7 @@ class Job:
         perform = getattr(cls, "perform", None)
         if not callable(perform) or perform is Job.perform:
             raise ConfigurationError(f"{where} must define a perform(self, ...) method")
-        cls.is_async = inspect.iscoroutinefunction(perform)
+        cls.is_async = inspect.iscoroutinefunction(inspect.unwrap(perform))  # through functools.wraps
         try:
             callbacks.check_hooks(cls, where, Job)
         except ValueError as exc:

@@ -122,7 +122,7 @@ def fail(raw, payload, exc, *, job=None, ack_key=None, queue=None, client=None, 
         "%s jid=%s failed (%s: %s); retry %d of %d in %.0fs", payload["class"], payload.get("jid"),
         payload["error_class"], payload["error_message"][:200], count + 1, max_retries, retry_at - now,
     )
-    signals.send(signals.job_retried, job_class, payload=payload, exception=exc, retry_at=retry_at)
+    signals.notify(signals.job_retried, job_class, payload=payload, exception=exc, retry_at=retry_at)
     return RETRIED
 
 
@@ -182,7 +182,7 @@ def _bury(raw, payload, exc, job_class, ack_key, client, now, reason, run_write,
 
     run_write(lambda: _execute(client, build))
     logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)
-    signals.send(signals.job_died, job_class, payload=payload, exception=exc, reason=reason)
+    signals.notify(signals.job_died, job_class, payload=payload, exception=exc, reason=reason)
     return DEAD
 
 

@@ -15,7 +15,11 @@ Receivers get ``payload`` (the dict), plus:
 The worker skips building a signal's arguments when nothing listens.
 """
 
+import logging
+
 from django.dispatch import Signal
+
+logger = logging.getLogger(__name__)
 
 job_enqueued = Signal()
 job_started = Signal()
@@ -29,3 +33,16 @@ def send(signal, sender, **kwargs):
     """Send ``signal`` if anyone listens (cheap no-op otherwise)."""
     if signal.has_listeners(sender):
         signal.send(sender=sender, **kwargs)
+
+
+def notify(signal, sender, **kwargs):
+    """Send ``signal`` about a change already written to Redis (``job_retried``, ``job_died``):
+    a receiver's error is logged, not raised, since the change cannot be undone and the
+    worker thread sending it must go on."""
+    if not signal.has_listeners(sender):
+        return
+    for receiver, result in signal.send_robust(sender=sender, **kwargs):
+        if isinstance(result, Exception):
+            payload = kwargs.get("payload") or {}
+            logger.error("signal receiver %r raised %r for jid=%s", receiver, result, payload.get("jid"),
+                         exc_info=result)

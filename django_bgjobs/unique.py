@@ -222,7 +222,7 @@ def settle(job_class, locked, results, deferred):
         if status == "rejected":
             logger.warning("%s moved to the dead set: duplicate of jid=%s", where, holder)
             reason = json.loads(dead_raw)["dead_reason"]
-            signals.send(signals.job_died, job_class, payload=json.loads(dead_raw), exception=None, reason=reason)
+            signals.notify(signals.job_died, job_class, payload=json.loads(dead_raw), exception=None, reason=reason)
         elif job_class._lock_options.client_conflict == "raise" and not deferred:
             if error is None:
                 error = UniqueJobError(f"{where} not enqueued: jid={holder} holds the lock", holder, payload["lock_digest"])

@@ -6,6 +6,8 @@ the end-to-end ones (marked slow) run ``runjobs`` subprocesses.
 """
 
 import asyncio
+import contextvars
+import functools
 import json
 import threading
 import time
@@ -100,6 +102,30 @@ class AsyncLoopProbeJob(Job):
         return id(asyncio.get_running_loop())
 
 
+_request_id = contextvars.ContextVar("test_request_id", default=None)
+
+
+class AsyncContextJob(Job):
+    """Returns the context variable a job_started receiver set."""
+
+    async def perform(self):
+        return _request_id.get()
+
+
+def _async_wrapper(perform):
+    @functools.wraps(perform)
+    def wrapper(self, *args):
+        return perform(self, *args)  # a plain function handing back the coroutine
+    return wrapper
+
+
+class DecoratedAsyncJob(Job):
+    @_async_wrapper
+    async def perform(self, value):
+        await asyncio.sleep(0)
+        return value
+
+
 class AsyncBatchChildJob(Job):
     async def perform(self, n):
         await asyncio.sleep(0.01)
@@ -147,6 +173,20 @@ def test_async_hook_on_a_plain_job_is_refused_at_class_creation():
 
             def perform(self):
                 pass
+
+
+def test_async_perform_behind_a_plain_decorator_is_still_awaited():
+    assert DecoratedAsyncJob.is_async is True
+    assert DecoratedAsyncJob.perform_now(5) == 5
+
+
+def test_a_plain_perform_that_returns_an_awaitable_fails_instead_of_succeeding_silently():
+    class HiddenAsyncJob(Job):
+        def perform(self):
+            return asyncio.sleep(0)
+
+    with pytest.raises(TypeError, match="returned an awaitable without being async def"):
+        HiddenAsyncJob.perform_now()
 
 
 def test_perform_now_runs_an_async_job_and_returns_its_result(redis):
@@ -220,6 +260,20 @@ def test_test_helpers_run_async_jobs_like_plain_ones(redis):
     assert redis.keys("queue:*") == []
 
 
+def test_jobs_pushed_with_aperform_later_inside_a_batch_block_join_the_batch(redis):
+    async def view():
+        batch = Batch()
+        with batch.jobs():
+            await AsyncRecordJob.aperform_later(1)
+            await asyncio.gather(AsyncRecordJob.aperform_later(2), AsyncRecordJob.aperform_later(3))
+        return batch
+
+    batch = async_to_sync(view)()
+
+    assert {json.loads(raw)["bid"] for raw in redis.lrange("queue:default", 0, -1)} == {batch.bid}
+    assert batch.status().total == 3
+
+
 # -- the worker --------------------------------------------------------------------------------
 
 
@@ -241,6 +295,63 @@ def test_worker_runs_an_async_job_on_the_event_loop_and_acknowledges_it(redis, m
     assert manager.counts() == (1, 0)
     # the signals are sent from worker threads, never from the loop (their receivers may use the ORM)
     assert seen == [("started", threading.current_thread().name), ("succeeded", ["hello"], "bgjobs-async-finisher")]
+
+
+def test_what_a_job_started_receiver_puts_in_a_context_variable_reaches_the_job_and_its_end(redis, manager):
+    ends = []
+
+    def on_started(sender, job, **kwargs):
+        _request_id.set(f"req-{job.jid}")
+
+    def on_succeeded(sender, job, result, **kwargs):
+        ends.append((result, _request_id.get()))
+
+    signals.job_started.connect(on_started, sender=AsyncContextJob)
+    signals.job_succeeded.connect(on_succeeded, sender=AsyncContextJob)
+    try:
+        jid = AsyncContextJob.perform_later().jid
+        run_all(manager)
+    finally:
+        signals.job_started.disconnect(on_started, sender=AsyncContextJob)
+        signals.job_succeeded.disconnect(on_succeeded, sender=AsyncContextJob)
+
+    assert ends == [(f"req-{jid}", f"req-{jid}")]
+    assert _request_id.get() is None  # nothing leaked into the processor thread (here: the test)
+
+
+@pytest.mark.parametrize("signal", ["job_succeeded", "job_died"])
+def test_a_raising_signal_receiver_neither_strands_the_job_nor_stops_the_finisher(redis, manager, signal):
+    # job_succeeded raising fails the attempt, as in a thread; job_died raising is logged (the burial is written)
+    def broken(sender, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    getattr(signals, signal).connect(broken)
+    try:
+        first = (AsyncRecordJob if signal == "job_succeeded" else AsyncFailingJob.set(retry=0)).perform_later("x").jid
+        run_all(manager)
+    finally:
+        getattr(signals, signal).disconnect(broken)
+    jid = AsyncRecordJob.perform_later("next").jid
+    run_all(manager)
+
+    assert manager.busy_work() == {} and redis.keys("inflight:*") == []
+    assert jid in {e["jid"] for e in performed()}
+    if signal == "job_succeeded":
+        [raw] = redis.zrange("retry", 0, -1)
+        assert json.loads(raw)["jid"] == first and json.loads(raw)["error_message"] == "receiver bug"
+    else:
+        assert [d["jid"] for d in dead_entries(redis)] == [first]
+
+
+def test_a_job_handed_over_after_shutdown_began_is_not_started_and_stays_in_flight(redis, manager):
+    manager.event_loop.abandon()  # shutdown has begun
+    AsyncRecordJob.perform_later("late")
+
+    manager.processors[0].process_one(block=False)
+
+    assert performed() == [] and manager.busy_work() == {}
+    assert redis.llen(f"inflight:{IDENTITY}:default") == 1  # for the launcher to push back
+    assert manager.counts() == (0, 0)
 
 
 def test_many_async_jobs_run_at_once_but_never_more_than_the_setting(redis):

@@ -13,7 +13,6 @@ worker could not read): ``item`` is then ``{}`` and ``parse_error`` says why.
 """
 
 import json
-import logging
 import time
 
 import redis
@@ -25,7 +24,6 @@ from django_bgjobs.errors import BgJobsError, InvalidPayloadError, UnknownJobErr
 from django_bgjobs.payload import dumps, loads, now_s
 from django_bgjobs.serialization import TAG
 
-logger = logging.getLogger(__name__)
 
 DISPLAY_ARGS_CHARS = 120
 KILL_REASON = "killed from the monitoring API"
@@ -269,9 +267,7 @@ def notify_died(dead_raws, reason=None):
         except UnknownJobError:
             sender = None
         why = reason or payload.get("dead_reason") or KILL_REASON
-        for receiver, result in signals.job_died.send_robust(sender, payload=payload, exception=None, reason=why):
-            if isinstance(result, Exception):
-                logger.error("job_died receiver %r raised %r for jid=%s", receiver, result, payload.get("jid"))
+        signals.notify(signals.job_died, sender, payload=payload, exception=None, reason=why)
 
 
 def _note_removed(parent):

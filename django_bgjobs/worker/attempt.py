@@ -32,7 +32,7 @@ class Attempt:
     """A fetched job from the moment it is taken until its end is written."""
 
     __slots__ = ("queue", "raw", "ack_key", "run_at", "started", "payload", "extras", "job", "args", "kwargs",
-                 "signalled_at", "abandoned")
+                 "signalled_at", "context", "abandoned")
 
     def __init__(self, queue, raw, ack_key):
         self.queue, self.raw, self.ack_key = queue, raw, ack_key
@@ -40,6 +40,7 @@ class Attempt:
         self.started = time.perf_counter()
         self.payload = self.extras = self.job = self.args = self.kwargs = None
         self.signalled_at = None  # execution.started()'s value once job_started was sent
+        self.context = None  # an async job's contextvars.Context (worker/event_loop.py)
         #: Set at shutdown once the job has been pushed back to its queue: the attempt still
         #: running must then write nothing (no ack, no retry entry).
         self.abandoned = False

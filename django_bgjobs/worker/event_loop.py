@@ -54,6 +54,7 @@ class EventLoop:
         self._ended = queue.SimpleQueue()  # (attempt, result, exception) for the finisher; None: stop
         self._keys = itertools.count()
         self._threads = []
+        self._closed = False  # set by abandon(): no job is started any more
         self._stopped = False
 
     # -- the processor side ---------------------------------------------------------------
@@ -74,11 +75,21 @@ class EventLoop:
         self._slots.release()
 
     def submit(self, attempt):
-        """Start ``attempt`` on the loop (the caller holds a slot); it counts as running from now."""
+        """Start ``attempt`` on the loop (the caller holds a slot); it counts as running from now.
+
+        Returns False, having freed the slot, when the loop has stopped taking jobs (shutdown
+        has begun): the job was never started and stays in the in-flight list to be pushed back.
+        The task runs in ``attempt.context``, so what ``job_started`` receivers put in context
+        variables reaches ``perform`` and the end signals (:meth:`_end` sends them in it too).
+        """
         self._start()
         with self._lock:  # held until it is listed: the finisher cannot drop it before
-            future = asyncio.run_coroutine_threadsafe(self._run(attempt), self.loop)
+            if self._closed:
+                self._slots.release()
+                return False
+            future = attempt.context.run(asyncio.run_coroutine_threadsafe, self._run(attempt), self.loop)
             self._running[attempt] = (f"async-{next(self._keys)}", future)
+        return True
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -87,7 +98,7 @@ class EventLoop:
         try:
             result = await execution.acall(attempt.job, attempt.args, attempt.kwargs)
         except asyncio.CancelledError:
-            if not attempt.abandoned:  # cancelled by the job's own code: a failure like any other
+            if not (attempt.abandoned or self._closed):  # cancelled by the job's own code: a failure
                 exception = RuntimeError("the job's task was cancelled")
         except BaseException as exc:  # SystemExit and friends must not stop the loop
             exception = exc
@@ -109,27 +120,25 @@ class EventLoop:
                 with self._ending_lock:
                     if not attempt.abandoned:
                         self._end(attempt, result, exception)
-                    with self._lock:
-                        self._running.pop(attempt, None)
-            except Exception:  # pragma: no cover - a bug here must not stop the finisher
+            except Exception:  # a bug, or Redis given up on: the job stays in flight to run again
                 logger.exception("ending async job jid=%s failed", attempt.job.jid)
             finally:
+                with self._lock:
+                    self._running.pop(attempt, None)
                 self._slots.release()
                 close_old_connections()
 
     def _end(self, attempt, result, exception):
+        """Send the end signal (in the job's context) and write the end, as a processor thread would."""
         job = attempt.job
         self.processed += 1
+        try:
+            attempt.context.run(execution.ended, job, attempt.signalled_at, result=result, exception=exception)
+        except Exception as exc:  # a receiver failed: the attempt fails with its error, as in a thread
+            exception = exc
         if exception is None:
-            try:
-                execution.ended(job, attempt.signalled_at, result=result)
-            except Exception as exc:  # a job_succeeded receiver failed: the attempt fails, as in a thread
-                exception = exc
-            else:
-                self.ending.succeeded(attempt)
-                return
-        else:
-            execution.ended(job, attempt.signalled_at, exception=exception)
+            self.ending.succeeded(attempt)
+            return
         self.failed += 1
         self.ending.failed(attempt, exception)
 
@@ -160,14 +169,21 @@ class EventLoop:
         while self._running and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def abandon(self):
-        """Mark the async jobs still running abandoned and cancel them; return their
-        ``(queue, raw, run_at)``.  One whose end is being written is waited for (it is done)."""
-        with self._ending_lock:
+    def abandon(self, wait_s=1.0):
+        """Stop taking jobs; mark the async jobs still running abandoned and cancel them;
+        return their ``(queue, raw, run_at)``.  An end being written is waited for up to
+        ``wait_s`` (not longer: during a Redis outage that write may retry for minutes)."""
+        with self._lock:
+            self._closed = True
+        ending = self._ending_lock.acquire(timeout=wait_s)
+        try:
             with self._lock:
                 running = list(self._running.items())
             for attempt, _ in running:
                 attempt.abandoned = True
+        finally:
+            if ending:
+                self._ending_lock.release()
         for _, (_, future) in running:
             future.cancel()
         return [attempt.current for attempt, _ in running]

@@ -400,7 +400,7 @@ class Launcher:
         for entry in buried:
             payload = json.loads(entry)
             logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)
-            signals.send(signals.job_died, _job_class(payload), payload=payload, exception=PoisonJobError(reason),
+            signals.notify(signals.job_died, _job_class(payload), payload=payload, exception=PoisonJobError(reason),
                          reason=reason)
             hooks.record_death(self.client, payload)
         return moved

@@ -53,7 +53,8 @@ class Manager:
             processor.abandoned = True
         abandoned = [p.current for p in busy] + self.event_loop.abandon()
         self.event_loop.stop()
-        return [current for current in abandoned if current is not None]
+        # dict.fromkeys: one handed to the loop just now may be listed by both
+        return list(dict.fromkeys(current for current in abandoned if current is not None))
 
     def counts(self):
         """Total ``(processed, failed)`` so far, over all processors and the event loop."""

@@ -26,6 +26,7 @@ because of a blip.  :meth:`process_one` does one fetch-and-run and returns; the 
 :meth:`run` loop is a thin wrapper so tests can drive one step at a time.
 """
 
+import contextvars
 import logging
 import threading
 
@@ -117,13 +118,15 @@ class Processor:
                 if not self.event_loop.wait_for_slot(self):
                     ran = False
                     return  # abandoned at shutdown while every slot was busy: pushed back, never run
+                # The job's own context: what job_started receivers set stays with this job.
+                attempt.context = contextvars.copy_context()
                 try:
-                    attempt.signalled_at = execution.started(job)
+                    attempt.signalled_at = attempt.context.run(execution.started, job)
                 except BaseException:
                     self.event_loop.release_slot()
                     raise
-                self.event_loop.submit(attempt)  # in its busy work before it leaves ours
-                handed_off = True
+                handed_off = self.event_loop.submit(attempt)  # in its busy work before it leaves ours
+                ran = handed_off  # False: shutdown began first; it stays in flight to be pushed back
                 return
             execution.run(job, args, kwargs, self.guard)
         except (Shutdown, KeyboardInterrupt):
