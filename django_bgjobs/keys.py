@@ -39,6 +39,13 @@ def dead():
     return _k("dead")
 
 
+def being_cleared(token):
+    """A queue or sorted set renamed to this while the API clears it: its jobs' unique locks
+    and batches are told, then it is deleted (it expires on its own should the clearing
+    process die first)."""
+    return _k(f"clearing:{token}")
+
+
 def stat(name, day=None):
     """String counter ``stat:processed`` / ``stat:failed``, or its per-day ``:YYYY-MM-DD`` twin."""
     return _k(f"stat:{name}:{day}") if day else _k(f"stat:{name}")

@@ -22,7 +22,7 @@ CLIENT_SIDE = [
     "__init__", "apps", "checks", "client", "conf", "connection", "errors", "execution", "job",
     "batches", "keys", "payload", "pytest_plugin", "registry", "retry", "scripts", "serialization", "signals",
     "testing", "unique",
-    "failures", "models", "tasks", "_tasks_compat",
+    "failures", "job_end", "models", "tasks", "_tasks_compat",
 ]
 
 WEB_PROCESS_PROBE = """

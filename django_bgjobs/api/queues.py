@@ -8,7 +8,7 @@ while workers take jobs may skip or repeat one.
 
 from django_bgjobs import keys
 from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, configured_queue_names, text
-from django_bgjobs.api.records import JobRecord
+from django_bgjobs.api.records import JobRecord, clear_jobs
 from django_bgjobs.payload import QUEUE_NAME_RE, dumps, now_s
 
 
@@ -112,12 +112,12 @@ class Queue(RedisUser):
         return record is not None and record.delete()
 
     def clear(self):
-        """Delete every waiting job and forget the queue name; return how many jobs were removed."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.llen(self.key)
-        pipe.unlink(self.key)  # a big key is freed in the background
-        pipe.srem(keys.queues(), self.name)
-        return pipe.execute()[0]
+        """Delete every waiting job and forget the queue name; return how many jobs were removed.
+        Their unique locks are freed and their batches told (:func:`clear_jobs`)."""
+        return clear_jobs(
+            self.redis, self.key, lambda pipe, key: pipe.llen(key), self.redis.lrange,
+            more=lambda pipe: pipe.srem(keys.queues(), self.name),
+        )
 
     def push(self, item):
         """Push a copy of the payload dict ``item`` to the head of this queue, to run after the jobs

@@ -13,11 +13,12 @@ worker could not read): ``item`` is then ``{}`` and ``parse_error`` says why.
 """
 
 import json
+import secrets
 import time
 
 import redis
 
-from django_bgjobs import keys, registry, retry, scripts, signals
+from django_bgjobs import job_end, keys, registry, retry, scripts, signals
 from django_bgjobs.api._common import backtrace_lines, epoch_s, queue_name_of, text
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, InvalidPayloadError, UnknownJobError
@@ -29,6 +30,7 @@ DISPLAY_ARGS_CHARS = 120
 KILL_REASON = "killed from the monitoring API"
 # Optimistic (WATCH) moves give up after this many collisions with other writers.
 _MAX_WATCH_ATTEMPTS = 50
+_CLEAR_PAGE = 1000  # jobs read per call while clearing a queue or set
 
 
 class JobRecord:
@@ -143,11 +145,18 @@ class JobRecord:
     # -- changes ----------------------------------------------------------------------------
 
     def delete(self):
-        """Remove this exact payload from its queue; True when it was still there."""
+        """Remove this exact payload from its queue; True when it was still there.  Its unique
+        lock is freed and its batch told (:mod:`django_bgjobs.job_end`, ``DELETED``)."""
         removed = self.redis.lrem(keys.queue(self.queue), 1, self.raw) > 0
         if removed:
             _note_removed(self.parent)
+            job_end.record(self.redis, [self.item], job_end.DELETED)
         return removed
+
+    def queue_end(self, pipe, outcome):
+        """Queue on ``pipe`` the unique-lock and batch bookkeeping of this job ended by hand."""
+        if "lock_digest" in self.item or "bid" in self.item:
+            job_end.JobEnd(self.item).queue_end(pipe, outcome)
 
 
 class SortedEntry(JobRecord):
@@ -163,8 +172,15 @@ class SortedEntry(JobRecord):
         return self.score
 
     def delete(self):
-        """Remove this entry from its set; True when it was still there."""
-        removed = self.redis.zrem(self.parent.key, self.raw) > 0
+        """Remove this entry from its set; True when it was still there.  Outside the dead set
+        (where its end was written when it died) its unique lock is freed and its batch told,
+        in the same MULTI (:mod:`django_bgjobs.job_end`, ``DELETED``)."""
+        if self.parent.name == "dead":
+            removed = self.redis.zrem(self.parent.key, self.raw) > 0
+        else:
+            removed = move_watched(
+                self.redis, self.parent.key, [self.raw], lambda pipe, _present: self.queue_end(pipe, job_end.DELETED),
+            ) > 0
         if removed:
             _note_removed(self.parent)
         return removed
@@ -188,9 +204,11 @@ class SortedEntry(JobRecord):
             dead_raw = self.raw
         else:
             dead_raw = dumps(dict(self.item, dead_reason=reason))
-        moved = move_watched(
-            self.redis, self.parent.key, [self.raw], lambda pipe, _present: retry.add_to_dead(pipe, dead_raw, now)
-        )
+        def to_dead(pipe, _present):
+            retry.add_to_dead(pipe, dead_raw, now)
+            self.queue_end(pipe, job_end.KILLED)
+
+        moved = move_watched(self.redis, self.parent.key, [self.raw], to_dead)
         if moved:
             _note_removed(self.parent)
             notify_died([dead_raw], reason)
@@ -268,6 +286,39 @@ def notify_died(dead_raws, reason=None):
             sender = None
         why = reason or payload.get("dead_reason") or KILL_REASON
         signals.notify(signals.job_died, sender, payload=payload, exception=None, reason=why)
+
+
+def clear_jobs(client, key, size, read, more=None):
+    """Delete the list or sorted set ``key`` whole and return how many jobs it held; the jobs
+    in it with a unique lock or a batch get their end written (``DELETED``), in pages.
+
+    ``size(pipe, key)`` and ``read(key, start, stop)`` are ``LLEN``/``LRANGE`` or
+    ``ZCARD``/``ZRANGE``; ``more(pipe)`` adds commands to the first MULTI.  The key is renamed
+    first, atomically, so a job pushed meanwhile is not touched, and the renamed key expires
+    in an hour should this process die before deleting it.
+    """
+    doomed = keys.being_cleared(secrets.token_hex(8))
+    pipe = client.pipeline(transaction=True)
+    size(pipe, key)
+    pipe.rename(key, doomed)
+    pipe.expire(doomed, 3600)
+    if more is not None:
+        more(pipe)
+    count = pipe.execute(raise_on_error=False)[0]  # RENAME fails, harmlessly, on an empty key
+    if not count:
+        return 0
+    for start in range(0, count, _CLEAR_PAGE):
+        items = []
+        for raw in read(doomed, start, start + _CLEAR_PAGE - 1):
+            marker = raw if isinstance(raw, str) else raw.decode(errors="replace")
+            if '"lock_digest"' in marker or '"bid"' in marker:
+                try:
+                    items.append(loads(raw))
+                except InvalidPayloadError:
+                    pass
+        job_end.record(client, items, job_end.DELETED)
+    client.unlink(doomed)  # a big key is freed in the background
+    return count
 
 
 def _note_removed(parent):

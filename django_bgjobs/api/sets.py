@@ -9,9 +9,9 @@ dead set go through ``retry.add_to_dead`` inside a WATCHed MULTI, so the dead
 set's caps are applied in one place.
 """
 
-from django_bgjobs import keys, retry, scripts
+from django_bgjobs import job_end, keys, retry, scripts
 from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, glob_escape
-from django_bgjobs.api.records import KILL_REASON, SortedEntry, move_watched, notify_died
+from django_bgjobs.api.records import KILL_REASON, SortedEntry, clear_jobs, move_watched, notify_died
 from django_bgjobs.payload import dumps, now_s
 
 
@@ -122,13 +122,15 @@ class SortedSet(RedisUser):
             dead_raws = {
                 e.raw: e.raw if e.parse_error else dumps(dict(e.item, dead_reason=reason)) for e in entries
             }
+            by_raw = {e.raw: e for e in entries}
 
             written = []  # the members of the attempt that went through (move_watched may retry)
 
-            def to_dead(pipe, present, dead_raws=dead_raws, now=now, written=written):
+            def to_dead(pipe, present, dead_raws=dead_raws, by_raw=by_raw, now=now, written=written):
                 written[:] = present
                 for member in present:
                     retry.add_to_dead(pipe, dead_raws[member], now)
+                    by_raw[member].queue_end(pipe, job_end.KILLED)  # its lock freed, its batch told
 
             count = move_watched(self.redis, self.key, list(dead_raws), to_dead)
             if count:
@@ -139,11 +141,14 @@ class SortedSet(RedisUser):
         return moved
 
     def clear(self):
-        """Delete every entry; return how many there were."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zcard(self.key)
-        pipe.unlink(self.key)  # a big key is freed in the background
-        return pipe.execute()[0]
+        """Delete every entry; return how many there were.  Outside the dead set their unique
+        locks are freed and their batches told (:func:`~django_bgjobs.api.records.clear_jobs`)."""
+        if self.name == "dead":  # their ends were written when they died
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zcard(self.key)
+            pipe.unlink(self.key)  # a big key is freed in the background
+            return pipe.execute()[0]
+        return clear_jobs(self.redis, self.key, lambda pipe, key: pipe.zcard(key), self.redis.zrange)
 
     def _all_to_queue(self, uncount_retry):
         script = scripts.get_script("zset_to_queue", self.redis)
@@ -202,13 +207,15 @@ class DeadSet(SortedSet):
     def kill(self, job, reason=None, now=None):
         """Add ``job`` (a raw payload, or a payload dict) to the dead set, then trim the set.
 
-        ``reason`` is written as the payload's ``dead_reason`` when ``job`` is a dict.
+        ``reason`` is written as the payload's ``dead_reason`` when ``job`` is a dict.  Its
+        unique lock is freed and its batch records the death, in the same MULTI.
         """
         now = now_s() if now is None else now
         if isinstance(job, dict):
             job = dumps(dict(job, dead_reason=reason) if reason else job)
         pipe = self.redis.pipeline(transaction=True)
         retry.add_to_dead(pipe, job, now)
+        SortedEntry(self, now, job).queue_end(pipe, job_end.KILLED)  # its lock freed, its batch told
         pipe.execute()
         notify_died([job], reason)
         return True

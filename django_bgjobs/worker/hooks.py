@@ -23,19 +23,14 @@ that looks up two dict keys and returns None).  Duties:
 import logging
 import random
 
-from django_bgjobs import batches, conf, keys, registry, scripts
-from django_bgjobs.errors import Discard, UniqueJobError, UniqueJobRejected, UnknownJobError
+from django_bgjobs import conf, job_end, keys, scripts
+from django_bgjobs.errors import Discard, UniqueJobError, UniqueJobRejected
+from django_bgjobs.job_end import SUCCEEDED, JobEnd
 from django_bgjobs.payload import dumps, now_s
-from django_bgjobs.retry import DEAD, DISCARDED, RETRIED
-from django_bgjobs.unique import LockOptions
+from django_bgjobs.retry import DEAD, DISCARDED
 
 logger = logging.getLogger(__name__)
 
-# A payload whose class is unknown here still has its locks released and batch told.
-_DEFAULT_OPTIONS = {
-    lock: LockOptions(lock, None, "reschedule", None, False)
-    for lock in ("until_executing", "until_executed", "while_executing", "until_and_while_executing", "until_expired")
-}
 _RUN_LOCKS = {"while_executing": "run", "until_and_while_executing": "release_run"}
 
 
@@ -46,26 +41,10 @@ def for_payload(payload):
     return JobHooks(payload)
 
 
-class JobHooks:
-    def __init__(self, payload):
-        self.payload = payload
-        self.jid = payload.get("jid")
-        self.bid = payload.get("bid") if isinstance(payload.get("bid"), str) else None
-        digest = payload.get("lock_digest")
-        self.lock = payload.get("lock") if isinstance(digest, str) else None
-        self.options = None
-        if self.lock is not None:
-            try:
-                self.options = registry.get(payload["class"])._lock_options
-            except UnknownJobError:
-                pass
-            if self.options is None or self.options.lock != self.lock:
-                self.options = _DEFAULT_OPTIONS.get(self.lock)
-            if self.options is None:  # an unknown lock type: leave its lock to its TTL
-                self.lock = None
-            else:
-                self.lock_key = keys.unique_lock(digest)
-                self.run_key = keys.unique_run_lock(digest)
+class JobHooks(JobEnd):
+    """A job's lock and batch as the worker runs it: :meth:`start`, then its end
+    (:class:`~django_bgjobs.job_end.JobEnd`) in the MULTI that acknowledges it or writes its
+    retry or dead entry."""
 
     # -- start ------------------------------------------------------------------------------
 
@@ -111,40 +90,15 @@ class JobHooks:
         """Acknowledge a job that succeeded: one MULTI with the in-flight removal."""
         pipe = client.pipeline(transaction=True)
         pipe.lrem(inflight_key, 1, raw)
-        self._queue_end(pipe, "success", None, None)
+        self.queue_end(pipe, SUCCEEDED)
         pipe.execute()
 
     def after_failure(self, pipe, outcome, payload, exc, retry_at):
         """For :func:`django_bgjobs.retry.fail`'s ``after``: queue the bookkeeping of a
         failure that was ``outcome`` (retried, dead, discarded)."""
         if outcome == DISCARDED and isinstance(exc, Discard):
-            outcome = "success"  # dropped on purpose: done, as far as its batch and lock go
-        self._queue_end(pipe, outcome, payload, retry_at)
-
-    def _queue_end(self, pipe, outcome, payload, retry_at):
-        """Queue the lock and batch writes of an end that was ``outcome`` ("success", or
-        retry's RETRIED, DEAD, DISCARDED) on ``pipe``."""
-        if self.lock is not None:
-            self._queue_unlock(pipe, outcome, retry_at)
-        if self.bid is not None and self.jid:
-            if outcome == "success":
-                op, extra = "success", [self.jid]
-            else:  # a job dropped without succeeding counts as failed: the batch completes, never succeeds
-                op, extra = ("dead" if outcome == DEAD else "failure"), [self.jid, _failure_info(payload or self.payload)]
-            script_keys, args = batches.script_args(op, self.bid, extra)
-            scripts.run("batch", script_keys, args, client=pipe)
-
-    def _queue_unlock(self, pipe, outcome, retry_at):
-        release, extend_ms = "0", 0
-        if self.lock == "until_executed":
-            if outcome == RETRIED:
-                extend_ms = self.options.ttl_ms(retry_at - now_s() if retry_at else 0)
-            else:
-                release = "1"
-        release_run = "1" if self.lock in _RUN_LOCKS else "0"
-        if release == "0" and extend_ms == 0 and release_run == "0":
-            return
-        scripts.run("unique_end", [self.lock_key, self.run_key], [self.jid, release, extend_ms, release_run], client=pipe)
+            outcome = SUCCEEDED  # dropped on purpose: done, as far as its batch and lock go
+        self.queue_end(pipe, outcome, payload, retry_at)
 
 
 def record_death(client, payload):
@@ -152,17 +106,4 @@ def record_death(client, payload):
     ``lua/recover.lua``): free its locks and record the death in its batch, in one MULTI.
     Runs after the burial, so a crash in between leaves the lock to its TTL and the batch
     waiting; both steps are by jid, so running them again changes nothing."""
-    extras = for_payload(payload)
-    if extras is None:
-        return
-    pipe = client.pipeline(transaction=True)
-    extras._queue_end(pipe, DEAD, payload, None)
-    pipe.execute()
-
-
-def _failure_info(payload):
-    return dumps({
-        "class": payload.get("class"), "error_class": payload.get("error_class"),
-        "error_message": (payload.get("error_message") or "")[:1000], "failed_at": payload.get("failed_at"),
-        "retried_at": payload.get("retried_at"), "retry_count": payload.get("retry_count"),
-    })
+    job_end.record(client, [payload], DEAD)
