@@ -1,8 +1,11 @@
-"""Waiting out a lost Redis connection: exponential backoff with jitter, capped."""
+"""Waiting out a lost Redis connection: exponential backoff with jitter, capped; and the
+loop of the worker's periodic threads (poller, scheduler, heartbeat) built on it."""
 
 import logging
 import random
 import threading
+
+import redis
 
 logger = logging.getLogger(__name__)
 
@@ -33,3 +36,20 @@ class Reconnect:
         if self.errors:
             logger.info("%s: Redis connection is back after %d failed attempts", self.what, self.errors)
             self.errors = 0
+
+
+def repeat(step, interval_s, stop_event, reconnect, wait_first=False):
+    """Call ``step()`` every ``interval_s`` seconds (a number, or a callable returning one:
+    jitter) until ``stop_event`` is set; a Redis error waits with ``reconnect``'s backoff
+    and the step is tried again.  ``wait_first``: wait one interval before the first step."""
+    next_wait = interval_s if callable(interval_s) else (lambda: interval_s)
+    if wait_first and stop_event.wait(next_wait()):
+        return
+    while not stop_event.is_set():
+        try:
+            step()
+        except redis.RedisError as exc:
+            reconnect.failed(exc)
+            continue
+        reconnect.ok()
+        stop_event.wait(next_wait())

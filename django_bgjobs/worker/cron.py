@@ -25,13 +25,11 @@ raised: one bad entry must not stop the others or the worker.
 import logging
 import threading
 
-import redis
-
 from django_bgjobs import client, conf, keys, schedules, scripts
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError
 from django_bgjobs.payload import dumps, now_s
-from django_bgjobs.worker.backoff import Reconnect
+from django_bgjobs.worker.backoff import Reconnect, repeat
 
 logger = logging.getLogger(__name__)
 
@@ -165,11 +163,4 @@ class Scheduler:
         self.thread.start()
 
     def run(self):
-        while not self.stop_event.is_set():
-            try:
-                self.enqueue_due()
-            except redis.RedisError as exc:
-                self._reconnect.failed(exc)
-                continue
-            self._reconnect.ok()
-            self.stop_event.wait(self.interval_s)
+        repeat(self.enqueue_due, self.interval_s, self.stop_event, self._reconnect)

@@ -43,7 +43,7 @@ from django_bgjobs.errors import JobTimeout, PoisonJobError, UnknownJobError
 from django_bgjobs.payload import now_s
 from django_bgjobs.retry import error_class_name
 from django_bgjobs.worker import hooks
-from django_bgjobs.worker.backoff import Reconnect
+from django_bgjobs.worker.backoff import Reconnect, repeat
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.manager import Manager
 from django_bgjobs.worker.cron import Scheduler
@@ -235,17 +235,14 @@ class Launcher:
     # -- heartbeat -----------------------------------------------------------------------
 
     def _run_heartbeat(self):
-        interval_s = conf.get("HEARTBEAT_INTERVAL_S")
-        while not self._heartbeat_stop.wait(interval_s):
-            try:
-                commands = self.beat()
-                self.recover_orphans()
-                self.reclaim_stranded()
-            except redis.RedisError as exc:
-                self._reconnect.failed(exc)
-                continue
-            self._reconnect.ok()
-            self.act_on(commands)
+        repeat(self._heartbeat_step, conf.get("HEARTBEAT_INTERVAL_S"), self._heartbeat_stop, self._reconnect,
+               wait_first=True)  # start() wrote the first beat
+
+    def _heartbeat_step(self):
+        commands = self.beat()
+        self.recover_orphans()
+        self.reclaim_stranded()
+        self.act_on(commands)
 
     def act_on(self, commands):
         """Obey remote commands returned by :meth:`beat`: ``TSTP`` quiets, ``TERM`` stops."""

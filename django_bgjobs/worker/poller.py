@@ -11,12 +11,10 @@ import logging
 import random
 import threading
 
-import redis
-
 from django_bgjobs import conf, keys, scripts
 from django_bgjobs.connection import get_redis
 from django_bgjobs.payload import now_s
-from django_bgjobs.worker.backoff import Reconnect
+from django_bgjobs.worker.backoff import Reconnect, repeat
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +49,6 @@ class Poller:
         self.thread.start()
 
     def run(self):
-        while not self.stop_event.is_set():
-            try:
-                moved = self.enqueue_due()
-            except redis.RedisError as exc:
-                self._reconnect.failed(exc)
-                continue
-            self._reconnect.ok()
-            if moved:
-                logger.debug("moved %d due jobs to their queues", moved)
-            # Jitter so many workers started together do not poll in lockstep.
-            self.stop_event.wait(self.interval_s * random.uniform(0.5, 1.5))
+        # Jitter so many workers started together do not poll in lockstep.
+        repeat(self.enqueue_due, lambda: self.interval_s * random.uniform(0.5, 1.5), self.stop_event,
+               self._reconnect)
