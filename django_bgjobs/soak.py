@@ -4,6 +4,7 @@ Usage (needs ``redis-server`` on ``PATH``, or ``--redis-url`` of a Redis databas
 
     python -m django_bgjobs.soak                       # 1,000,000 jobs, 2 processes of 5 threads
     python -m django_bgjobs.soak --jobs 5000000 --json soak.json
+    python -m django_bgjobs.soak --processes 1 --concurrency 10   # one worker process
 
 1. Starts a throwaway ``redis-server`` on a free port (nothing kept on disk), unless given
    ``--redis-url``.
@@ -152,10 +153,13 @@ def write_project(workdir):
     return project
 
 
-def worker_pids(supervisor_pid):
-    """The supervisor's child processes (the worker processes)."""
+def worker_pids(runjobs_pid, processes):
+    """The worker processes: the supervisor's children under ``--processes N`` (N > 1), else
+    ``runjobs`` itself (one process runs the worker, with no supervisor)."""
+    if processes == 1:
+        return [runjobs_pid]
     try:
-        return sorted(int(pid) for pid in Path(f"/proc/{supervisor_pid}/task/{supervisor_pid}/children")
+        return sorted(int(pid) for pid in Path(f"/proc/{runjobs_pid}/task/{runjobs_pid}/children")
                       .read_text().split())
     except OSError:
         return []
@@ -189,7 +193,7 @@ def soak(args, client, supervisor):
         done = pushed - waiting - in_flight
         now = time.monotonic()
         if now >= next_sample or done >= args.jobs:
-            pids = worker_pids(supervisor.pid)
+            pids = worker_pids(supervisor.pid, args.processes)
             pids_seen.update(pids)
             samples.append({
                 "t_s": round(now - started, 1), "done": done, "rss_mib": {str(pid): rss_mib(pid) for pid in pids},
