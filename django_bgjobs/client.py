@@ -18,7 +18,7 @@ from itertools import chain
 
 import redis
 
-from django_bgjobs import conf, keys, serialization, signals
+from django_bgjobs import conf, keys, scripts, serialization, signals
 from django_bgjobs.connection import describe, get_redis
 from django_bgjobs.errors import ConfigurationError, EnqueueError, PayloadTooLargeError
 from django_bgjobs.payload import dumps, loads, new_jid, new_jids, now_s
@@ -199,7 +199,11 @@ def push(job_class, payloads, attempt=0, deferred=False):
         _check_sizes(job_class, (raw for _, raw in locked))
     plain = not locked and getattr(job_class, "on_push", None) is None and not any("bid" in p for p in payloads)
     try:
-        if plain:  # no hook adds to the MULTI: the lean path (see _multi_exec)
+        if plain and not scheduled and len(by_queue) + len(front) == 1:  # the usual perform_later
+            side, target = ("R", front) if front else ("L", by_queue)
+            [(queue, raws)] = target.items()
+            _one_call(get_redis(), "push", [keys.queues(), keys.queue(queue)], [queue, side, *raws])
+        elif plain:  # no hook adds to the MULTI: the lean path (see _multi_exec)
             commands = []
             if by_queue or front:
                 commands.append(("SADD", keys.queues(), *by_queue, *front))
@@ -279,6 +283,27 @@ def _multi_exec(client, commands):
             if isinstance(item, redis.ResponseError):
                 raise item
         return results
+    finally:
+        if not in_sync:
+            conn.disconnect()
+        pool.release(conn)
+
+
+def _one_call(client, script, script_keys, args):
+    """Run Lua ``script`` on a pooled connection: one EVALSHA and one reply, without the
+    client's command machinery (see :func:`_multi_exec`).  A connection that failed in
+    between is dropped, not given back in an unknown state."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    in_sync = False
+    try:
+        try:
+            result = scripts.run_on_connection(conn, script, script_keys, args)
+        except redis.ResponseError:
+            in_sync = True  # Redis answered (OOM, WRONGTYPE): the connection is in step
+            raise
+        in_sync = True
+        return result
     finally:
         if not in_sync:
             conn.disconnect()
