@@ -20,8 +20,9 @@ through :mod:`django_bgjobs._tasks_compat`.  How a task run maps onto this libra
    overwritten by a late ``READY``.
 3. **Run** (worker side, in the processor thread): :meth:`TaskJob.perform` finds the task
    in the registry of validated tasks (never by importing the payload's path), writes
-   ``RUNNING``, calls the function (``async_to_sync`` for a coroutine function), and
-   writes ``SUCCESSFUL`` with the return value or ``FAILED`` with the error.  With
+   ``RUNNING``, calls the function, and writes ``SUCCESSFUL`` with the return value or
+   ``FAILED`` with the error.  An ``async def`` task is pushed as :class:`AsyncTaskJob`
+   instead, which the worker awaits on its event loop, many at once (``docs/async.rst``).  With
    ``OPTIONS["RETRY"]`` above 0 a failed attempt appends its error, goes back to
    ``READY`` and waits in the retry set like any job.
 4. **Read**: ``get_result`` builds a ``TaskResult`` from the document.
@@ -31,8 +32,10 @@ a ``@task`` is defined; ``apps.py`` imports each installed app's ``tasks.py`` so
 knows every task.  A payload naming a task that is not registered goes to the dead set.
 """
 
+import asyncio
 import copy
 import datetime
+import inspect
 import json
 import logging
 import os
@@ -42,6 +45,7 @@ import time
 import traceback
 
 import redis
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -154,14 +158,15 @@ class RedisTaskBackend(BaseTaskBackend):
     def enqueue(self, task, args, kwargs):
         self.validate_task(task)
         args, kwargs = _json_value(list(args)), _json_value(dict(kwargs))
-        configured = TaskJob.set(queue=task.queue_name, retry=self.retry, wait_until=task.run_after)
+        job_class = AsyncTaskJob if inspect.iscoroutinefunction(task.func) else TaskJob
+        configured = job_class.set(queue=task.queue_name, retry=self.retry, wait_until=task.run_after)
         payload = client.build_payloads(configured, [((task.module_path, self.alias, args, kwargs), {})])[0]
         if task.priority:
             payload["priority"] = task.priority
         if task.run_after is not None:
             payload["run_after"] = task.run_after.isoformat()
         result = _task_result(task, payload["jid"], _record_from_payload(payload))
-        client.dispatch(TaskJob, [payload])
+        client.dispatch(job_class, [payload])
         return result
 
     def get_result(self, result_id):
@@ -200,6 +205,23 @@ class TaskJob(Job):
             _write(pipe, payload["jid"], _record_from_payload(payload), ttl_s)
 
     def perform(self, task_path, backend_alias, args, kwargs):
+        task, backend, record, context = self._start(task_path, backend_alias)
+        try:
+            value = task.call(*context, *args, **kwargs)
+        except (KeyboardInterrupt, Shutdown):
+            raise  # the job stays in flight and is pushed back at shutdown: not the task's failure
+        except BaseException as exc:
+            self._record_failure(task, backend, record, exc)
+            if isinstance(exc, Exception):
+                raise
+            # SystemExit and friends: FAILED, as Django's backends say, and the worker thread lives on.
+            raise TaskExited(f"the task raised {type(exc).__name__}: {exc}") from exc
+        return self._record_success(task, backend, record, value)
+
+    def _start(self, task_path, backend_alias):
+        """Find the task, write ``RUNNING``, send ``task_started``; return ``(task, backend,
+        record, context)``, ``context`` being the leading arguments (a ``TaskContext`` when the
+        task takes one)."""
         task, backend = registered_task(task_path), _backend(backend_alias)
         record = _read(self.jid) or _record_from_payload(self.payload)
         if task is None or backend is None:
@@ -211,19 +233,10 @@ class TaskJob(Job):
         _store(self.jid, record, backend.result_ttl_s, must=True)
         result = _task_result(task, self.jid, record)
         _send(task_started, backend, result)
-        try:
-            if task.takes_context:
-                value = task.call(TaskContext(task_result=result), *args, **kwargs)
-            else:
-                value = task.call(*args, **kwargs)
-        except (KeyboardInterrupt, Shutdown):
-            raise  # the job stays in flight and is pushed back at shutdown: not the task's failure
-        except BaseException as exc:
-            self._failed(task, backend, record, exc, *self._retry_plan(exc))
-            if isinstance(exc, Exception):
-                raise
-            # SystemExit and friends: FAILED, as Django's backends say, and the worker thread lives on.
-            raise TaskExited(f"the task raised {type(exc).__name__}: {exc}") from exc
+        return task, backend, record, ((TaskContext(task_result=result),) if task.takes_context else ())
+
+    def _record_success(self, task, backend, record, value):
+        """Write ``SUCCESSFUL`` with the return value (``FAILED`` when JSON cannot hold it)."""
         try:
             value = _json_value(value)
         except (TypeError, ValueError) as exc:
@@ -233,6 +246,11 @@ class TaskJob(Job):
         _store(self.jid, record, backend.result_ttl_s)
         _send(task_finished, backend, _task_result(task, self.jid, record))
         return value
+
+    def _record_failure(self, task, backend, record, exc, error=None):
+        """Append the error (``error``: already formatted) and write FAILED or READY again."""
+        will_retry, wait_s = self._retry_plan(exc)
+        self._failed(task, backend, record, exc, will_retry, wait_s, error)
 
     def retry_in(self, count, exception):
         # perform wrote FAILED for a return value JSON cannot hold (running it again would repeat
@@ -256,13 +274,14 @@ class TaskJob(Job):
             return True, wait.total_seconds() if isinstance(wait, datetime.timedelta) else float(wait)
         return True, count**4 + 15 + 10 * (count + 1)  # retry.backoff_s at its most
 
-    def _failed(self, task, backend, record, exc, will_retry, wait_s=0):
+    def _failed(self, task, backend, record, exc, will_retry, wait_s=0, error=None):
         """Append the error; FAILED (and ``task_finished``) unless the attempt will be retried,
         else READY again, kept until the retry has had time to run.
 
-        Called inside the ``except`` block, so Django's ``task_finished`` log receiver sees the exception.
+        Called while ``exc`` is being handled (``sync_to_async`` carries that into its thread
+        too), so Django's ``task_finished`` log receiver, ``logger.exception``, sees it.
         """
-        record["errors"] = [*record.get("errors", []), _error(exc)]
+        record["errors"] = [*record.get("errors", []), error or _error(exc)]
         if will_retry:
             record["status"] = TaskResultStatus.READY.value
             _store(self.jid, record, backend.result_ttl_s + wait_s)
@@ -285,6 +304,35 @@ class TaskJob(Job):
         record.update(status=TaskResultStatus.FAILED.value, finished_at=now_s())
         _store(self.jid, record, _ttl_s(None))
         raise UnknownJobError(reason)
+
+
+class AsyncTaskJob(TaskJob):
+    """The Job that runs one ``async def`` task: awaited on the worker's event loop, many at
+    once (``BGJOBS["ASYNC_CONCURRENCY"]``, ``docs/async.rst``), with the result bookkeeping
+    -- Redis writes and the task signals, whose receivers may use the ORM -- done in threads."""
+
+    name = "django_bgjobs.tasks.AsyncTaskJob"
+
+    async def perform(self, task_path, backend_alias, args, kwargs):
+        task, backend, record, context = await _in_thread(self._start, task_path, backend_alias)
+        try:
+            value = await task.acall(*context, *args, **kwargs)
+        except (KeyboardInterrupt, Shutdown, asyncio.CancelledError):
+            raise  # shutdown: pushed back, not the task's failure
+        except BaseException as exc:
+            traceback_, error = exc.__traceback__, _error(exc)
+            await _in_thread(self._record_failure, task, backend, record, exc, error)
+            exc.__traceback__ = traceback_  # sync_to_async raised it again in its thread: drop that frame
+            if isinstance(exc, Exception):
+                raise
+            raise TaskExited(f"the task raised {type(exc).__name__}: {exc}") from exc
+        return await _in_thread(self._record_success, task, backend, record, value)
+
+
+async def _in_thread(function, *args):
+    """Run blocking bookkeeping off the event loop (not in Django's one sync thread: it is Redis
+    work, and many tasks end at once)."""
+    return await sync_to_async(function, thread_sensitive=False)(*args)
 
 
 # -- the result document --------------------------------------------------------------------
@@ -424,4 +472,6 @@ def _announce_enqueued(sender, payload, **kwargs):
         task_enqueued.send(sender=type(backend), task_result=_task_result(task, payload["jid"], record))
 
 
-signals.job_enqueued.connect(_announce_enqueued, sender=TaskJob, dispatch_uid="django_bgjobs.tasks.task_enqueued")
+for _job_class in (TaskJob, AsyncTaskJob):
+    signals.job_enqueued.connect(_announce_enqueued, sender=_job_class,
+                                 dispatch_uid=f"django_bgjobs.tasks.task_enqueued.{_job_class.__name__}")

@@ -8,6 +8,7 @@ runs them on a ``runjobs`` subprocess.  The tasks are in ``tests/testapp/tasks.p
 
 import datetime
 import json
+import logging
 import os
 import sys
 
@@ -31,10 +32,11 @@ from django_bgjobs._tasks_compat import (
     task_finished,
     task_started,
 )
-from django_bgjobs.tasks import RedisTaskBackend, TaskJob
+from django_bgjobs.tasks import AsyncTaskJob, RedisTaskBackend, TaskJob
 from django_bgjobs.testing import capture_jobs
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.poller import Poller
+from django_bgjobs.worker.manager import Manager
 from django_bgjobs.worker.processor import Processor
 from django_bgjobs.worker.queues import QueueOrder
 from tests.helpers import dead_entries, drain, start_worker, stop_worker, wait_until
@@ -131,11 +133,56 @@ def test_return_value_is_normalised_as_django_does_and_through_json(redis, proce
     assert tasks.return_tuple_and_keys.get_result(result.id).return_value == {"pair": [1, 2], "3": "three"}
 
 
-def test_async_task_function_runs_in_the_worker_thread(redis, processor):
+def test_async_task_runs_even_without_an_event_loop_through_async_to_sync(redis, processor):
     result = tasks.async_double.enqueue(21)
-    processor.process_one(block=False)
+    processor.process_one(block=False)  # a bare Processor: no event loop to hand it to
 
     assert tasks.async_double.get_result(result.id).return_value == 42
+
+
+@pytest.fixture
+def manager():
+    manager = Manager(Fetcher(IDENTITY, QueueOrder(["default"])), 1, async_concurrency=50)
+    yield manager
+    manager.event_loop.abandon()
+    manager.event_loop.stop()
+
+
+def run_all(manager):
+    while manager.processors[0].process_one(block=False):
+        pass
+    wait_until(lambda: not manager.busy_work(), message="async tasks to end")
+
+
+def test_async_tasks_are_awaited_on_the_event_loop_many_at_once(redis, manager):
+    # Given: 20 tasks of 0.2 s, one processor thread
+    results = [tasks.async_nap.enqueue(0.2) for _ in range(20)]
+    assert json.loads(redis.lindex("queue:default", 0))["class"] == AsyncTaskJob.name
+
+    # When
+    run_all(manager)
+
+    # Then: all SUCCESSFUL, and they overlapped (one thread alone would run them one by one)
+    spans = [tasks.async_nap.get_result(r.id).return_value for r in results]
+    assert all(tasks.async_nap.get_result(r.id).status == TaskResultStatus.SUCCESSFUL for r in results)
+    overlapping = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert overlapping >= 10
+    assert manager.counts() == (20, 0)
+
+
+def test_failed_async_task_is_failed_with_its_traceback_and_logged_as_an_exception(redis, manager, caplog):
+    result = tasks.async_fail.enqueue("no luck")
+    with caplog.at_level(logging.INFO, logger="django_tasks"), caplog.at_level(logging.INFO, logger="django.tasks"):
+        run_all(manager)
+
+    fetched = tasks.async_fail.get_result(result.id)
+    assert fetched.status == TaskResultStatus.FAILED
+    [error] = fetched.errors
+    assert error.exception_class_path == "tests.testapp.jobs.JobFailure" and "no luck" in error.traceback
+    [logged] = [r for r in caplog.records if "state=" in r.getMessage() and result.id in r.getMessage()
+                and "FAILED" in r.getMessage()]
+    assert logged.exc_info is not None and logged.exc_info[1].args == ("no luck",)
+    assert "asgiref" not in error.traceback.splitlines()[1]  # starts where the task was awaited
 
 
 def test_aenqueue_and_aget_result_work_from_async_code(redis, processor):

@@ -83,3 +83,19 @@ def fail_twice(context):
 async def async_double(value):
     await asyncio.sleep(0)
     return value * 2
+
+
+@task()
+async def async_nap(seconds):
+    """Sleeps on the event loop; returns when it ran, to measure overlap."""
+    import time
+
+    started = time.time()
+    await asyncio.sleep(seconds)
+    return [started, time.time()]
+
+
+@task()
+async def async_fail(message="async task failed"):
+    await asyncio.sleep(0)
+    raise JobFailure(message)
