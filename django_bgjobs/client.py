@@ -8,7 +8,8 @@
 3. For Redis, push inside ``transaction.on_commit`` when a transaction is open
    (``BGJOBS["DEFER_ON_COMMIT"]``, default on), so a worker never sees a row
    that is not committed and a rollback enqueues nothing.  One round trip per
-   call, whatever the number of jobs, in a MULTI so a call writes all or nothing.
+   call, whatever the number of jobs, and one atomic step (a Lua script, or a MULTI),
+   so a call writes all or nothing.
 """
 
 import logging
@@ -162,7 +163,10 @@ def _open_transaction():
 
 
 def push(job_class, payloads, attempt=0, deferred=False):
-    """Write ``payloads`` to Redis in one MULTI: queues now, or the schedule set when due later.
+    """Write ``payloads`` to Redis in one atomic step: queues now, or the schedule set when due later.
+
+    The usual call -- jobs due now, all to one queue, nothing else to write -- is one EVALSHA
+    of ``lua/push.lua``; anything else is one MULTI.
 
     A payload with a ``priority`` above 0 goes to the front of its queue (the end workers
     take from), so it runs before the jobs already waiting.  ``job_class.on_push(pipe,
@@ -199,10 +203,11 @@ def push(job_class, payloads, attempt=0, deferred=False):
         _check_sizes(job_class, (raw for _, raw in locked))
     plain = not locked and getattr(job_class, "on_push", None) is None and not any("bid" in p for p in payloads)
     try:
-        if plain and not scheduled and len(by_queue) + len(front) == 1:  # the usual perform_later
-            side, target = ("R", front) if front else ("L", by_queue)
-            [(queue, raws)] = target.items()
-            _one_call(get_redis(), "push", [keys.queues(), keys.queue(queue)], [queue, side, *raws])
+        if plain and not scheduled and not front and len(by_queue) == 1:  # the usual perform_later
+            [(queue, raws)] = by_queue.items()
+            _exchange(get_redis(), lambda conn: scripts.run_on_connection(
+                conn, "push", [keys.queues(), keys.queue(queue)], [queue, *raws],
+            ))
         elif plain:  # no hook adds to the MULTI: the lean path (see _multi_exec)
             commands = []
             if by_queue or front:
@@ -259,13 +264,11 @@ def _multi_exec(client, commands):
     of its machinery, which cost as much CPU as everything else ``perform_later`` does
     (``docs/performance.rst``).  Raises as the pipeline would: ``ResponseError`` when Redis
     refused a command (then EXEC aborts and nothing is written), ``ConnectionError`` or
-    ``TimeoutError`` when the connection failed (the connection is then dropped)."""
+    ``TimeoutError`` when the connection failed."""
     if not commands:
         return []
-    pool = client.connection_pool
-    conn = pool.get_connection()
-    in_sync = False  # every reply read: the connection can go back to the pool as it is
-    try:
+
+    def talk(conn):
         conn.send_packed_command(conn.pack_commands([("MULTI",), *commands, ("EXEC",)]))
         refused = None
         for _ in range(len(commands) + 1):  # +OK for MULTI, then +QUEUED for each command
@@ -276,37 +279,30 @@ def _multi_exec(client, commands):
         try:
             results = conn.read_response()
         except redis.ResponseError as exc:  # EXECABORT
-            in_sync = True
             raise refused or exc from None
-        in_sync = True
         for item in results:
             if isinstance(item, redis.ResponseError):
                 raise item
         return results
-    finally:
-        if not in_sync:
-            conn.disconnect()
-        pool.release(conn)
+
+    return _exchange(client, talk)
 
 
-def _one_call(client, script, script_keys, args):
-    """Run Lua ``script`` on a pooled connection: one EVALSHA and one reply, without the
-    client's command machinery (see :func:`_multi_exec`).  A connection that failed in
-    between is dropped, not given back in an unknown state."""
+def _exchange(client, talk):
+    """``talk(connection)`` on a pooled connection, without the client's command machinery.
+    ``talk`` raises ``ResponseError`` only once every reply is read, so after one the
+    connection goes back to the pool as it is; after any other error (a dropped connection,
+    a timeout) it is disconnected first, never pooled in an unknown state."""
     pool = client.connection_pool
     conn = pool.get_connection()
-    in_sync = False
     try:
-        try:
-            result = scripts.run_on_connection(conn, script, script_keys, args)
-        except redis.ResponseError:
-            in_sync = True  # Redis answered (OOM, WRONGTYPE): the connection is in step
-            raise
-        in_sync = True
-        return result
+        return talk(conn)
+    except redis.ResponseError:
+        raise
+    except BaseException:
+        conn.disconnect()
+        raise
     finally:
-        if not in_sync:
-            conn.disconnect()
         pool.release(conn)
 
 
@@ -325,7 +321,8 @@ def _check_sizes(job_class, raws):
 
 def _failure_message(job_class, payloads, exc):
     where = f"Redis at {describe()}"
-    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+    # Redis before 7 reports an OOM inside a script as "ERR Error running script ... OOM command not allowed".
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(exc):
         return (
             f"could not enqueue {len(payloads)} {job_class.name} job(s): {where} is full (it reached its "
             f"maxmemory and its maxmemory-policy is noeviction, so it refuses writes rather than drop data). "

@@ -11,8 +11,8 @@ A job ends in one of these ways, each with its bookkeeping (the lock writes are
   waited for a retry: ``KILLED`` (moved to the dead set: its batch records a death) or
   ``DELETED`` (removed: its batch records a failure, so it can complete but never succeed).
   Either frees its enqueue lock (``until_expired`` ones excepted: they always run their
-  time), so an equal job can be enqueued again at once; sidekiq-unique-jobs users had to
-  wait for the TTL instead.
+  time), so an equal job can be enqueued again at once, as sidekiq-unique-jobs does when a
+  job is deleted through Sidekiq's API.
 
 Client-side code: the API and the worker both use it, and it opens no connection of its own.
 """
@@ -33,7 +33,8 @@ _DEFAULT_OPTIONS = {
     lock: LockOptions(lock, None, "reschedule", None, False)
     for lock in ("until_executing", "until_executed", "while_executing", "until_and_while_executing", "until_expired")
 }
-_RUN_LOCKS = ("while_executing", "until_and_while_executing")
+#: The lock types with a run lock, and how ``lua/unique_start.lua`` treats each as a job starts.
+RUN_LOCKS = {"while_executing": "run", "until_and_while_executing": "release_run"}
 
 
 class JobEnd:
@@ -82,7 +83,7 @@ class JobEnd:
                 extend_ms = self.options.ttl_ms(retry_at - now_s() if retry_at else 0)
             else:
                 release = "1"
-        release_run = "1" if self.lock in _RUN_LOCKS else "0"
+        release_run = "1" if self.lock in RUN_LOCKS else "0"
         if release == "0" and extend_ms == 0 and release_run == "0":
             return
         scripts.run("unique_end", [self.lock_key, self.run_key], [self.jid, release, extend_ms, release_run], client=pipe)

@@ -5,6 +5,7 @@ and their batches told (django_bgjobs.job_end), as when a worker ends them.
 import json
 
 import pytest
+import redis as redis_lib
 
 from django_bgjobs import Batch, keys
 from django_bgjobs.api import DeadSet, Queue, RetrySet, ScheduledSet
@@ -74,15 +75,60 @@ def test_clearing_a_queue_frees_the_locks_of_its_jobs_and_leaves_other_queues_al
     assert Queue("default").clear() == 0  # an empty queue clears to nothing, without an error
 
 
-def test_clearing_the_schedule_frees_locks_but_clearing_the_dead_set_leaves_the_rest_alone(redis):
+def test_clearing_the_schedule_frees_the_locks_of_its_jobs(redis):
     UntilExecutingJob.set(wait=60).perform_later("later")
     held = UntilExecutedJob.perform_later("waiting")
-    DeadSet().kill({"class": RecordJob.name, "args": [], "jid": "d" * 24, "queue": "default"})
 
     assert ScheduledSet().clear() == 1
-    assert DeadSet().clear() == 1
 
     assert [redis.hget(key, "jid") for key in lock_keys(redis)] == [held.jid]
+
+
+def test_clearing_more_jobs_than_one_page_frees_every_lock(redis):
+    UntilExecutedJob.perform_bulk([(n,) for n in range(2500)])  # pages of 1,000
+    assert len(lock_keys(redis)) == 2500
+
+    assert Queue("default").clear() == 2500
+
+    assert lock_keys(redis) == []
+
+
+def test_deleting_or_clearing_dead_jobs_leaves_locks_alone(redis):
+    # Given: a dead entry whose jid still holds a lock (as a job killed by hand with DeadSet.kill)
+    handle = UntilExecutedJob.perform_later("k")
+    [raw] = redis.lrange("queue:default", 0, -1)
+    DeadSet().kill(json.loads(raw), reason="given up")
+
+    # Then: DeadSet.kill removed it from nowhere, so it left the lock alone
+    assert [redis.hget(key, "jid") for key in lock_keys(redis)] == [handle.jid]
+    assert DeadSet().clear() == 1
+    assert [redis.hget(key, "jid") for key in lock_keys(redis)] == [handle.jid]
+
+
+def test_kill_all_frees_the_locks_of_every_job_it_moves(redis):
+    for n in range(3):
+        UntilExecutingJob.set(wait=3600).perform_later(n)
+
+    assert ScheduledSet().kill_all() == 3
+
+    assert lock_keys(redis) == [] and DeadSet().size() == 3
+
+
+def test_deleting_a_job_never_frees_a_lock_another_job_holds_now(redis):
+    # Given: the lock of this digest now belongs to another jid (as after on_conflict="replace")
+    handle = UntilExecutedJob.perform_later("k")
+    [key] = lock_keys(redis)
+    redis.hset(key, "jid", "f" * 24)
+
+    Queue("default").find_job(handle.jid).delete()
+
+    assert redis.hget(key, "jid") == "f" * 24
+
+
+def test_clearing_a_queue_key_of_the_wrong_type_says_so_instead_of_reporting_a_count(redis):
+    redis.set("queue:broken", "not a list")
+    with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
+        Queue("broken").clear()
 
 
 @pytest.fixture

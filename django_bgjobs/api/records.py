@@ -13,6 +13,7 @@ worker could not read): ``item`` is then ``{}`` and ``parse_error`` says why.
 """
 
 import json
+import logging
 import secrets
 import time
 
@@ -25,6 +26,8 @@ from django_bgjobs.errors import BgJobsError, InvalidPayloadError, UnknownJobErr
 from django_bgjobs.payload import dumps, loads, now_s
 from django_bgjobs.serialization import TAG
 
+
+logger = logging.getLogger(__name__)
 
 DISPLAY_ARGS_CHARS = 120
 KILL_REASON = "killed from the monitoring API"
@@ -150,7 +153,7 @@ class JobRecord:
         removed = self.redis.lrem(keys.queue(self.queue), 1, self.raw) > 0
         if removed:
             _note_removed(self.parent)
-            job_end.record(self.redis, [self.item], job_end.DELETED)
+            _record_ends(self.redis, [self.item], job_end.DELETED)
         return removed
 
     def queue_end(self, pipe, outcome):
@@ -304,7 +307,11 @@ def clear_jobs(client, key, size, read, more=None):
     pipe.expire(doomed, 3600)
     if more is not None:
         more(pipe)
-    count = pipe.execute(raise_on_error=False)[0]  # RENAME fails, harmlessly, on an empty key
+    count, renamed, *rest = pipe.execute(raise_on_error=False)
+    for reply in (count, renamed, *rest):
+        # RENAME of a key that does not exist (an empty queue) is the one error expected here.
+        if isinstance(reply, redis.ResponseError) and not (reply is renamed and "no such key" in str(reply)):
+            raise reply
     if not count:
         return 0
     for start in range(0, count, _CLEAR_PAGE):
@@ -316,9 +323,19 @@ def clear_jobs(client, key, size, read, more=None):
                     items.append(loads(raw))
                 except InvalidPayloadError:
                     pass
-        job_end.record(client, items, job_end.DELETED)
+        _record_ends(client, items, job_end.DELETED)
     client.unlink(doomed)  # a big key is freed in the background
     return count
+
+
+def _record_ends(client, items, outcome):
+    """:func:`job_end.record`, after the jobs are gone: a Redis error is logged (their locks
+    are then left to their TTLs, their batches unfinished), since the removal is done."""
+    try:
+        job_end.record(client, items, outcome)
+    except redis.RedisError as exc:
+        logger.error("%d removed job(s) keep their unique locks until their TTLs, and their batches "
+                     "are not told: Redis refused the bookkeeping (%s)", len(items), exc)
 
 
 def _note_removed(parent):

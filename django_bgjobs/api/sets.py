@@ -207,15 +207,16 @@ class DeadSet(SortedSet):
     def kill(self, job, reason=None, now=None):
         """Add ``job`` (a raw payload, or a payload dict) to the dead set, then trim the set.
 
-        ``reason`` is written as the payload's ``dead_reason`` when ``job`` is a dict.  Its
-        unique lock is freed and its batch records the death, in the same MULTI.
+        ``reason`` is written as the payload's ``dead_reason`` when ``job`` is a dict.  The job
+        is removed from nowhere (it may be running still, as in Sidekiq, where a job's own code
+        calls this), so its unique lock and batch are left alone: the end of the attempt that
+        holds them writes them.
         """
         now = now_s() if now is None else now
         if isinstance(job, dict):
             job = dumps(dict(job, dead_reason=reason) if reason else job)
         pipe = self.redis.pipeline(transaction=True)
         retry.add_to_dead(pipe, job, now)
-        SortedEntry(self, now, job).queue_end(pipe, job_end.KILLED)  # its lock freed, its batch told
         pipe.execute()
         notify_died([job], reason)
         return True

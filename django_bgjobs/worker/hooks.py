@@ -25,14 +25,11 @@ import random
 
 from django_bgjobs import conf, job_end, keys, scripts
 from django_bgjobs.errors import Discard, UniqueJobError, UniqueJobRejected
-from django_bgjobs.job_end import SUCCEEDED, JobEnd
+from django_bgjobs.job_end import RUN_LOCKS, SUCCEEDED, JobEnd
 from django_bgjobs.payload import dumps, now_s
 from django_bgjobs.retry import DEAD, DISCARDED
 
 logger = logging.getLogger(__name__)
-
-_RUN_LOCKS = {"while_executing": "run", "until_and_while_executing": "release_run"}
-
 
 def for_payload(payload):
     """The :class:`JobHooks` of a parsed payload, or None when it has no lock and no batch."""
@@ -54,8 +51,8 @@ class JobHooks(JobEnd):
         says so: ``Discard`` ("log"), ``UniqueJobRejected`` ("reject"), ``UniqueJobError``."""
         if self.lock == "until_executing":
             mode = "release"
-        elif self.lock in _RUN_LOCKS:
-            mode = _RUN_LOCKS[self.lock]
+        elif self.lock in RUN_LOCKS:
+            mode = RUN_LOCKS[self.lock]
         else:
             return True
         now = now_s()

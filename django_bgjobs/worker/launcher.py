@@ -239,10 +239,9 @@ class Launcher:
                wait_first=True)  # start() wrote the first beat
 
     def _heartbeat_step(self):
-        commands = self.beat()
+        self.act_on(self.beat())  # at once: beat() took the commands off their list
         self.recover_orphans()
         self.reclaim_stranded()
-        self.act_on(commands)
 
     def act_on(self, commands):
         """Obey remote commands returned by :meth:`beat`: ``TSTP`` quiets, ``TERM`` stops."""
