@@ -182,6 +182,22 @@ def test_remote_tstp_makes_the_worker_quiet_when_the_beat_brings_it(redis):
     assert redis.hget(launcher.identity, "quiet") == "true"
 
 
+def test_a_remote_command_is_obeyed_even_when_the_recovery_after_the_beat_fails(redis):
+    # Given: a TSTP sent, and a dead worker whose in-flight "list" is a string, so pushing it
+    # back fails in Redis (WRONGTYPE) after the beat has taken the command off its list
+    launcher = make_launcher()
+    redis.lpush(f"{launcher.identity}-signals", "TSTP")
+    redis.hset("inflight-owners", "ghost:1:0123456789ab", json.dumps(["default"]))
+    redis.set("inflight:ghost:1:0123456789ab:default", "not a list")
+
+    # When: one heartbeat step (the heartbeat thread backs off and tries again after an error)
+    with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
+        launcher._heartbeat_step()
+
+    # Then: the command was not lost with the error
+    assert launcher.quiet and redis.exists(f"{launcher.identity}-signals") == 0
+
+
 def test_remote_term_sets_stopping_when_the_beat_brings_it(redis):
     # Given
     launcher = make_launcher()
