@@ -10,6 +10,7 @@
   nobody reads would fill up and block the worker).
 """
 
+import contextlib
 import itertools
 import json
 import os
@@ -298,3 +299,27 @@ def register_process(redis, identity, *, busy=0, quiet=False, alive=True, work=N
         redis.expire(keys.process(identity), 60)
     for thread_id, job in (work or {}).items():
         redis.hset(keys.work(identity), thread_id, json.dumps(job))
+
+
+@contextlib.contextmanager
+def worker_manager(identity, queues=("default",), concurrency=1, async_concurrency=50):
+    """A worker process's Manager (processor threads not started, the event loop for async
+    jobs) for a test to drive with :func:`run_queued`; the loop is stopped afterwards."""
+    from django_bgjobs.worker.fetcher import Fetcher
+    from django_bgjobs.worker.manager import Manager
+    from django_bgjobs.worker.queues import QueueOrder
+
+    manager = Manager(Fetcher(identity, QueueOrder(list(queues))), concurrency, async_concurrency=async_concurrency)
+    try:
+        yield manager
+    finally:
+        manager.event_loop.abandon()
+        manager.event_loop.stop()
+
+
+def run_queued(manager, timeout=10):
+    """Hand every queued job to ``manager``'s first processor (in this thread), then wait until
+    the event loop has ended every async one."""
+    while manager.processors[0].process_one(block=False):
+        pass
+    wait_until(lambda: not manager.busy_work(), timeout=timeout, message="async jobs to end")

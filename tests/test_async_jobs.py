@@ -18,12 +18,9 @@ from asgiref.sync import async_to_sync
 from django_bgjobs import Batch, Job, execution, signals
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import ConfigurationError
-from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.launcher import Launcher
-from django_bgjobs.worker.manager import Manager
 from django_bgjobs.worker.poller import Poller
-from django_bgjobs.worker.queues import QueueOrder
-from tests.helpers import dead_entries, read_log, start_worker, stop_worker, wait_until
+from tests.helpers import dead_entries, read_log, run_queued, start_worker, stop_worker, wait_until, worker_manager
 from tests.testapp.jobs import AsyncSleepJob, JobFailure, RecordJob, performed, record
 from tests.testapp.unique_batch_jobs import RecordingCallback, callbacks
 
@@ -133,18 +130,9 @@ class AsyncBatchChildJob(Job):
 
 @pytest.fixture
 def manager():
-    manager = Manager(Fetcher(IDENTITY, QueueOrder(["default"])), 1, async_concurrency=50)
-    yield manager
-    manager.event_loop.abandon()
-    manager.event_loop.stop()
+    with worker_manager(IDENTITY) as manager:
+        yield manager
 
-
-def run_all(manager, timeout=10):
-    """Hand every queued job to the processor, then wait for the event loop to end them all."""
-    processor = manager.processors[0]
-    while processor.process_one(block=False):
-        pass
-    wait_until(lambda: not manager.event_loop.busy_work(), timeout=timeout, message="async jobs to end")
 
 
 # -- the class and the client side ------------------------------------------------------------
@@ -285,7 +273,7 @@ def test_worker_runs_an_async_job_on_the_event_loop_and_acknowledges_it(redis, m
     signals.job_started.connect(on_started)
     signals.job_succeeded.connect(on_done)
     try:
-        run_all(manager)
+        run_queued(manager)
     finally:
         signals.job_started.disconnect(on_started)
         signals.job_succeeded.disconnect(on_done)
@@ -310,7 +298,7 @@ def test_what_a_job_started_receiver_puts_in_a_context_variable_reaches_the_job_
     signals.job_succeeded.connect(on_succeeded, sender=AsyncContextJob)
     try:
         jid = AsyncContextJob.perform_later().jid
-        run_all(manager)
+        run_queued(manager)
     finally:
         signals.job_started.disconnect(on_started, sender=AsyncContextJob)
         signals.job_succeeded.disconnect(on_succeeded, sender=AsyncContextJob)
@@ -328,11 +316,11 @@ def test_a_raising_signal_receiver_neither_strands_the_job_nor_stops_the_finishe
     getattr(signals, signal).connect(broken)
     try:
         first = (AsyncRecordJob if signal == "job_succeeded" else AsyncFailingJob.set(retry=0)).perform_later("x").jid
-        run_all(manager)
+        run_queued(manager)
     finally:
         getattr(signals, signal).disconnect(broken)
     jid = AsyncRecordJob.perform_later("next").jid
-    run_all(manager)
+    run_queued(manager)
 
     assert manager.busy_work() == {} and redis.keys("inflight:*") == []
     assert jid in {e["jid"] for e in performed()}
@@ -355,20 +343,16 @@ def test_a_job_handed_over_after_shutdown_began_is_not_started_and_stays_in_flig
 
 
 def test_many_async_jobs_run_at_once_but_never_more_than_the_setting(redis):
-    manager = Manager(Fetcher(IDENTITY, QueueOrder(["default"])), 2, async_concurrency=4)
-    try:
+    with worker_manager(IDENTITY, concurrency=2, async_concurrency=4) as manager:
         AsyncProbeJob.perform_bulk([(n,) for n in range(20)])
-        run_all(manager)
-    finally:
-        manager.event_loop.abandon()
-        manager.event_loop.stop()
+        run_queued(manager)
     assert int(redis.get("test:async:peak")) == 4
     assert manager.counts() == (20, 0) and redis.keys("inflight:*") == []
 
 
 def test_failed_async_job_goes_to_the_retry_set_with_its_error(redis, manager):
     jid = AsyncFailingJob.perform_later("disk full").jid
-    run_all(manager)
+    run_queued(manager)
 
     [raw] = redis.zrange("retry", 0, -1)
     job = json.loads(raw)
@@ -379,9 +363,9 @@ def test_failed_async_job_goes_to_the_retry_set_with_its_error(redis, manager):
 
 def test_async_job_out_of_retries_goes_to_the_dead_set(redis, manager):
     jid = AsyncFailingJob.set(retry=1).perform_later("still broken").jid
-    run_all(manager)
+    run_queued(manager)
     Poller().enqueue_due(now=FAR_FUTURE_S)
-    run_all(manager)
+    run_queued(manager)
 
     [dead] = dead_entries(redis)
     assert dead["jid"] == jid and dead["retry_count"] == 1
@@ -396,7 +380,7 @@ def test_async_job_that_times_out_or_exits_fails_and_the_loop_carries_on(redis, 
                                                                          message):
     job_class.perform_later()
     jid = AsyncRecordJob.perform_later("after").jid
-    run_all(manager)
+    run_queued(manager)
 
     [raw] = redis.zrange("retry", 0, -1)
     assert json.loads(raw)["error_class"] == error_class
@@ -434,7 +418,7 @@ def test_stop_cancels_async_jobs_still_running_and_they_write_nothing(redis, man
 
 def test_async_hooks_run_around_perform_in_the_worker(redis, manager):
     jid = AsyncHookedJob.perform_later(21).jid
-    run_all(manager)
+    run_queued(manager)
     assert [(e["jid"], e["args"]) for e in performed()] == [
         (jid, ["before"]), (jid, ["around-in"]), (jid, ["around-out", 42]), (jid, ["after"]),
     ]
@@ -444,8 +428,8 @@ def test_batch_of_async_jobs_fires_its_success_callback_once(redis, manager):
     batch = Batch().on("success", RecordingCallback, {"kind": "async"})
     with batch.jobs():
         AsyncBatchChildJob.perform_bulk([(n,) for n in range(10)])
-    run_all(manager)  # the children, then the callback job
-    run_all(manager)
+    run_queued(manager)  # the children, then the callback job
+    run_queued(manager)
 
     assert batch.status().success
     assert [(c["event"], c["options"], c["total"]) for c in callbacks()] == [("success", {"kind": "async"}, 10)]

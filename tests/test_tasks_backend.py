@@ -36,10 +36,9 @@ from django_bgjobs.tasks import AsyncTaskJob, RedisTaskBackend, TaskJob
 from django_bgjobs.testing import capture_jobs
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.poller import Poller
-from django_bgjobs.worker.manager import Manager
 from django_bgjobs.worker.processor import Processor
 from django_bgjobs.worker.queues import QueueOrder
-from tests.helpers import dead_entries, drain, start_worker, stop_worker, wait_until
+from tests.helpers import dead_entries, drain, run_queued, start_worker, stop_worker, wait_until, worker_manager
 from tests.testapp import tasks
 from tests.testapp.jobs import JobFailure, performed
 
@@ -142,16 +141,8 @@ def test_async_task_runs_even_without_an_event_loop_through_async_to_sync(redis,
 
 @pytest.fixture
 def manager():
-    manager = Manager(Fetcher(IDENTITY, QueueOrder(["default"])), 1, async_concurrency=50)
-    yield manager
-    manager.event_loop.abandon()
-    manager.event_loop.stop()
-
-
-def run_all(manager):
-    while manager.processors[0].process_one(block=False):
-        pass
-    wait_until(lambda: not manager.busy_work(), message="async tasks to end")
+    with worker_manager(IDENTITY) as manager:
+        yield manager
 
 
 def test_async_tasks_are_awaited_on_the_event_loop_many_at_once(redis, manager):
@@ -160,7 +151,7 @@ def test_async_tasks_are_awaited_on_the_event_loop_many_at_once(redis, manager):
     assert json.loads(redis.lindex("queue:default", 0))["class"] == AsyncTaskJob.name
 
     # When
-    run_all(manager)
+    run_queued(manager)
 
     # Then: all SUCCESSFUL, and they overlapped (one thread alone would run them one by one)
     spans = [tasks.async_nap.get_result(r.id).return_value for r in results]
@@ -173,7 +164,7 @@ def test_async_tasks_are_awaited_on_the_event_loop_many_at_once(redis, manager):
 def test_failed_async_task_is_failed_with_its_traceback_and_logged_as_an_exception(redis, manager, caplog):
     result = tasks.async_fail.enqueue("no luck")
     with caplog.at_level(logging.INFO, logger="django_tasks"), caplog.at_level(logging.INFO, logger="django.tasks"):
-        run_all(manager)
+        run_queued(manager)
 
     fetched = tasks.async_fail.get_result(result.id)
     assert fetched.status == TaskResultStatus.FAILED
