@@ -4,13 +4,10 @@ helpers that fill Redis the way the client and the worker do.
 Test modules import the fixtures they use (``from tests.admin_support import ...``).
 """
 
-import json
-
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from django_bgjobs import keys
 from django_bgjobs.payload import dumps
 from tests.helpers import register_process  # noqa: F401 - the admin tests import it from here
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import redis as redis_lib
 
-from django_bgjobs import Batch, keys
+from django_bgjobs import Batch
 from django_bgjobs.api import DeadSet, Queue, RetrySet, ScheduledSet
 from django_bgjobs.batches import CALLBACK_JOB_NAME
 from django_bgjobs.worker.fetcher import Fetcher
