@@ -92,6 +92,9 @@ def build_payloads(configured, items):
     retry = True if retry is None else retry
     created_at = now_s()
     at_s = configured.scheduled_at_s(created_at)
+    expires_in_s = configured.expires_in_s or job_class._expires_in_s
+    # Sidekiq Pro's rule: the expiry counts from when the job is due, not from now.
+    expiry = (max(at_s or created_at, created_at) + expires_in_s) if expires_in_s else None
     from django_bgjobs import batches, unique
 
     stamp_lock = unique.stamp if job_class._lock_options is not None else None
@@ -114,6 +117,8 @@ def build_payloads(configured, items):
             stamp_lock(payload, job_class, args, kwargs)
         if at_s is not None and at_s > created_at:
             payload["at"] = at_s
+        if expiry is not None:
+            payload["expiry"] = expiry
         payloads.append(payload)
     return payloads
 

@@ -45,6 +45,8 @@ _MISSPELLINGS = {
     "unique_args": "lock_args",
     "lock_expiration": "lock_ttl",
     "time_limit": "timeout",
+    "expiry": "expires_in",
+    "expires_after": "expires_in",
     "soft_time_limit": "timeout",
     "timeout_s": "timeout",
 }
@@ -88,6 +90,10 @@ class Job:
     #: Seconds ``perform`` may run before the worker raises ``JobTimeout`` in it (a failure that
     #: retries); None: no limit.  See "Job timeouts" in docs/guarantees.rst for what it can interrupt.
     timeout = None
+    #: Sidekiq Pro's ``expires_in`` (seconds or a timedelta): a job not started within this
+    #: long of being due is dropped unrun (counted as a success by its batch); None: never.
+    expires_in = None
+    _expires_in_s = None  # the checked expires_in, in seconds (set at class creation)
     #: True on a base class that must not be registered.
     abstract = False
     #: Unique jobs (see ``django_bgjobs.unique``): ``"until_executing"``, ``"until_executed"``,
@@ -139,6 +145,7 @@ class Job:
             check_queue_name(cls.queue)
             check_retry(cls.retry)
             check_timeout(cls.timeout)
+            cls._expires_in_s = _expires_in_s(cls.expires_in)
         except ValueError as exc:
             raise ConfigurationError(f"{where}: {exc}") from None
         try:
@@ -219,12 +226,14 @@ class Job:
     # -- enqueueing -------------------------------------------------------------------------
 
     @classmethod
-    def set(cls, *, wait=None, wait_until=None, queue=None, retry=None):
-        """Return a :class:`ConfiguredJob` with these options, like ActiveJob's ``set``."""
+    def set(cls, *, wait=None, wait_until=None, queue=None, retry=None, expires_in=None):
+        """Return a :class:`ConfiguredJob` with these options, like ActiveJob's ``set``
+        (``expires_in``: Sidekiq Pro's, for this call)."""
         if wait is not None and wait_until is not None:
             raise InvalidOptionError("give wait or wait_until, not both")
         return ConfiguredJob(
             cls, _resolve_wait_until(wait_until), _option_queue(queue), _option_retry(retry), _resolve_wait_s(wait),
+            _expires_in_s(expires_in),
         )
 
     @classmethod
@@ -285,6 +294,8 @@ class ConfiguredJob:
     #: ``set(wait=...)`` in seconds: counted from each ``perform_later``, as ActiveJob does, so a
     #: ``ConfiguredJob`` kept in a variable does not drift into the past.
     wait_s: float | None = None
+    #: ``set(expires_in=...)`` in seconds (None: the class's ``expires_in``).
+    expires_in_s: float | None = None
 
     def scheduled_at_s(self, now_s):
         """Epoch seconds to run at for a job enqueued at ``now_s``, or None for "now"."""
@@ -349,6 +360,23 @@ def _resolve_wait_s(wait):
     if not math.isfinite(seconds) or seconds < 0:
         raise InvalidOptionError(f"wait must be a finite number of seconds >= 0, got {wait!r}")
     return seconds or None
+
+
+def _expires_in_s(expires_in):
+    """Check ``expires_in`` and return it in seconds (None: no expiry)."""
+    if expires_in is None:
+        return None
+    if isinstance(expires_in, datetime.timedelta):
+        seconds = expires_in.total_seconds()
+    elif isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
+        seconds = float(expires_in)
+    else:
+        raise InvalidOptionError(
+            f"expires_in must be a number of seconds or a timedelta, not {type(expires_in).__name__}"
+        )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidOptionError(f"expires_in must be a finite number of seconds > 0, got {expires_in!r}")
+    return seconds
 
 
 def _resolve_wait_until(wait_until):

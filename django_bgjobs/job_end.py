@@ -7,6 +7,9 @@ A job ends in one of these ways, each with its bookkeeping (the lock writes are
   acknowledges the job or writes its retry or dead entry): ``SUCCEEDED``, or
   :mod:`~django_bgjobs.retry`'s ``RETRIED``, ``DEAD``, ``DISCARDED``;
 * buried as a poison job by ``lua/recover.lua``: ``DEAD`` (:func:`record`, just after);
+* dropped unrun by a worker because it was due longer ago than its ``expires_in``:
+  ``EXPIRED`` (its enqueue lock is freed, and its batch counts it as a success, as Sidekiq
+  Pro's expiring jobs do);
 * by hand, through :mod:`django_bgjobs.api` (so the admin too), before it ran or while it
   waited for a retry: ``KILLED`` (moved to the dead set: its batch records a death) or
   ``DELETED`` (removed: its batch records a failure, so it can complete but never succeed).
@@ -24,9 +27,10 @@ from django_bgjobs.retry import DEAD, RETRIED
 from django_bgjobs.unique import LockOptions
 
 SUCCEEDED = "success"
+EXPIRED = "expired"
 KILLED = "killed"
 DELETED = "deleted"
-_BY_HAND = (KILLED, DELETED)
+_NEVER_RAN = (EXPIRED, KILLED, DELETED)  # ended before it ran (or between its retries)
 
 # A payload whose class is unknown here still has its locks released and batch told.
 _DEFAULT_OPTIONS = {
@@ -66,7 +70,7 @@ class JobEnd:
         if self.lock is not None:
             self._queue_unlock(pipe, outcome, retry_at)
         if self.bid is not None and self.jid:
-            if outcome == SUCCEEDED:
+            if outcome in (SUCCEEDED, EXPIRED):
                 op, extra = "success", [self.jid]
             else:  # a job dropped without succeeding counts as failed: the batch completes, never succeeds
                 dead = outcome in (DEAD, KILLED)
@@ -76,7 +80,7 @@ class JobEnd:
 
     def _queue_unlock(self, pipe, outcome, retry_at):
         release, extend_ms = "0", 0
-        if outcome in _BY_HAND:
+        if outcome in _NEVER_RAN:
             release = "0" if self.lock == "until_expired" else "1"
         elif self.lock == "until_executed":
             if outcome == RETRIED:

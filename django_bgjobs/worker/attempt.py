@@ -22,6 +22,7 @@ import redis
 
 from django_bgjobs import conf, retry
 from django_bgjobs.errors import InvalidPayloadError
+from django_bgjobs.job_end import EXPIRED, SUCCEEDED
 from django_bgjobs.payload import now_s
 from django_bgjobs.worker.backoff import Reconnect
 
@@ -67,8 +68,20 @@ class Ending:
             "done %s jid=%s queue=%s %.3fs", payload["class"], payload.get("jid"), attempt.queue,
             time.perf_counter() - attempt.started,
         )
+        self._ack(attempt, fetch_next, SUCCEEDED)
+
+    def expired(self, attempt, fetch_next=False):
+        """Drop a job due longer ago than its ``expires_in``, unrun (Sidekiq Pro's expiring jobs)."""
+        payload = attempt.payload
+        logger.info(
+            "expired %s jid=%s queue=%s: not started within its expires_in (%.1fs late); dropped",
+            payload["class"], payload.get("jid"), attempt.queue, attempt.run_at - payload["expiry"],
+        )
+        self._ack(attempt, fetch_next, EXPIRED)
+
+    def _ack(self, attempt, fetch_next, outcome):
         if attempt.extras is not None:  # locks and batch bookkeeping go in the ack's own MULTI
-            self.until_written(lambda: attempt.extras.ack(self.client, attempt.ack_key, attempt.raw))
+            self.until_written(lambda: attempt.extras.ack(self.client, attempt.ack_key, attempt.raw, outcome))
             return
         self.fetcher.ack(attempt.queue, attempt.raw, fetch_next=fetch_next)
         self.until_written(self.fetcher.write_acks)

@@ -83,11 +83,11 @@ class JobHooks(JobEnd):
 
     # -- end --------------------------------------------------------------------------------
 
-    def ack(self, client, inflight_key, raw):
-        """Acknowledge a job that succeeded: one MULTI with the in-flight removal."""
+    def ack(self, client, inflight_key, raw, outcome=SUCCEEDED):
+        """Acknowledge a job that succeeded (or expired unrun): one MULTI with the in-flight removal."""
         pipe = client.pipeline(transaction=True)
         pipe.lrem(inflight_key, 1, raw)
-        self.queue_end(pipe, SUCCEEDED)
+        self.queue_end(pipe, outcome)
         pipe.execute()
 
     def after_failure(self, pipe, outcome, payload, exc, retry_at):

@@ -34,7 +34,7 @@ import redis
 from django.db import close_old_connections
 
 from django_bgjobs import conf, execution, keys
-from django_bgjobs.errors import Shutdown
+from django_bgjobs.errors import InvalidPayloadError, Shutdown
 from django_bgjobs.payload import loads
 from django_bgjobs.worker import hooks
 from django_bgjobs.worker.attempt import Attempt, Ending
@@ -102,6 +102,9 @@ class Processor:
         try:
             attempt.payload = payload = loads(raw)
             attempt.extras = extras = hooks.for_payload(payload)  # None unless it has a unique lock or a batch
+            if "expiry" in payload and _expired(payload, attempt.run_at):
+                self.ending.expired(attempt, fetch_next=not self.stop_event.is_set())
+                return  # dropped unrun: neither processed nor failed
             close_old_connections()
             job, args, kwargs = attempt.job, attempt.args, attempt.kwargs = execution.instantiate(payload)
             if extras is not None and not extras.start(self.client, raw, attempt.ack_key, self.fetcher.identity):
@@ -144,3 +147,11 @@ class Processor:
                 self.processed += 1
             self.current = None
             close_old_connections()
+
+
+def _expired(payload, now):
+    """True when ``payload`` is due longer ago than its ``expires_in`` (its ``expiry`` has passed)."""
+    expiry = payload["expiry"]
+    if isinstance(expiry, bool) or not isinstance(expiry, (int, float)):
+        raise InvalidPayloadError(f"expiry must be epoch seconds, not {expiry!r}")
+    return now > expiry
