@@ -6,6 +6,8 @@ front of every key followed by a colon, like redis-namespace does for Sidekiq.
 Changing any string here is a data migration: ``tests/test_keys.py`` pins them.
 """
 
+import time
+
 from django_bgjobs import conf
 
 
@@ -37,6 +39,14 @@ def retry():
 def dead():
     """Sorted set of payloads that will not run again, scored by death time. Written by the worker."""
     return _k("dead")
+
+
+def metrics(minute_epoch_s):
+    """Hash of per-class job metrics for one UTC minute: ``CLASS|p`` (jobs run), ``CLASS|f``
+    (of them failed), ``CLASS|ms`` (milliseconds spent), as Sidekiq 7's ``j|`` keys; written
+    by each worker's heartbeat, expiring after ``METRICS_TTL_S``."""
+    minute = time.gmtime(minute_epoch_s)
+    return _k(f"j|{time.strftime('%Y%m%d', minute)}|{minute.tm_hour}:{minute.tm_min}")
 
 
 def being_cleared(token):

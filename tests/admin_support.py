@@ -33,6 +33,7 @@ PAGES = [
     ("admin:django_bgjobs_batches", []),
     ("admin:django_bgjobs_locks", []),
     ("admin:django_bgjobs_recurring", []),
+    ("admin:django_bgjobs_metrics", []),
 ]
 
 

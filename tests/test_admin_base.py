@@ -123,7 +123,7 @@ def test_tab_bar_leaves_out_pages_the_user_may_not_open(viewer_client, db):
 
     # Then
     assert labels == ["Dashboard", "Processes", "Queues", "Retries", "Scheduled", "Dead", "Batches", "Unique locks",
-                      "Recurring jobs"]
+                      "Recurring jobs", "Metrics"]
 
 
 # -- CSRF and methods -----------------------------------------------------------------------

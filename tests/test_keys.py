@@ -36,6 +36,7 @@ PINNED = [
     (keys.cron_state, ("daily_report",), "cron:state:daily_report"),
     (keys.task_result, ("b4a577edbccf1d805744efa9",), "task:result:b4a577edbccf1d805744efa9"),
     (keys.being_cleared, ("5e1f0a2b3c4d5e6f",), "clearing:5e1f0a2b3c4d5e6f"),
+    (keys.metrics, (1_700_000_000.5,), "j|20231114|22:13"),
 ]
 
 

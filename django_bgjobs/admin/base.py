@@ -58,6 +58,7 @@ NAV_LINKS = [
     NavLink("batches", "Batches", "admin:django_bgjobs_batches"),
     NavLink("locks", "Unique locks", "admin:django_bgjobs_locks"),
     NavLink("recurring", "Recurring jobs", "admin:django_bgjobs_recurring"),
+    NavLink("metrics", "Metrics", "admin:django_bgjobs_metrics"),
     NavLink(
         "failed", "Failed jobs", "admin:django_bgjobs_failedjob_changelist",
         ("django_bgjobs.view_failedjob", "django_bgjobs.change_failedjob"),

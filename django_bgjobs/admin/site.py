@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.urls import path
 
 from django_bgjobs.admin.batches import BatchesPage, BatchPage
+from django_bgjobs.admin.metrics import MetricsPage
 from django_bgjobs.admin.dashboard import DashboardPage
 from django_bgjobs.admin.locks import UniqueLocksPage
 from django_bgjobs.admin.processes import ProcessesPage
@@ -42,6 +43,7 @@ class DashboardAdmin(admin.ModelAdmin):
             ("batches/<str:bid>/", page(BatchPage), "django_bgjobs_batch"),
             ("locks/", page(UniqueLocksPage), "django_bgjobs_locks"),
             ("recurring/", page(RecurringPage), "django_bgjobs_recurring"),
+            ("metrics/", page(MetricsPage), "django_bgjobs_metrics"),
         ]
         for slug, kind in SET_KINDS.items():
             urls += [

@@ -18,11 +18,12 @@ may already be out of date.
 Modules: ``records`` (one job), ``queues`` (queue lists), ``sets`` (the
 schedule, retry and dead sets), ``processes`` (workers and their current jobs),
 ``stats`` (counters and history), ``cron`` (recurring jobs), ``unique`` (unique-job
-locks), ``batches`` (batches and their progress).
+locks), ``batches`` (batches and their progress), ``metrics`` (per job class, minute by minute).
 """
 
 from django_bgjobs.api.batches import BatchSet
 from django_bgjobs.api.cron import CronEntry, CronSet
+from django_bgjobs.api.metrics import ClassMetrics, JobMetrics
 from django_bgjobs.api.processes import Process, ProcessSet, WorkSet
 from django_bgjobs.api.queues import Queue
 from django_bgjobs.api.records import JobRecord, SortedEntry
@@ -32,6 +33,7 @@ from django_bgjobs.api.unique import UniqueLock, UniqueLocks
 from django_bgjobs.batches import BatchStatus
 
 __all__ = [
-    "BatchSet", "BatchStatus", "CronEntry", "CronSet", "DeadSet", "JobRecord", "Process", "ProcessSet", "Queue",
+    "BatchSet", "BatchStatus", "ClassMetrics", "CronEntry", "CronSet", "DeadSet", "JobMetrics", "JobRecord",
+    "Process", "ProcessSet", "Queue",
     "RetrySet", "ScheduledSet", "SortedEntry", "SortedSet", "Stats", "UniqueLock", "UniqueLocks", "WorkSet",
 ]

@@ -55,19 +55,20 @@ class Attempt:
 class Ending:
     """Writes the end of attempts for one thread (see the module docstring)."""
 
-    def __init__(self, fetcher, who):
+    def __init__(self, fetcher, who, metrics=None):
         self.fetcher = fetcher
         self.client = fetcher.client
+        self.metrics = metrics  # a worker.metrics.ExecutionMetrics, or None
         self._reconnect = Reconnect(f"{who} acknowledgement", conf.get("RECONNECT_MAX_WAIT_S"))
 
     def succeeded(self, attempt, fetch_next=False):
         """Acknowledge a job whose ``perform`` returned.  ``fetch_next``: the calling thread
         asks for its next job right after, so the call that writes the ack takes it."""
         payload = attempt.payload
-        logger.info(
-            "done %s jid=%s queue=%s %.3fs", payload["class"], payload.get("jid"), attempt.queue,
-            time.perf_counter() - attempt.started,
-        )
+        duration_s = time.perf_counter() - attempt.started
+        logger.info("done %s jid=%s queue=%s %.3fs", payload["class"], payload.get("jid"), attempt.queue, duration_s)
+        if self.metrics is not None:
+            self.metrics.record(payload["class"], duration_s)
         self._ack(attempt, fetch_next, SUCCEEDED)
 
     def expired(self, attempt, fetch_next=False):
@@ -94,11 +95,14 @@ class Ending:
         the job in flight to do the same to the next worker; it is buried as unreadable instead.
         """
         raw, payload, extras = attempt.raw, attempt.payload, attempt.extras
+        duration_s = time.perf_counter() - attempt.started
         if not isinstance(exc, InvalidPayloadError) or payload is not None:
             logger.info(
                 "fail %s jid=%s queue=%s %.3fs: %s: %s", (payload or {}).get("class"), (payload or {}).get("jid"),
-                attempt.queue, time.perf_counter() - attempt.started, type(exc).__name__, exc,
+                attempt.queue, duration_s, type(exc).__name__, exc,
             )
+        if self.metrics is not None and isinstance((payload or {}).get("class"), str):
+            self.metrics.record(payload["class"], duration_s, failed=True)
         where = {"ack_key": attempt.ack_key, "queue": attempt.queue, "run_write": self.until_written}
         try:
             after = extras.after_failure if extras is not None else None

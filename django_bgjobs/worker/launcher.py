@@ -42,7 +42,7 @@ from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import JobTimeout, PoisonJobError, UnknownJobError
 from django_bgjobs.payload import now_s
 from django_bgjobs.retry import error_class_name
-from django_bgjobs.worker import hooks
+from django_bgjobs.worker import hooks, metrics
 from django_bgjobs.worker.backoff import Reconnect, repeat
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.manager import Manager
@@ -163,7 +163,7 @@ class Launcher:
         for attempt in range(50):
             try:
                 counts = self.manager.counts()
-                self._flush_counts(self.client.pipeline(transaction=True), counts).execute()
+                self._execute_with_metrics(self._flush_counts(self.client.pipeline(transaction=True), counts), now_s())
                 self._flushed = counts
                 self.client.delete(keys.process(self.identity), keys.work(self.identity))
                 # Finished jobs leave the in-flight list first, so only unfinished ones go back;
@@ -286,11 +286,23 @@ class Launcher:
         counts = self.manager.counts()
         self._flush_counts(pipe, counts, now)
         signals_key = keys.process_signals(self.identity)
+        commands_at = len(pipe)
         pipe.lrange(signals_key, 0, -1)
         pipe.delete(signals_key)
-        results = pipe.execute()
+        results = self._execute_with_metrics(pipe, now)
         self._flushed = counts
-        return [c.decode() if isinstance(c, bytes) else c for c in reversed(results[-2])]
+        return [c.decode() if isinstance(c, bytes) else c for c in reversed(results[commands_at])]
+
+    def _execute_with_metrics(self, pipe, now):
+        """Add to ``pipe`` the job metrics recorded since the last write, then run it; when it
+        fails they wait for the next one.  Returns the pipeline's results."""
+        taken = self.manager.metrics.take()
+        metrics.queue_write(pipe, taken, now)
+        try:
+            return pipe.execute()
+        except BaseException:
+            self.manager.metrics.put_back(taken)
+            raise
 
     def _flush_counts(self, pipe, counts, now=None):
         """Queue on ``pipe`` the INCRBYs of the counts not yet written (the caller marks them

@@ -21,6 +21,7 @@ import time
 from django_bgjobs import conf
 from django_bgjobs.worker.attempt import Ending
 from django_bgjobs.worker.event_loop import EventLoop
+from django_bgjobs.worker.metrics import ExecutionMetrics
 from django_bgjobs.worker.processor import Processor
 
 
@@ -28,9 +29,10 @@ class Manager:
     def __init__(self, fetcher, concurrency, async_concurrency=None):
         self.stop_event = threading.Event()
         async_concurrency = async_concurrency or conf.get("ASYNC_CONCURRENCY")
-        self.event_loop = EventLoop(Ending(fetcher, "event loop"), async_concurrency)
+        self.metrics = ExecutionMetrics()  # per job class, written by the heartbeat
+        self.event_loop = EventLoop(Ending(fetcher, "event loop", self.metrics), async_concurrency)
         self.processors = [
-            Processor(fetcher, slot, self.stop_event, self.event_loop) for slot in range(concurrency)
+            Processor(fetcher, slot, self.stop_event, self.event_loop, self.metrics) for slot in range(concurrency)
         ]
 
     def start(self):

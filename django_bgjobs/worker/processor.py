@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 
 class Processor:
-    def __init__(self, fetcher, slot=0, stop_event=None, event_loop=None):
+    def __init__(self, fetcher, slot=0, stop_event=None, event_loop=None, metrics=None):
         self.fetcher = fetcher
         self.client = fetcher.client
         self.slot = slot
@@ -60,7 +60,7 @@ class Processor:
         self.event_loop = event_loop  # runs async jobs (worker/event_loop.py); None: async_to_sync here
         # Fetch waits end early on quiet/stop; acknowledgement waits do not (they must land).
         self._reconnect = Reconnect(f"processor {slot} fetch", conf.get("RECONNECT_MAX_WAIT_S"), self.stop_event)
-        self.ending = Ending(fetcher, f"processor {slot}")
+        self.ending = Ending(fetcher, f"processor {slot}", metrics)
 
     # -- thread wrapper ------------------------------------------------------------------
 
