@@ -383,7 +383,7 @@ def test_async_job_that_times_out_or_exits_fails_and_the_loop_carries_on(redis, 
     run_queued(manager)
 
     [raw] = redis.zrange("retry", 0, -1)
-    assert json.loads(raw)["error_class"] == error_class
+    assert json.loads(raw)["error_class"] == error_class, json.loads(raw)
     assert message in json.loads(raw)["error_message"]
     assert [e["jid"] for e in performed()] == [jid]
 

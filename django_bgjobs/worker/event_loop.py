@@ -87,7 +87,9 @@ class EventLoop:
             if self._closed:
                 self._slots.release()
                 return False
-            future = attempt.context.run(asyncio.run_coroutine_threadsafe, self._run(attempt), self.loop)
+            # In a copy: the finisher enters attempt.context itself, maybe while this thread is
+            # still in this call (a Context can be entered by one thread at a time).
+            future = attempt.context.copy().run(asyncio.run_coroutine_threadsafe, self._run(attempt), self.loop)
             self._running[attempt] = (f"async-{next(self._keys)}", future)
         return True
 
