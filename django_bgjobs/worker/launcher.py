@@ -7,8 +7,9 @@ Duties:
    :class:`Manager` (processor threads), the :class:`Poller` and the heartbeat thread.
 2. :meth:`beat`, every ``HEARTBEAT_INTERVAL_S`` in the heartbeat thread: refresh this
    process's hash in ``processes`` (expiring after ``HEARTBEAT_TTL_S``), the jobs running
-   now, the ``inflight-owners`` entry, add the processed/failed counts to ``stat:*``, and
-   read remote commands (``TSTP`` quiet, ``TERM`` stop) sent from the admin.
+   now, the ``inflight-owners`` entry, add the processed/failed counts to ``stat:*`` and the
+   per-class job metrics to this minute's hash (``worker/metrics.py``), and read remote
+   commands (``TSTP`` quiet, ``TERM`` stop) sent from the admin.
 3. :meth:`recover_orphans`, after each beat: a worker whose heartbeat has expired is
    gone (``kill -9``, lost machine); its in-flight jobs go back to the tail of their
    queues (``lua/recover.lua``, atomic, so two workers never both push them back).
