@@ -191,6 +191,12 @@ class Job:
         bid = self.bid
         return Batch(bid) if bid else None
 
+    @classmethod
+    def display_name(cls, payload):
+        """The name the job metrics count ``payload`` under: the class's ``name``; a wrapper
+        job (a ``django.tasks`` task) gives what it wraps, as Sidekiq's ``wrapped`` does."""
+        return cls.name
+
     def retry_in(self, count, exception):
         """Seconds (or a timedelta) before retry number ``count``; None = exponential backoff;
         ``"kill"`` = dead set now; ``"discard"`` = drop.  Override to customise."""
@@ -349,33 +355,27 @@ def _option_retry(retry):
 
 def _resolve_wait_s(wait):
     """Check ``wait`` and return it in seconds (None when no wait)."""
-    if wait is None:
-        return None
-    if isinstance(wait, datetime.timedelta):
-        seconds = wait.total_seconds()
-    elif isinstance(wait, (int, float)) and not isinstance(wait, bool):
-        seconds = float(wait)
-    else:
-        raise InvalidOptionError(f"wait must be a number of seconds or a timedelta, not {type(wait).__name__}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidOptionError(f"wait must be a finite number of seconds >= 0, got {wait!r}")
-    return seconds or None
+    return _seconds("wait", wait, ">= 0") or None
 
 
 def _expires_in_s(expires_in):
     """Check ``expires_in`` and return it in seconds (None: no expiry)."""
-    if expires_in is None:
+    return _seconds("expires_in", expires_in, "> 0")
+
+
+def _seconds(name, value, bound):
+    """``value`` (seconds or a timedelta) in seconds, checked finite and ``bound`` (``">= 0"``
+    or ``"> 0"``); None stays None."""
+    if value is None:
         return None
-    if isinstance(expires_in, datetime.timedelta):
-        seconds = expires_in.total_seconds()
-    elif isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
-        seconds = float(expires_in)
+    if isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
     else:
-        raise InvalidOptionError(
-            f"expires_in must be a number of seconds or a timedelta, not {type(expires_in).__name__}"
-        )
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidOptionError(f"expires_in must be a finite number of seconds > 0, got {expires_in!r}")
+        raise InvalidOptionError(f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds < 0 or (bound == "> 0" and seconds == 0):
+        raise InvalidOptionError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
     return seconds
 
 

@@ -196,6 +196,12 @@ class TaskJob(Job):
     retry = 0  # each payload carries its backend's OPTIONS["RETRY"]
 
     @classmethod
+    def display_name(cls, payload):
+        """The task's module path: the job metrics count each task apart."""
+        args = payload.get("args")
+        return args[0] if isinstance(args, list) and args and isinstance(args[0], str) else cls.name
+
+    @classmethod
     def on_push(cls, pipe, payloads):
         """Write each task's ``READY`` result in the MULTI that pushes its payload."""
         now = now_s()

@@ -12,9 +12,9 @@ from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.poller import Poller
 from django_bgjobs.worker.processor import Processor
 from django_bgjobs.worker.queues import QueueOrder
-from tests.helpers import dead_entries
-from tests.testapp.jobs import FailingJob, RecordJob, performed
-from tests.testapp.unique_batch_jobs import RecordingCallback, UntilExecutingJob
+from tests.helpers import dead_entries, run_queued, worker_manager
+from tests.testapp.jobs import AsyncSleepJob, FailingJob, RecordJob, performed
+from tests.testapp.unique_batch_jobs import RecordingCallback, UntilExecutingJob, UntilExpiredJob
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,6 +66,28 @@ def test_a_job_past_its_expiry_is_dropped_unrun_and_one_within_it_runs(redis, pr
     assert [e["jid"] for e in performed()] == [fresh]
     assert redis.keys("inflight:*") == [] and redis.zcard("retry") == 0 and redis.zcard("dead") == 0
     assert processor.processed == 1  # the dropped one is neither processed nor failed
+
+
+def test_an_until_expired_lock_outlives_its_expired_job(redis, processor):
+    UntilExpiredJob.set(expires_in=0.05).perform_later("k")
+    time.sleep(0.1)
+
+    processor.process_one(block=False)
+
+    assert performed() == [] and len(redis.keys("unique:*")) == 1  # its lock always runs its time
+
+
+def test_an_async_job_past_its_expiry_is_dropped_and_one_within_it_runs(redis):
+    AsyncSleepJob.set(expires_in=0.05).perform_later(0)
+    fresh = AsyncSleepJob.set(expires_in=60).perform_later(0).jid
+    time.sleep(0.1)
+
+    with worker_manager("test-host:1:expiry-async") as manager:
+        run_queued(manager)
+        counts = manager.counts()
+
+    assert [e["jid"] for e in performed()] == [fresh] and counts == (1, 0)
+    assert redis.keys("inflight:*") == []
 
 
 def test_a_retry_due_after_the_expiry_is_dropped(redis, processor):

@@ -12,7 +12,8 @@ from django_bgjobs.worker.launcher import Launcher
 from django_bgjobs.worker.metrics import ExecutionMetrics
 from tests.admin_support import operator_client, operator, push_at_once  # noqa: F401 - fixtures
 from tests.helpers import run_queued, worker_manager
-from tests.testapp.jobs import FailingJob, RecordJob
+from tests.testapp import tasks
+from tests.testapp.jobs import FailingJob, RecordJob, SlowJob
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,15 +29,18 @@ def test_a_heartbeat_writes_what_its_threads_ran_to_the_hash_of_its_minute(redis
     launcher = Launcher(queues=["default"], concurrency=1, schedule=False)
     RecordJob.perform_bulk([("a",), ("b",), ("c",)])
     FailingJob.perform_later("boom")
+    SlowJob.perform_bulk([(0.05,), (0.05,)])
     while launcher.manager.processors[0].process_one(block=False):
         pass
+    redis.lpush(f"{launcher.identity}-signals", "TSTP")
 
-    launcher.beat(now=NOW_S)
+    commands = launcher.beat(now=NOW_S)
 
+    assert commands == ["TSTP"]  # read from its place in the MULTI, whatever the metrics add
     fields = redis.hgetall("j|20231114|22:13")
     assert fields[f"{RecordJob.name}|p"] == "3" and f"{RecordJob.name}|f" not in fields
     assert fields[f"{FailingJob.name}|p"] == "1" and fields[f"{FailingJob.name}|f"] == "1"
-    assert int(fields[f"{RecordJob.name}|ms"]) >= 0
+    assert 100 <= int(fields[f"{SlowJob.name}|ms"]) < 1000  # two runs of 50 ms
     assert 0 < redis.ttl("j|20231114|22:13") <= 8 * 3600
     launcher.beat(now=NOW_S + 1)  # nothing new: nothing added twice
     assert redis.hget("j|20231114|22:13", f"{RecordJob.name}|p") == "3"
@@ -48,6 +52,31 @@ def test_async_jobs_are_recorded_by_the_event_loops_finisher(redis):
         run_queued(manager)
         taken = manager.metrics.take()
     assert taken[AsyncMetricJob.name][:2] == [4, 0]
+
+
+def test_django_tasks_are_counted_under_their_own_paths(redis):
+    with worker_manager("test-host:1:metrics") as manager:
+        tasks.add.enqueue(1, 2)
+        tasks.async_double.enqueue(2)
+        run_queued(manager)
+        taken = manager.metrics.take()
+    assert set(taken) == {"tests.testapp.tasks.add", "tests.testapp.tasks.async_double"}
+
+
+def test_fractions_of_a_millisecond_are_carried_to_the_next_write():
+    metrics = ExecutionMetrics()
+    for _ in range(3):
+        metrics.record("Fast", 0.0004)  # 0.4 ms each
+
+    first = metrics.take()
+    metrics.record("Fast", 0.0004)
+    second = metrics.take()
+    metrics.record("Fast", 0.0005)
+    third = metrics.take()
+
+    assert first == {"Fast": [3, 0, 1]}  # 1.2 ms: 1 written, 0.2 carried
+    assert second == {"Fast": [1, 0, 0]}  # 0.6 ms: carried
+    assert third == {"Fast": [1, 0, 1]}  # 1.1 ms
 
 
 def test_metrics_a_failed_write_took_are_put_back_for_the_next_one():

@@ -68,7 +68,7 @@ class Ending:
         duration_s = time.perf_counter() - attempt.started
         logger.info("done %s jid=%s queue=%s %.3fs", payload["class"], payload.get("jid"), attempt.queue, duration_s)
         if self.metrics is not None:
-            self.metrics.record(payload["class"], duration_s)
+            self.metrics.record(_metric_name(attempt), duration_s)
         self._ack(attempt, fetch_next, SUCCEEDED)
 
     def expired(self, attempt, fetch_next=False):
@@ -76,7 +76,7 @@ class Ending:
         payload = attempt.payload
         logger.info(
             "expired %s jid=%s queue=%s: not started within its expires_in (%.1fs late); dropped",
-            payload["class"], payload.get("jid"), attempt.queue, attempt.run_at - payload["expiry"],
+            payload["class"], payload.get("jid"), attempt.queue, now_s() - payload["expiry"],
         )
         self._ack(attempt, fetch_next, EXPIRED)
 
@@ -102,7 +102,7 @@ class Ending:
                 attempt.queue, duration_s, type(exc).__name__, exc,
             )
         if self.metrics is not None and isinstance((payload or {}).get("class"), str):
-            self.metrics.record(payload["class"], duration_s, failed=True)
+            self.metrics.record(_metric_name(attempt), duration_s, failed=True)
         where = {"ack_key": attempt.ack_key, "queue": attempt.queue, "run_write": self.until_written}
         try:
             after = extras.after_failure if extras is not None else None
@@ -128,3 +128,11 @@ class Ending:
             else:
                 self._reconnect.ok()
                 return
+
+
+def _metric_name(attempt):
+    """What the job metrics count ``attempt`` under (``Job.display_name``; the payload's
+    ``class`` when the class could not be looked up)."""
+    if attempt.job is None:
+        return attempt.payload["class"]
+    return type(attempt.job).display_name(attempt.payload)

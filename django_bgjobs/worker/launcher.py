@@ -163,6 +163,7 @@ class Launcher:
             )
         for attempt in range(50):
             try:
+                self._fail_stuck()  # first: their failures join the counts written next
                 counts = self.manager.counts()
                 self._execute_with_metrics(self._flush_counts(self.client.pipeline(transaction=True), counts), now_s())
                 self._flushed = counts
@@ -171,7 +172,6 @@ class Launcher:
                 # prefetched ones go back with them (they are in the in-flight list too).
                 self.fetcher.flush()
                 self.fetcher.forget_prefetched()
-                self._fail_stuck()
                 pushed_back = self._recover(self.identity, crashed=False)
                 self.client.srem(keys.processes(), self.identity)
                 self.fetcher.close()
@@ -231,6 +231,7 @@ class Launcher:
             retry.fail(raw, job.payload, exc, job=job, ack_key=self.fetcher.inflight_key(queue), queue=queue,
                        client=self.client, after=extras.after_failure if extras is not None else None)
             processor.failed += 1
+            self.manager.metrics.record(type(job).display_name(job.payload), job.timeout + self._grace_s(), failed=True)
             self._stuck.pop(0)
 
     # -- heartbeat -----------------------------------------------------------------------

@@ -33,9 +33,17 @@ class ExecutionMetrics:
             entry[2] += duration_s * 1000
 
     def take(self):
-        """What was recorded since the last call, for the caller to write."""
+        """What was recorded since the last call, for the caller to write: whole milliseconds,
+        the fractions kept for the next call (a 0.4 ms job would otherwise always add 0)."""
         with self._lock:
-            taken, self._pending = self._pending, {}
+            pending, self._pending = self._pending, {}
+            taken = {}
+            for klass, (runs, failures, ms) in pending.items():
+                whole = int(ms)
+                if runs or whole:
+                    taken[klass] = [runs, failures, whole]
+                if ms - whole:
+                    self._pending[klass] = [0, 0, ms - whole]
         return taken
 
     def put_back(self, taken):
@@ -54,8 +62,10 @@ def queue_write(pipe, taken, now_s):
         return
     key = keys.metrics(now_s)
     for klass, (runs, failures, ms) in taken.items():
-        pipe.hincrby(key, f"{klass}|p", runs)
+        if runs:
+            pipe.hincrby(key, f"{klass}|p", runs)
         if failures:
             pipe.hincrby(key, f"{klass}|f", failures)
-        pipe.hincrby(key, f"{klass}|ms", int(round(ms)))
+        if ms:
+            pipe.hincrby(key, f"{klass}|ms", ms)
     pipe.expire(key, METRICS_TTL_S)

@@ -35,7 +35,7 @@ from django.db import close_old_connections
 
 from django_bgjobs import conf, execution, keys
 from django_bgjobs.errors import InvalidPayloadError, Shutdown
-from django_bgjobs.payload import loads
+from django_bgjobs.payload import loads, now_s
 from django_bgjobs.worker import hooks
 from django_bgjobs.worker.attempt import Attempt, Ending
 from django_bgjobs.worker.backoff import Reconnect
@@ -121,6 +121,11 @@ class Processor:
                 if not self.event_loop.wait_for_slot(self):
                     ran = False
                     return  # abandoned at shutdown while every slot was busy: pushed back, never run
+                if "expiry" in payload and _expired(payload, now_s()):  # it may have waited for the slot
+                    self.event_loop.release_slot()
+                    ran = False
+                    self.ending.expired(attempt)
+                    return
                 # The job's own context: what job_started receivers set stays with this job.
                 attempt.context = contextvars.copy_context()
                 try:
