@@ -123,6 +123,13 @@ class DecoratedAsyncJob(Job):
         return value
 
 
+class BlockingAsyncJob(Job):
+    """The mistake to catch: a blocking call inside an async job."""
+
+    async def perform(self):
+        time.sleep(0.6)
+
+
 class AsyncBatchChildJob(Job):
     async def perform(self, n):
         await asyncio.sleep(0.01)
@@ -398,6 +405,21 @@ def test_running_async_job_is_reported_as_busy_work_and_stays_in_flight(redis, m
     assert redis.llen(f"inflight:{IDENTITY}:default") == 1
     wait_until(lambda: not manager.busy_work())
     assert redis.llen(f"inflight:{IDENTITY}:default") == 0
+
+
+def test_a_loop_blocked_by_a_job_is_reported_with_the_jobs_running(redis, manager, monkeypatch, caplog):
+    from django_bgjobs.worker import event_loop
+
+    monkeypatch.setattr(event_loop, "BLOCKED_AFTER_S", 0.3)
+    jid = BlockingAsyncJob.perform_later().jid
+    manager.processors[0].process_one(block=False)
+    time.sleep(0.45)
+
+    assert manager.event_loop.check_blocked() >= 0.3
+    assert "event loop has been blocked" in caplog.text and f"jid={jid}" in caplog.text
+    wait_until(lambda: not manager.busy_work())
+    time.sleep(event_loop.TICK_S + 0.1)  # the loop ticks again once the job returns
+    assert manager.event_loop.check_blocked() == 0
 
 
 def test_stop_cancels_async_jobs_still_running_and_they_write_nothing(redis, manager):

@@ -23,6 +23,9 @@ threads start with the first async job.  How an async job runs:
 
 An async job must not block: a ``time.sleep`` or a synchronous ORM call (Django raises
 ``SynchronousOnlyOperation`` for the latter) holds up every job on the loop, timeouts included.
+The loop notes the time every ``TICK_S``; each heartbeat calls :meth:`EventLoop.check_blocked`,
+which logs an error naming the async jobs running when the loop has not ticked for
+``BLOCKED_AFTER_S``: the one blocking it is among them.
 """
 
 import asyncio
@@ -38,6 +41,10 @@ from django.db import close_old_connections
 from django_bgjobs import execution
 
 logger = logging.getLogger(__name__)
+
+TICK_S = 0.5
+#: A loop that has not ticked for this long is reported as blocked.
+BLOCKED_AFTER_S = 5.0
 
 
 class EventLoop:
@@ -55,6 +62,7 @@ class EventLoop:
         self._keys = itertools.count()
         self._threads = []
         self._closed = False  # set by abandon(): no job is started any more
+        self.last_tick = None  # time.monotonic() of the loop's last tick (see check_blocked)
         self._stopped = False
 
     # -- the processor side ---------------------------------------------------------------
@@ -153,6 +161,8 @@ class EventLoop:
             if self.loop is not None:
                 return
             loop = asyncio.new_event_loop()
+            self.last_tick = time.monotonic()
+            loop.call_soon_threadsafe(self._tick, loop)
             self._threads = [
                 threading.Thread(target=loop.run_forever, name="bgjobs-event-loop", daemon=True),
                 threading.Thread(target=self._finish, name="bgjobs-async-finisher", daemon=True),
@@ -160,6 +170,27 @@ class EventLoop:
             for thread in self._threads:
                 thread.start()
             self.loop = loop
+
+    def _tick(self, loop):
+        self.last_tick = time.monotonic()
+        loop.call_later(TICK_S, self._tick, loop)
+
+    def check_blocked(self, now=None):
+        """Log an error and return the blocked seconds when the loop has not ticked for
+        ``BLOCKED_AFTER_S`` (an async job is blocking it); else return 0."""
+        if self.loop is None or self._stopped:
+            return 0
+        blocked_s = (time.monotonic() if now is None else now) - self.last_tick
+        if blocked_s < BLOCKED_AFTER_S:
+            return 0
+        with self._lock:
+            running = [attempt.payload for attempt in self._running]
+        logger.error(
+            "the event loop has been blocked for %.1fs: an async job is not awaiting (time.sleep, a blocking "
+            "call?), and every async job of this process waits, timeouts included; running: %s", blocked_s,
+            ", ".join(f"{p.get('class')} jid={p.get('jid')}" for p in running) or "none",
+        )
+        return blocked_s
 
     def busy_work(self):
         """``{key: (queue, raw, run_at)}`` for every async job running or being ended now."""

@@ -242,6 +242,7 @@ class Launcher:
 
     def _heartbeat_step(self):
         self.act_on(self.beat())  # at once: beat() took the commands off their list
+        self.manager.event_loop.check_blocked()
         self.recover_orphans()
         self.reclaim_stranded()
 
