@@ -180,6 +180,17 @@ def test_confirmed_clear_deletes_every_job_of_that_queue_only(operator_client, r
     assert redis.llen("queue:low") == 1
 
 
+def test_clearing_a_queue_key_of_the_wrong_type_gives_a_message_not_a_500_and_changes_nothing(operator_client, redis):
+    redis.set("queue:broken", "not a list")
+
+    response = operator_client.post(reverse("admin:django_bgjobs_queue_clear", args=["broken"]))
+    after = operator_client.get(reverse("admin:django_bgjobs_queues"))
+
+    assert response.status_code == 302
+    assert messages_of(after) == ["cannot clear 'queue:broken': it holds a string, not a list; nothing was changed"]
+    assert redis.get("queue:broken") == "not a list"
+
+
 def test_clear_page_of_an_empty_queue_says_there_is_nothing_to_do(operator_client):
     page = operator_client.get(reverse("admin:django_bgjobs_queue_clear", args=["low"])).content.decode()
 

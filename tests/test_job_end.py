@@ -5,9 +5,8 @@ and their batches told (django_bgjobs.job_end), as when a worker ends them.
 import json
 
 import pytest
-import redis as redis_lib
 
-from django_bgjobs import Batch
+from django_bgjobs import Batch, BgJobsError
 from django_bgjobs.api import DeadSet, Queue, RetrySet, ScheduledSet
 from django_bgjobs.batches import CALLBACK_JOB_NAME
 from django_bgjobs.worker.fetcher import Fetcher
@@ -125,10 +124,11 @@ def test_deleting_a_job_never_frees_a_lock_another_job_holds_now(redis):
     assert redis.hget(key, "jid") == "f" * 24
 
 
-def test_clearing_a_queue_key_of_the_wrong_type_says_so_instead_of_reporting_a_count(redis):
+def test_clearing_a_queue_key_of_the_wrong_type_says_so_and_changes_nothing(redis):
     redis.set("queue:broken", "not a list")
-    with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
+    with pytest.raises(BgJobsError, match="it holds a string, not a list; nothing was changed"):
         Queue("broken").clear()
+    assert redis.get("queue:broken") == "not a list" and redis.keys("clearing:*") == []
 
 
 @pytest.fixture

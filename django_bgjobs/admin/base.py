@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import redis
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -29,6 +30,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 
 from django_bgjobs.connection import describe
+from django_bgjobs.errors import BgJobsError
 from django_bgjobs.models import Dashboard
 
 logger = logging.getLogger(__name__)
@@ -100,6 +102,13 @@ class JobsPage(View):
             raise PermissionDenied
         try:
             return super().dispatch(request, *args, **kwargs)
+        except BgJobsError as exc:
+            if request.method != "POST":
+                raise
+            # An action the data refuses (a key of the wrong type, a set that kept changing):
+            # say so on the page it came from; nothing was changed.
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(request.get_full_path())
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             logger.warning("admin page %s: Redis is not answering: %s", request.path, exc)
             return self.render(

@@ -114,10 +114,7 @@ class Queue(RedisUser):
     def clear(self):
         """Delete every waiting job and forget the queue name; return how many jobs were removed.
         Their unique locks are freed and their batches told (:func:`clear_jobs`)."""
-        return clear_jobs(
-            self.redis, self.key, lambda pipe, key: pipe.llen(key), self.redis.lrange,
-            more=lambda pipe: pipe.srem(keys.queues(), self.name),
-        )
+        return clear_jobs(self.redis, self.key, "list", more=lambda pipe: pipe.srem(keys.queues(), self.name))
 
     def push(self, item):
         """Push a copy of the payload dict ``item`` to the head of this queue, to run after the jobs

@@ -291,27 +291,38 @@ def notify_died(dead_raws, reason=None):
         signals.notify(signals.job_died, sender, payload=payload, exception=None, reason=why)
 
 
-def clear_jobs(client, key, size, read, more=None):
-    """Delete the list or sorted set ``key`` whole and return how many jobs it held; the jobs
-    in it with a unique lock or a batch get their end written (``DELETED``), in pages.
+def clear_jobs(client, key, kind, more=None):
+    """Delete ``key`` (a ``"list"`` or ``"zset"`` of jobs, as ``kind`` says) whole and return how
+    many jobs it held; the jobs in it with a unique lock or a batch get their end written
+    (``DELETED``), in pages.  ``more(pipe)`` adds commands to the MULTI that takes the key.
 
-    ``size(pipe, key)`` and ``read(key, start, stop)`` are ``LLEN``/``LRANGE`` or
-    ``ZCARD``/``ZRANGE``; ``more(pipe)`` adds commands to the first MULTI.  The key is renamed
-    first, atomically, so a job pushed meanwhile is not touched, and the renamed key expires
-    in an hour should this process die before deleting it.
+    The key is renamed first, atomically (under WATCH, once its type is checked: a key of
+    another type raises :class:`BgJobsError` and is left as it is), so a job pushed meanwhile
+    is not touched; the renamed key expires in an hour should this process die before
+    deleting it.
     """
+    size, read = {"list": ("llen", client.lrange), "zset": ("zcard", client.zrange)}[kind]
     doomed = keys.being_cleared(secrets.token_hex(8))
-    pipe = client.pipeline(transaction=True)
-    size(pipe, key)
-    pipe.rename(key, doomed)
-    pipe.expire(doomed, 3600)
-    if more is not None:
-        more(pipe)
-    count, renamed, *rest = pipe.execute(raise_on_error=False)
-    for reply in (count, renamed, *rest):
-        # RENAME of a key that does not exist (an empty queue) is the one error expected here.
-        if isinstance(reply, redis.ResponseError) and not (reply is renamed and "no such key" in str(reply)):
-            raise reply
+    with client.pipeline(transaction=True) as pipe:
+        for _ in range(_MAX_WATCH_ATTEMPTS):
+            try:
+                pipe.watch(key)
+                found = text(pipe.type(key))
+                if found not in (kind, "none"):
+                    raise BgJobsError(f"cannot clear {text(key)!r}: it holds a {found}, not a {kind}; nothing was changed")
+                pipe.multi()
+                getattr(pipe, size)(key)
+                if found != "none":
+                    pipe.rename(key, doomed)
+                    pipe.expire(doomed, 3600)
+                if more is not None:
+                    more(pipe)
+                count = pipe.execute()[0]
+                break
+            except redis.WatchError:
+                continue
+        else:
+            raise BgJobsError(f"gave up clearing {text(key)!r}: it kept changing under {_MAX_WATCH_ATTEMPTS} attempts")
     if not count:
         return 0
     for start in range(0, count, _CLEAR_PAGE):

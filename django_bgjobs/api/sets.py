@@ -148,7 +148,7 @@ class SortedSet(RedisUser):
             pipe.zcard(self.key)
             pipe.unlink(self.key)  # a big key is freed in the background
             return pipe.execute()[0]
-        return clear_jobs(self.redis, self.key, lambda pipe, key: pipe.zcard(key), self.redis.zrange)
+        return clear_jobs(self.redis, self.key, "zset")
 
     def _all_to_queue(self, uncount_retry):
         script = scripts.get_script("zset_to_queue", self.redis)
