@@ -130,6 +130,12 @@ class BlockingAsyncJob(Job):
         time.sleep(0.6)
 
 
+class SelfCancellingJob(Job):
+    async def perform(self):
+        asyncio.current_task().cancel()
+        await asyncio.sleep(1)
+
+
 class AsyncBatchChildJob(Job):
     async def perform(self, n):
         await asyncio.sleep(0.01)
@@ -382,6 +388,7 @@ def test_async_job_out_of_retries_goes_to_the_dead_set(redis, manager):
 @pytest.mark.parametrize(("job_class", "error_class", "message"), [
     (AsyncTimeoutJob, "django_bgjobs.errors.JobTimeout", "ran past its timeout of 0.2s"),
     (AsyncExitJob, "SystemExit", "3"),  # SystemExit must not stop the loop
+    (SelfCancellingJob, "RuntimeError", "the job's task was cancelled"),  # never a success
 ])
 def test_async_job_that_times_out_or_exits_fails_and_the_loop_carries_on(redis, manager, job_class, error_class,
                                                                          message):

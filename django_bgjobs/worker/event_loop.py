@@ -108,8 +108,9 @@ class EventLoop:
         try:
             result = await execution.acall(attempt.job, attempt.args, attempt.kwargs)
         except asyncio.CancelledError:
-            if not (attempt.abandoned or self._closed):  # cancelled by the job's own code: a failure
-                exception = RuntimeError("the job's task was cancelled")
+            # Shutdown cancels only abandoned jobs (they write nothing); any other cancellation
+            # came from the job's own code, and must not pass for a success.
+            exception = None if attempt.abandoned else RuntimeError("the job's task was cancelled")
         except BaseException as exc:  # SystemExit and friends must not stop the loop
             exception = exc
         finally:
