@@ -31,7 +31,7 @@ from asgiref.sync import sync_to_async
 
 from django_bgjobs import callbacks, client, registry, unique
 from django_bgjobs.errors import ConfigurationError, InvalidOptionError
-from django_bgjobs.payload import QUEUE_NAME_RE
+from django_bgjobs.payload import QUEUE_NAME_RE, option_seconds
 
 # Names users reach for from other libraries, mapped to ours.
 _MISSPELLINGS = {
@@ -355,28 +355,12 @@ def _option_retry(retry):
 
 def _resolve_wait_s(wait):
     """Check ``wait`` and return it in seconds (None when no wait)."""
-    return _seconds("wait", wait, ">= 0") or None
+    return option_seconds("wait", wait, ">= 0") or None
 
 
 def _expires_in_s(expires_in):
     """Check ``expires_in`` and return it in seconds (None: no expiry)."""
-    return _seconds("expires_in", expires_in, "> 0")
-
-
-def _seconds(name, value, bound):
-    """``value`` (seconds or a timedelta) in seconds, checked finite and ``bound`` (``">= 0"``
-    or ``"> 0"``); None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, datetime.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise InvalidOptionError(f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}")
-    if not math.isfinite(seconds) or seconds < 0 or (bound == "> 0" and seconds == 0):
-        raise InvalidOptionError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
-    return seconds
+    return option_seconds("expires_in", expires_in, "> 0")
 
 
 def _resolve_wait_until(wait_until):

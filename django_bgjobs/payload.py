@@ -9,15 +9,35 @@ readable).  :func:`dumps` always writes ``enqueued_at`` last, so the Lua poller
 can refresh it in place without re-encoding the arguments (see ``lua/enqueue_due.lua``).
 """
 
+import datetime
 import json
+import math
 import re
 import secrets
 import time
 
 from django_bgjobs import conf
-from django_bgjobs.errors import InvalidPayloadError
+from django_bgjobs.errors import InvalidOptionError, InvalidPayloadError
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def option_seconds(name, value, bound):
+    """An option given in seconds or as a timedelta (``wait``, ``expires_in``, ``lock_ttl``), in
+    seconds, checked finite and ``bound`` (``">= 0"`` or ``"> 0"``); None stays None.  Raises
+    :class:`InvalidOptionError` naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidOptionError(f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds < 0 or (bound == "> 0" and seconds == 0):
+        wanted = "a finite number of seconds >= 0" if bound == ">= 0" else "more than 0 seconds, and finite"
+        raise InvalidOptionError(f"{name} must be {wanted}, got {value!r}")
+    return seconds
 
 
 def new_jid():

@@ -33,7 +33,6 @@ payload carries ``lock`` and ``lock_digest`` so the worker needs nothing else to
 The inline backend and the test capture ignore locks: they write nothing to Redis.
 """
 
-import datetime
 import hashlib
 import json
 import logging
@@ -41,8 +40,8 @@ import math
 from dataclasses import dataclass
 
 from django_bgjobs import conf, keys, scripts, serialization, signals
-from django_bgjobs.errors import ConfigurationError, UniqueJobError
-from django_bgjobs.payload import dumps
+from django_bgjobs.errors import ConfigurationError, InvalidOptionError, UniqueJobError
+from django_bgjobs.payload import dumps, option_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -100,17 +99,10 @@ def options_for(cls, where):
 
 
 def _ttl_seconds(lock_ttl, where):
-    if lock_ttl is None:
-        return None
-    if isinstance(lock_ttl, datetime.timedelta):
-        seconds = lock_ttl.total_seconds()
-    elif isinstance(lock_ttl, (int, float)) and not isinstance(lock_ttl, bool):
-        seconds = float(lock_ttl)
-    else:
-        raise ConfigurationError(f"{where}.lock_ttl must be seconds or a timedelta, not {type(lock_ttl).__name__}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigurationError(f"{where}.lock_ttl must be more than 0 seconds, got {lock_ttl!r}")
-    return seconds
+    try:
+        return option_seconds("lock_ttl", lock_ttl, "> 0")
+    except InvalidOptionError as exc:
+        raise ConfigurationError(f"{where}.{exc}") from None
 
 
 def _strategies(lock, on_conflict, where):
