@@ -99,3 +99,11 @@ def redis(redis_url, _session_redis):
     client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def raw_redis(redis_url):
+    """A client that does not decode responses (for DUMP; see ``helpers.snapshot``)."""
+    client = redis_lib.Redis.from_url(redis_url)
+    yield client
+    client.close()

@@ -323,3 +323,11 @@ def run_queued(manager, timeout=10):
     while manager.processors[0].process_one(block=False):
         pass
     wait_until(lambda: not manager.busy_work(), timeout=timeout, message="async jobs to end")
+
+
+def snapshot(raw_redis):
+    """Every key's type, serialized value and whether it has a TTL: equal snapshots = nothing written."""
+    return {
+        key: (raw_redis.type(key), raw_redis.dump(key), raw_redis.pttl(key) > 0)
+        for key in sorted(raw_redis.scan_iter(count=1000))
+    } | {"__dbsize__": raw_redis.dbsize()}

@@ -3,7 +3,6 @@ reads that never write, page numbers, and a clear page when Redis is down.
 """
 
 import pytest
-import redis as redis_lib
 from django.test import Client, override_settings
 from django.urls import reverse
 
@@ -23,24 +22,10 @@ from tests.admin_support import (  # noqa: F401 - fixtures
     staff_client,
     viewer_client,
 )
+from tests.helpers import snapshot
 from tests.testapp.jobs import RecordJob
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def raw_redis(redis_url):
-    client = redis_lib.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-def snapshot(raw_redis):
-    """Every key with its type, serialized value and TTL flag: equal snapshots mean nothing was written."""
-    return {
-        key: (raw_redis.type(key), raw_redis.dump(key), raw_redis.pttl(key) > 0)
-        for key in sorted(raw_redis.scan_iter(count=1000))
-    }
 
 
 def seed_everything(redis):

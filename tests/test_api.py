@@ -15,7 +15,6 @@ import time
 import zlib
 
 import pytest
-import redis as redis_lib
 from django.conf import settings
 from django.test import override_settings
 
@@ -33,7 +32,7 @@ from django_bgjobs.api import (
     WorkSet,
 )
 from django_bgjobs.payload import dumps, loads, new_jid, now_s
-from tests.helpers import REPO_ROOT, register_process
+from tests.helpers import REPO_ROOT, register_process, snapshot
 
 
 class Noop(Job):
@@ -59,22 +58,6 @@ class Fragile(Job):
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def raw_redis(redis_url):
-    """A client that does not decode responses, for DUMP."""
-    client = redis_lib.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-def snapshot(raw_redis):
-    """Every key's type, serialized value and whether it has a TTL: equal snapshots = nothing written."""
-    return {
-        key: (raw_redis.type(key), raw_redis.dump(key), raw_redis.pttl(key) > 0)
-        for key in sorted(raw_redis.scan_iter(count=1000))
-    } | {"__dbsize__": raw_redis.dbsize()}
 
 
 def fail_job(job_class=Fragile, *args, dead=False, message="boom"):
