@@ -19,6 +19,8 @@
 * ``django_bgjobs.E050``: a timeout, retry or limit setting (``SOCKET_CONNECT_TIMEOUT_S``,
   ``SOCKET_TIMEOUT_S``, ``ENQUEUE_RETRIES``, ``MAX_PAYLOAD_BYTES``, ``JOB_TIMEOUT_GRACE_S``,
   ``MAX_CRASHES``) is out of its range.
+* ``django_bgjobs.E060``: a ``BGJOBS["CLIENT_MIDDLEWARE"]`` or ``["SERVER_MIDDLEWARE"]`` entry cannot be
+  imported, or is not a class built as ``cls(call_next)`` with a ``__call__`` (or the setting is not a list).
 * ``django_bgjobs.W050`` (``check --deploy`` only): Redis's ``maxmemory-policy`` lets it evict keys,
   so jobs can be lost silently.
 * ``django_bgjobs.W051`` (``check --deploy`` only): Redis could not be asked for its policy.
@@ -129,6 +131,23 @@ def check_reliability_settings(app_configs=None, **kwargs):
                 id="django_bgjobs.E050",
             ))
     return errors
+
+
+@register(Tags.compatibility)
+def check_middleware(app_configs=None, **kwargs):
+    """E060 for each middleware entry that cannot be imported or built (``django_bgjobs.middleware``)."""
+    from django.conf import settings
+
+    if not isinstance(getattr(settings, "BGJOBS", None) or {}, dict):
+        return []  # E001 already says so
+    from django_bgjobs import middleware
+
+    return [
+        Error(message, hint="Give the dotted path of a class built as cls(call_next); see docs/middleware.rst.",
+              id="django_bgjobs.E060")
+        for side in (middleware.CLIENT, middleware.SERVER)
+        for message in middleware.problems(side)
+    ]
 
 
 @register("redis", deploy=True)

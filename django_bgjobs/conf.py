@@ -72,7 +72,18 @@ DEFAULTS = {
     # did not succeed is dead), and at most BATCH_UNFINISHED_TTL_S after its last change.
     "BATCH_TTL_S": 3 * DAY_S,
     "BATCH_UNFINISHED_TTL_S": 30 * DAY_S,
+    # Middleware (docs/middleware.rst): dotted paths of classes built as cls(call_next), outermost
+    # first, around the built-in ones below (a built-in named here runs at that place instead).
+    "CLIENT_MIDDLEWARE": [],
+    "SERVER_MIDDLEWARE": [],
 }
+
+#: The built-in client middleware, outermost first: what every payload goes through on its
+#: way to Redis (django_bgjobs.middleware).
+CLIENT_BUILTINS = []
+
+#: The built-in server middleware, outermost first: what wraps every attempt of a job.
+SERVER_BUILTINS = []
 
 
 @lru_cache(maxsize=1)

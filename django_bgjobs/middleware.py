@@ -1,0 +1,141 @@
+"""Middleware: the one way users and features plug into the enqueue and the run of a job.
+
+Two chains, each built once per process in Django's own shape (``cls(call_next)``, then
+one call per payload or per attempt), as Sidekiq's client and server middleware are:
+
+* **client**: ``__call__(payload)`` for every payload about to be written to Redis, however
+  it got there (``perform_later``, ``perform_bulk`` once per payload, recurring ticks, batch
+  callbacks, ``django.tasks``, the API's ``Queue.push``).  It may change the dict and must
+  return ``call_next(payload)``; returning None instead stops the push of that payload, and
+  nothing of it is written.  Never run when the API moves an entry that is already in Redis.
+* **server**: ``__call__(job, payload)`` around every attempt; ``call_next(job, payload)``
+  runs the inner middleware and ``perform``.  Its exceptions are the job's failure.  A sync
+  ``__call__`` wraps every job: for an async job ``call_next`` returns the coroutine, which
+  it must return (code after the call runs before the job does).  An ``async def __call__``
+  wraps async jobs only, and awaits ``call_next``.
+
+The order is one list per side: the built-in middleware (:data:`conf.CLIENT_BUILTINS`,
+:data:`conf.SERVER_BUILTINS`) and the user's ``BGJOBS["CLIENT_MIDDLEWARE"]`` /
+``["SERVER_MIDDLEWARE"]``, outermost first.  The user's list comes first (around the
+built-ins); a built-in that the user's list names runs at that place instead, so a
+middleware can be put between two built-ins.  :func:`order` gives the result.
+
+A path that cannot be imported, or a class that does not take ``call_next``, is the system
+check error ``django_bgjobs.E060`` (``runjobs`` then refuses to start); the chain raises
+:class:`~django_bgjobs.errors.ConfigurationError` with the same message when it is built.
+"""
+
+import inspect
+import threading
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+from django_bgjobs import conf
+from django_bgjobs.errors import ConfigurationError
+
+CLIENT, SERVER = "CLIENT_MIDDLEWARE", "SERVER_MIDDLEWARE"
+
+_lock = threading.Lock()
+_built = {}
+
+
+def builtins(side):
+    """The built-in middleware paths of ``side`` (``CLIENT`` or ``SERVER``), outermost first."""
+    return list(conf.CLIENT_BUILTINS if side == CLIENT else conf.SERVER_BUILTINS)
+
+
+def order(side):
+    """Every middleware path of ``side`` in the order it runs, outermost first."""
+    configured = conf.get(side)
+    if isinstance(configured, str) or not isinstance(configured, (list, tuple)):
+        raise ConfigurationError(f"BGJOBS[{side!r}] must be a list of dotted paths, not {configured!r}")
+    named = list(configured)
+    return named + [path for path in builtins(side) if path not in named]
+
+
+def load(path, side):
+    """Import the middleware class at ``path`` and check it takes ``call_next``; return it."""
+    where = f"BGJOBS[{side!r}] entry {path!r}"
+    if not isinstance(path, str):
+        raise ConfigurationError(f"{where} is not a dotted path string")
+    try:
+        factory = import_string(path)
+    except ImportError as exc:
+        raise ConfigurationError(f"{where} cannot be imported: {exc}") from None
+    if not callable(factory):
+        raise ConfigurationError(f"{where} is not a class or a callable")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return factory  # a builtin we cannot look into: trust it
+    try:
+        signature.bind(lambda *a: None)
+    except TypeError:
+        raise ConfigurationError(
+            f"{where} cannot be built as {path}(call_next): its signature is {signature}"
+        ) from None
+    call = getattr(factory, "__call__", None) if isinstance(factory, type) else None
+    if isinstance(factory, type) and (call is None or call is object.__call__):
+        raise ConfigurationError(f"{where} defines no __call__ method")
+    return factory
+
+
+def problems(side):
+    """Error messages for the middleware of ``side`` (empty when all of it loads)."""
+    try:
+        paths = order(side)
+    except ConfigurationError as exc:
+        return [str(exc)]
+    found = []
+    for path in paths:
+        try:
+            load(path, side)
+        except ConfigurationError as exc:
+            found.append(str(exc))
+    return found
+
+
+def build(side, endpoint, for_async=False):
+    """Wrap ``endpoint`` in the middleware of ``side``; return the outermost callable.
+
+    ``for_async`` (server side): the chain for async jobs, where ``endpoint`` returns a
+    coroutine and ``async def __call__`` middleware take part; otherwise those are left out.
+    """
+    handler = endpoint
+    for path in reversed(order(side)):
+        factory = load(path, side)
+        if not for_async and _is_async(factory):
+            continue
+        handler = factory(handler)
+    return handler
+
+
+def chain(side, endpoint, for_async=False):
+    """:func:`build`, cached per process (cleared when ``BGJOBS`` changes, by :func:`reset`)."""
+    key = (side, endpoint, for_async)
+    built = _built.get(key)
+    if built is None:
+        with _lock:
+            built = _built.get(key)
+            if built is None:
+                built = _built[key] = build(side, endpoint, for_async)
+    return built
+
+
+def reset():
+    """Forget the chains built so far."""
+    with _lock:
+        _built.clear()
+
+
+@receiver(setting_changed)
+def _reset(setting, **kwargs):
+    if setting == "BGJOBS":
+        reset()
+
+
+def _is_async(factory):
+    call = getattr(factory, "__call__", None) if isinstance(factory, type) else factory
+    return inspect.iscoroutinefunction(call)
