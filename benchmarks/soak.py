@@ -2,9 +2,9 @@
 
 Usage (needs ``redis-server`` on ``PATH``, or ``--redis-url`` of a Redis database that is empty)::
 
-    python -m django_bgjobs.soak                       # 1,000,000 jobs, 2 processes of 5 threads
-    python -m django_bgjobs.soak --jobs 5000000 --json soak.json
-    python -m django_bgjobs.soak --processes 1 --concurrency 10   # one worker process
+    python benchmarks/soak.py                       # 1,000,000 jobs, 2 processes of 5 threads
+    python benchmarks/soak.py --jobs 5000000 --json soak.json
+    python benchmarks/soak.py --processes 1 --concurrency 10   # one worker process
 
 1. Starts a throwaway ``redis-server`` on a free port (nothing kept on disk), unless given
    ``--redis-url``.
@@ -18,7 +18,7 @@ Usage (needs ``redis-server`` on ``PATH``, or ``--redis-url`` of a Redis databas
    each process's growth from the first sample after ``--warmup-s`` to the last; growth over
    ``--max-growth`` (10%) is flagged and makes the exit status 1.
 
-Not part of the test suite: a full run takes minutes.  The enqueuing runs on the same machine
+A benchmark, not part of the package or of the test suite: a full run takes minutes.  The enqueuing runs on the same machine
 and takes its share of the CPU; the throughput is the system's, not the worker's alone.
 """
 
@@ -33,6 +33,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# Run from a checkout (python benchmarks/soak.py): the package beside this folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SETTINGS = '''
 import os
@@ -104,7 +107,7 @@ def main(argv=None):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m django_bgjobs.soak", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/soak.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=5, help="threads per process")
