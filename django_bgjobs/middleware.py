@@ -76,8 +76,7 @@ def load(path, side):
         raise ConfigurationError(
             f"{where} cannot be built as {path}(call_next): its signature is {signature}"
         ) from None
-    call = getattr(factory, "__call__", None) if isinstance(factory, type) else None
-    if isinstance(factory, type) and (call is None or call is object.__call__):
+    if isinstance(factory, type) and _instance_call(factory) is None:
         raise ConfigurationError(f"{where} defines no __call__ method")
     return factory
 
@@ -136,6 +135,11 @@ def _reset(setting, **kwargs):
         reset()
 
 
+def _instance_call(cls):
+    """The ``__call__`` that instances of ``cls`` have (None when they are not callable)."""
+    return next((vars(klass)["__call__"] for klass in cls.__mro__ if "__call__" in vars(klass)), None)
+
+
 def _is_async(factory):
-    call = getattr(factory, "__call__", None) if isinstance(factory, type) else factory
-    return inspect.iscoroutinefunction(call)
+    """True for a middleware class whose ``__call__`` is ``async def`` (it wraps async jobs only)."""
+    return isinstance(factory, type) and inspect.iscoroutinefunction(_instance_call(factory))

@@ -91,6 +91,9 @@ BGJOBS = {
     # A while_executing job whose run lock is held comes back this soon (5 s in production).
     "UNIQUE_RESCHEDULE_S": 0.1,
 }
+# A worker subprocess of tests/test_middleware.py is started with a broken middleware path.
+if os.environ.get("BGJOBS_TEST_SERVER_MIDDLEWARE"):
+    BGJOBS["SERVER_MIDDLEWARE"] = os.environ["BGJOBS_TEST_SERVER_MIDDLEWARE"].split(",")
 
 # tests/testapp/tasks.py defines the tasks these run (tests/test_tasks_backend.py).
 TASKS = {
