@@ -118,6 +118,3 @@ def unknown_keys():
 def _reset(setting, **kwargs):
     if setting in ("BGJOBS",):
         get_settings.cache_clear()
-        from django_bgjobs import connection
-
-        connection.reset()

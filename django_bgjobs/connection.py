@@ -16,6 +16,8 @@ worker backs off and reconciles.  A django-redis cache's client is used as it is
 import threading
 
 import redis
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -109,3 +111,9 @@ def reset():
         old, _client = _client, None
     if old is not None and _owned:
         old.connection_pool.disconnect()
+
+
+@receiver(setting_changed)
+def _reset(setting, **kwargs):
+    if setting == "BGJOBS":
+        reset()
