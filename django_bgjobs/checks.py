@@ -11,10 +11,8 @@
 * ``django_bgjobs.W001``: ``BGJOBS`` has a key django-bgjobs does not know (a typo?).
 * ``django_bgjobs.E010``: a recurring job in ``BGJOBS["SCHEDULE"]`` or ``BGJOBS["SCHEDULE_FILE"]``
   is invalid (bad cron, unknown class, unknown time zone, bad field), or the file cannot be read.
-* ``django_bgjobs.E020``: a ``RedisTaskBackend`` in ``TASKS`` has an unknown or invalid ``OPTIONS`` entry.
-* ``django_bgjobs.E021``: a ``RedisTaskBackend``'s ``QUEUES`` holds a name that is not a valid queue name.
-* ``django_bgjobs.W020``: a ``RedisTaskBackend``'s queue is not in ``BGJOBS["QUEUES"]``, so a worker
-  started without ``-q`` never runs its tasks.
+* ``django_bgjobs.E020``, ``E021``, ``W020``: a ``RedisTaskBackend`` in ``TASKS`` is misconfigured;
+  these are the backend's own ``check()`` (``django_bgjobs.tasks``), which Django's tasks check calls.
 
 * ``django_bgjobs.E050``: a timeout, retry or limit setting (``SOCKET_CONNECT_TIMEOUT_S``,
   ``SOCKET_TIMEOUT_S``, ``ENQUEUE_RETRIES``, ``MAX_PAYLOAD_BYTES``, ``JOB_TIMEOUT_GRACE_S``,
@@ -28,8 +26,6 @@
 W050 and W051 are the exception to "no network I/O": a deploy check (``deploy=True``, tag
 ``redis``) runs only when asked for with ``manage.py check --deploy``, where talking to the
 production Redis is the point, never in a plain ``check``, ``runserver`` or ``migrate``.
-
-The task-backend checks run through Django's own tasks check, which calls each backend's ``check()``.
 """
 
 import math
@@ -190,44 +186,3 @@ def check_schedules(app_configs=None, **kwargs):
         Error(str(exc), hint="See 'Recurring jobs' in the README for the fields and cron forms.", id="django_bgjobs.E010")
         for exc in errors
     ]
-
-
-def check_task_backend(backend):
-    """E020, E021 and W020 for one ``django_bgjobs.tasks.RedisTaskBackend`` (its ``check()``)."""
-    from django_bgjobs.job import check_queue_name
-    from django_bgjobs.tasks import OPTION_DEFAULTS
-
-    where = f"TASKS[{backend.alias!r}]"
-    errors = []
-    options = backend.options if isinstance(backend.options, dict) else {}
-    for key in sorted(set(options) - set(OPTION_DEFAULTS), key=str):
-        errors.append(Error(
-            f"{where}['OPTIONS'] has an unknown key {key!r}.",
-            hint="Known keys: " + ", ".join(sorted(OPTION_DEFAULTS)), id="django_bgjobs.E020",
-        ))
-    ttl_s, retry = backend.result_ttl_s, backend.retry
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0:
-        errors.append(Error(
-            f"{where}['OPTIONS']['RESULT_TTL_S'] is {ttl_s!r}.", hint="Seconds to keep a result, e.g. 86400.",
-            id="django_bgjobs.E020",
-        ))
-    if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
-        errors.append(Error(
-            f"{where}['OPTIONS']['RETRY'] is {retry!r}.",
-            hint="Retries of a failed task: 0 (Django's semantics: FAILED at once) or more.", id="django_bgjobs.E020",
-        ))
-    served = {str(queue).partition(",")[0].strip() for queue in conf.get("QUEUES") or []}
-    for queue in sorted(backend.queues, key=str):
-        try:
-            check_queue_name(queue)
-        except ValueError as exc:
-            errors.append(Error(f"{where}['QUEUES']: {exc}.", hint="e.g. 'default', 'emails'", id="django_bgjobs.E021"))
-            continue
-        if queue not in served:
-            errors.append(Warning(
-                f"{where} has the queue {queue!r}, which is not in BGJOBS['QUEUES'], so a worker started "
-                "without -q never runs its tasks.",
-                hint=f"Add {queue!r} to BGJOBS['QUEUES'], or start the worker with -q {queue} -q ...",
-                id="django_bgjobs.W020",
-            ))
-    return errors

@@ -184,9 +184,7 @@ class RedisTaskBackend(BaseTaskBackend):
         return _task_result(task, result_id, record)
 
     def check(self, **kwargs):
-        from django_bgjobs import checks
-
-        return checks.check_task_backend(self)
+        return _check_backend(self)
 
 
 class TaskJob(Job):
@@ -481,3 +479,52 @@ def _announce_enqueued(sender, payload, **kwargs):
 for _job_class in (TaskJob, AsyncTaskJob):
     signals.job_enqueued.connect(_announce_enqueued, sender=_job_class,
                                  dispatch_uid=f"django_bgjobs.tasks.task_enqueued.{_job_class.__name__}")
+
+
+def _check_backend(backend):
+    """The system checks of one :class:`RedisTaskBackend` (its ``check()``, which Django's tasks
+    check calls):
+
+    * ``django_bgjobs.E020``: an unknown or invalid ``OPTIONS`` entry;
+    * ``django_bgjobs.E021``: ``QUEUES`` holds a name that is not a valid queue name;
+    * ``django_bgjobs.W020``: a queue is not in ``BGJOBS["QUEUES"]``, so a worker started without
+      ``-q`` never runs its tasks.
+    """
+    from django.core.checks import Error, Warning
+
+    from django_bgjobs.job import check_queue_name
+
+    where = f"TASKS[{backend.alias!r}]"
+    errors = []
+    options = backend.options if isinstance(backend.options, dict) else {}
+    for key in sorted(set(options) - set(OPTION_DEFAULTS), key=str):
+        errors.append(Error(
+            f"{where}['OPTIONS'] has an unknown key {key!r}.",
+            hint="Known keys: " + ", ".join(sorted(OPTION_DEFAULTS)), id="django_bgjobs.E020",
+        ))
+    ttl_s, retry = backend.result_ttl_s, backend.retry
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0:
+        errors.append(Error(
+            f"{where}['OPTIONS']['RESULT_TTL_S'] is {ttl_s!r}.", hint="Seconds to keep a result, e.g. 86400.",
+            id="django_bgjobs.E020",
+        ))
+    if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+        errors.append(Error(
+            f"{where}['OPTIONS']['RETRY'] is {retry!r}.",
+            hint="Retries of a failed task: 0 (Django's semantics: FAILED at once) or more.", id="django_bgjobs.E020",
+        ))
+    served = {str(queue).partition(",")[0].strip() for queue in conf.get("QUEUES") or []}
+    for queue in sorted(backend.queues, key=str):
+        try:
+            check_queue_name(queue)
+        except ValueError as exc:
+            errors.append(Error(f"{where}['QUEUES']: {exc}.", hint="e.g. 'default', 'emails'", id="django_bgjobs.E021"))
+            continue
+        if queue not in served:
+            errors.append(Warning(
+                f"{where} has the queue {queue!r}, which is not in BGJOBS['QUEUES'], so a worker started "
+                "without -q never runs its tasks.",
+                hint=f"Add {queue!r} to BGJOBS['QUEUES'], or start the worker with -q {queue} -q ...",
+                id="django_bgjobs.W020",
+            ))
+    return errors
