@@ -8,6 +8,7 @@ import json
 import threading
 
 import pytest
+import redis as redis_lib
 from django.conf import settings
 from django.test import override_settings
 
@@ -74,6 +75,22 @@ def test_due_moves_lowest_scores_first_and_at_most_limit_when_more_are_due(redis
     assert redis.zcard("retry") == 2
     assert moves.due(get_redis(), keys.retry(), now_s=NOW_S, limit=3) == 2
     assert [payload["args"] for payload in queued(redis)] == [[5], [4], [3], [2], [1]]
+
+
+def test_due_keeps_each_queue_in_score_order_when_due_jobs_alternate_between_queues(redis):
+    # Given: six due jobs, alternately for default and low, and one for a third queue
+    redis.zadd("schedule", {dumps(job(index, queue="low" if index % 2 else "default")): NOW_S - 10 + index
+                            for index in range(6)} | {dumps(job(9, queue="critical")): NOW_S - 20})
+
+    # When
+    moved = moves.due(get_redis(), keys.schedule(), now_s=NOW_S, limit=100)
+
+    # Then
+    assert moved == 7
+    assert [payload["args"] for payload in queued(redis, "default")] == [[0], [2], [4]]
+    assert [payload["args"] for payload in queued(redis, "low")] == [[1], [3], [5]]
+    assert [payload["args"] for payload in queued(redis, "critical")] == [[9]]
+    assert redis.smembers("queues") == {"default", "low", "critical"}
 
 
 def test_due_replaces_a_trailing_at_by_enqueued_at_and_keeps_large_integers_byte_for_byte(redis):
@@ -152,6 +169,22 @@ def test_due_writes_nothing_when_no_member_is_due(redis, raw_redis):
     # Then
     assert moved == 0
     assert snapshot(raw_redis) == before
+
+
+def test_due_moves_nothing_and_loses_nothing_when_a_queue_key_is_not_a_list(redis, raw_redis):
+    # Given: due jobs for default and for a queue whose key holds a hash
+    redis.hset("queue:broken", "field", "value")
+    redis.zadd("schedule", {dumps(job(1)): NOW_S - 1, dumps(job(2, queue="broken")): NOW_S})
+    before = snapshot(raw_redis)
+
+    # When
+    with pytest.raises(redis_lib.ResponseError, match="queue:broken holds a hash, not a list"):
+        moves.due(get_redis(), keys.schedule(), now_s=NOW_S, limit=100)
+
+    # Then: both stay in the set until the key is fixed
+    assert snapshot(raw_redis) == before
+    redis.delete("queue:broken")
+    assert moves.due(get_redis(), keys.schedule(), now_s=NOW_S, limit=100) == 2
 
 
 # -- member / members: the monitoring API's move ----------------------------------------------
@@ -262,6 +295,21 @@ def test_members_writes_nothing_when_given_no_jobs(redis, raw_redis):
     before = snapshot(raw_redis)
 
     assert moves.members(get_redis(), keys.retry(), [], now_s=NOW_S) == 0
+    assert snapshot(raw_redis) == before
+
+
+def test_member_moves_nothing_when_a_queue_key_is_not_a_list(redis, raw_redis):
+    # Given: the key of one of the queues holds a string
+    redis.set("queue:broken", "oops")
+    payloads = [job(1), job(2, queue="broken")]
+    redis.zadd("retry", {dumps(payload): NOW_S for payload in payloads})
+    before = snapshot(raw_redis)
+
+    # When
+    with pytest.raises(redis_lib.ResponseError, match="queue:broken holds a string, not a list"):
+        moves.members(get_redis(), keys.retry(), [(dumps(p), p) for p in payloads], now_s=NOW_S)
+
+    # Then: neither job left the set
     assert snapshot(raw_redis) == before
 
 

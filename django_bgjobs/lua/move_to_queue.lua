@@ -17,7 +17,8 @@
 --   queue's name, and the payload to push for it (a JSON object with neither "at" nor
 --   "enqueued_at").  A member no longer in the set is skipped and nothing is written for it.
 --
--- Returns the number of jobs moved.
+-- Returns the number of jobs moved.  Raises, with nothing written, when a queue to push to is a
+-- key of another type than a list (the job would leave the set and its push fail: lost).
 --
 -- Both modes stamp enqueued_at the same way, without re-encoding the payload (cjson would
 -- round large integers in the arguments): the trailing "at" or "enqueued_at" field, which
@@ -36,8 +37,25 @@ local function stamped(payload)
   return string.sub(payload, 1, -2) .. stamp
 end
 
+-- The error to return when the key of one of the queues named in names is not a list (or
+-- absent), else nil.
+local function wrong_type(names)
+  for _, queue in ipairs(names) do
+    local found = redis.call("TYPE", prefix .. queue)["ok"]
+    if found ~= "list" and found ~= "none" then
+      return redis.error_reply("move_to_queue.lua: " .. prefix .. queue .. " holds a " .. found
+        .. ", not a list; nothing was moved")
+    end
+  end
+  return nil
+end
+
 if mode == "due" then
   local jobs = redis.call("ZRANGEBYSCORE", set_key, "-inf", now, "LIMIT", 0, tonumber(ARGV[4]))
+  if #jobs == 0 then
+    return 0
+  end
+  local names, by_queue = {}, {}
   for _, job in ipairs(jobs) do
     local queue, fresh = "default", job
     local ok, decoded = pcall(cjson.decode, job)
@@ -49,12 +67,43 @@ if mode == "due" then
         fresh = stamped(job)
       end
     end
-    redis.call("ZREM", set_key, job)
-    redis.call("LPUSH", prefix .. queue, fresh)
-    redis.call("SADD", queues_key, queue)
+    local batch = by_queue[queue]
+    if batch == nil then
+      batch = {}
+      by_queue[queue] = batch
+      names[#names + 1] = queue
+    end
+    batch[#batch + 1] = fresh
+  end
+  local refused = wrong_type(names)
+  if refused then
+    return refused
+  end
+  -- The due members are the set's lowest ranks, so one command removes exactly those read.
+  redis.call("ZREMRANGEBYRANK", set_key, 0, #jobs - 1)
+  -- One LPUSH per queue, lowest score first, leaves each queue as one LPUSH per job would.
+  for _, queue in ipairs(names) do
+    local batch = by_queue[queue]
+    for first = 1, #batch, 1000 do  -- unpack() has a limit on how many values it returns at once
+      redis.call("LPUSH", prefix .. queue, unpack(batch, first, math.min(first + 999, #batch)))
+    end
+  end
+  for first = 1, #names, 1000 do
+    redis.call("SADD", queues_key, unpack(names, first, math.min(first + 999, #names)))
   end
   return #jobs
 elseif mode == "members" then
+  local names, seen = {}, {}
+  for i = 5, #ARGV, 3 do
+    if not seen[ARGV[i]] then
+      seen[ARGV[i]] = true
+      names[#names + 1] = ARGV[i]
+    end
+  end
+  local refused = wrong_type(names)
+  if refused then
+    return refused
+  end
   local moved = 0
   for i = 4, #ARGV, 3 do
     if redis.call("ZREM", set_key, ARGV[i]) == 1 then
