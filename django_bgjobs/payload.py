@@ -6,7 +6,7 @@ and ``at`` for a scheduled job.  The worker adds ``retry_count``,
 ``error_class``, ``error_message``, ``failed_at``, ``retried_at`` on failure, and
 ``error_backtrace`` (a list of lines; Sidekiq stores it compressed, we keep it
 readable).  :func:`dumps` always writes ``enqueued_at`` last, so the Lua poller
-can refresh it in place without re-encoding the arguments (see ``lua/enqueue_due.lua``).
+can refresh it in place without re-encoding the arguments (see ``lua/move_to_queue.lua``).
 """
 
 import datetime

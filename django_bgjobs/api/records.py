@@ -19,7 +19,7 @@ import time
 
 import redis
 
-from django_bgjobs import job_end, keys, registry, retry, scripts, signals
+from django_bgjobs import job_end, keys, moves, registry, retry, signals
 from django_bgjobs.api._common import backtrace_lines, epoch_s, queue_name_of, text
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, InvalidPayloadError, UnknownJobError
@@ -218,26 +218,21 @@ class SortedEntry(JobRecord):
         return bool(moved)
 
     def requeued(self, uncount_retry):
-        """``(queue_name, raw)``: the payload to push when this job goes back to its queue now."""
+        """The payload to push when this job goes back to its queue now (``queue`` always names
+        a valid queue; :mod:`django_bgjobs.moves` drops ``at`` and stamps ``enqueued_at``)."""
         if self.parse_error:
             raise InvalidPayloadError(f"cannot enqueue a payload that does not parse: {self.parse_error}")
         payload = dict(self.item)
-        payload.pop("at", None)
         if uncount_retry and isinstance(payload.get("retry_count"), int):
             payload["retry_count"] -= 1
         payload["queue"] = queue_name_of(payload)
-        payload["enqueued_at"] = now_s()
-        return payload["queue"], dumps(payload)
+        return payload
 
     def _to_queue(self, uncount_retry):
-        queue, fresh = self.requeued(uncount_retry)
-        moved = scripts.run(
-            "zset_to_queue", keys=[self.parent.key, keys.queue(queue), keys.queues()], args=[self.raw, fresh, queue],
-            client=self.redis,
-        )
+        moved = moves.member(self.redis, self.parent.key, self.raw, payload=self.requeued(uncount_retry), now_s=now_s())
         if moved:
             _note_removed(self.parent)
-        return bool(moved)
+        return moved
 
 
 def move_watched(client, key, members, queue_commands):

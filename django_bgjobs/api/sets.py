@@ -4,12 +4,13 @@ Each is a sorted set of raw payloads scored by epoch seconds: when due for
 ``schedule`` and ``retry``, when the job died for ``dead``.  Listing pages
 through with ``ZRANGE`` offsets; searching uses ``ZSCAN MATCH`` so the server
 filters and no call loads a whole set.  Moves to a queue go through
-``lua/zset_to_queue.lua`` (remove-if-present and push in one step); moves to the
-dead set go through ``retry.add_to_dead`` inside a WATCHed MULTI, so the dead
-set's caps are applied in one place.
+:mod:`django_bgjobs.moves` (``lua/move_to_queue.lua``: remove-if-present and push in
+one step, shared with the poller; no client middleware runs, as the job is not new);
+moves to the dead set go through ``retry.add_to_dead`` inside a WATCHed MULTI, so the
+dead set's caps are applied in one place.
 """
 
-from django_bgjobs import job_end, keys, retry, scripts
+from django_bgjobs import job_end, keys, moves, retry
 from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, glob_escape
 from django_bgjobs.api.records import KILL_REASON, SortedEntry, clear_jobs, move_watched, notify_died
 from django_bgjobs.payload import dumps, now_s
@@ -151,7 +152,6 @@ class SortedSet(RedisUser):
         return clear_jobs(self.redis, self.key, "zset")
 
     def _all_to_queue(self, uncount_retry):
-        script = scripts.get_script("zset_to_queue", self.redis)
         moved = 0
         skipped = 0  # entries that do not parse stay at the front; page past them
         budget = self.size()
@@ -159,14 +159,10 @@ class SortedSet(RedisUser):
             entries = self.page(skipped, min(DEFAULT_PAGE_SIZE, budget))
             if not entries:
                 break
-            pipe = self.redis.pipeline(transaction=False)
-            for entry in entries:
-                if entry.parse_error:
-                    skipped += 1
-                    continue
-                queue, fresh = entry.requeued(uncount_retry)
-                script(keys=[self.key, keys.queue(queue), keys.queues()], args=[entry.raw, fresh, queue], client=pipe)
-            moved += sum(pipe.execute())
+            readable = [entry for entry in entries if not entry.parse_error]
+            skipped += len(entries) - len(readable)
+            jobs = [(entry.raw, entry.requeued(uncount_retry)) for entry in readable]
+            moved += moves.members(self.redis, self.key, jobs, now_s=now_s())
             budget -= len(entries)
         self._removed += moved
         return moved

@@ -2,8 +2,9 @@
 
 Runs in one thread per worker process, started by the
 :class:`~django_bgjobs.worker.launcher.Launcher`.  Safe with any number of workers:
-each move is one Lua call (``lua/enqueue_due.lua``) that removes the job from the set
-and pushes it in the same atomic step, so a job is moved once and never dropped.
+each move is one Lua call (:func:`django_bgjobs.moves.due`, ``lua/move_to_queue.lua``) that
+removes the job from the set and pushes it in the same atomic step, so a job is moved once and
+never dropped.  It is a move, not a push: the client middleware chain does not run again.
 :meth:`enqueue_due` does one pass and returns; the thread wraps it in a loop.
 """
 
@@ -11,7 +12,7 @@ import logging
 import random
 import threading
 
-from django_bgjobs import conf, keys, scripts
+from django_bgjobs import conf, keys, moves
 from django_bgjobs.connection import get_redis
 from django_bgjobs.payload import now_s
 from django_bgjobs.worker.backoff import Reconnect, repeat
@@ -35,10 +36,7 @@ class Poller:
         moved = 0
         for sorted_set in (keys.schedule(), keys.retry()):
             while True:
-                count = scripts.run(
-                    "enqueue_due", [sorted_set, keys.queues()], [repr(float(now)), keys.queue(""), BATCH],
-                    client=self.client,
-                )
+                count = moves.due(self.client, sorted_set, now_s=now, limit=BATCH)
                 moved += count
                 if count < BATCH:
                     break
