@@ -27,6 +27,9 @@ class BatchEnds:
     """Built-in server middleware: tells a job's batch how the job ended.  Its ``__call__``
     passes every attempt on; its work is :meth:`end_writes`."""
 
+    #: The jobs :meth:`end_writes` has state about (the ``job_end`` seam's pre-check).
+    end_writes_for = ("bid",)
+
     def __init__(self, call_next):
         self.call_next = call_next
 

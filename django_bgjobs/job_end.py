@@ -17,15 +17,19 @@ in-flight list, the retry or dead entry, the API's move), so a crash at any inst
 the two in step.  It does so by giving its server middleware class (``BGJOBS["SERVER_MIDDLEWARE"]``
 or :data:`conf.SERVER_BUILTINS <django_bgjobs.conf.SERVER_BUILTINS>`) a static method::
 
+    end_writes_for = ("my_field",)   # optional: the payload fields of the jobs it has state about
+
     @staticmethod
     def end_writes(pipe, end):   # end: an End (outcome, payload, retry_at, exception)
         if "my_field" in end.payload:
             pipe.hincrby(...)     # queued on the MULTI; nothing is executed here
 
 :func:`queue_writes` calls every such method, in the order of the server chain, for every
-end; each must return at once for a payload it has nothing to do with (plain jobs take the
-fast acknowledgement when no command was queued).  Writes are by jid (compare-and-delete,
-set members), so writing an end twice changes nothing.
+end; each must return at once for a payload it has nothing to do with.  ``end_writes_for``
+lets a worker skip the MULTI altogether for a job none of them has state about
+(:func:`concerns`): such a job -- most -- is acknowledged with the next fetch call, the hot
+path of ``docs/performance.rst``.  A class that names no fields is asked about every job.
+Writes are by jid (compare-and-delete, set members), so writing an end twice changes nothing.
 
 Client-side code: the API and the worker both use it; it opens no connection of its own and
 imports no feature (it finds them through the middleware list).
@@ -85,28 +89,46 @@ class End:
 
 
 _lock = threading.Lock()
-_writers = None
+_found = None  # (end_writes functions, the payload fields they are for or None: every payload)
+
+
+def _seam():
+    global _found
+    found = _found
+    if found is None:
+        with _lock:
+            found = _found
+            if found is None:
+                classes = [middleware.load(path, middleware.SERVER) for path in middleware.order(middleware.SERVER)]
+                writing = [cls for cls in classes if getattr(cls, "end_writes", None) is not None]
+                fields = set()
+                for cls in writing:
+                    named = getattr(cls, "end_writes_for", None)
+                    if named is None:
+                        fields = None
+                        break
+                    fields.update(named)
+                found = _found = (tuple(cls.end_writes for cls in writing),
+                                  None if fields is None else frozenset(fields))
+    return found
 
 
 def writers():
     """The ``end_writes`` functions of the server middleware, in chain order (cached per
     process; cleared when ``BGJOBS`` changes)."""
-    global _writers
-    found = _writers
-    if found is None:
-        with _lock:
-            found = _writers
-            if found is None:
-                classes = (middleware.load(path, middleware.SERVER) for path in middleware.order(middleware.SERVER))
-                found = _writers = tuple(
-                    write for write in (getattr(cls, "end_writes", None) for cls in classes) if write is not None
-                )
-    return found
+    return _seam()[0]
+
+
+def concerns(payload):
+    """False when no end writer can have anything to write for ``payload`` (none of the
+    fields their ``end_writes_for`` name is in it): its end needs no MULTI."""
+    fields = _seam()[1]
+    return fields is None or not fields.isdisjoint(payload)
 
 
 def queue_writes(pipe, end):
     """Queue on ``pipe`` every feature's writes for ``end`` (see the module docstring)."""
-    for write in writers():
+    for write in _seam()[0]:
         write(pipe, end)
 
 
@@ -127,7 +149,7 @@ def record(client, payloads, outcome):
 
 @receiver(setting_changed)
 def _reset(setting, **kwargs):
-    global _writers
+    global _found
     if setting == "BGJOBS":
         with _lock:
-            _writers = None
+            _found = None

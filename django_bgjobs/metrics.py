@@ -39,7 +39,7 @@ class RecordMetrics:
         except BaseException:
             _record(attempt, job, payload, started, failed=True)
             raise
-        if inspect.isawaitable(result):
+        if job.is_async and inspect.isawaitable(result):
             return _timed(result, attempt, job, payload)
         _record(attempt, job, payload, started, failed=False)
         return result

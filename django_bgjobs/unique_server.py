@@ -98,6 +98,9 @@ class JobLock:
 class LockRules:
     """Built-in server middleware: a unique job's lock rules at its start and its end."""
 
+    #: The jobs :meth:`end_writes` has state about (the ``job_end`` seam's pre-check).
+    end_writes_for = ("lock_digest",)
+
     def __init__(self, call_next):
         self.call_next = call_next
 

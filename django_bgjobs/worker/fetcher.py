@@ -44,10 +44,10 @@ from collections import deque
 
 import redis
 
-from django_bgjobs import conf, keys, retry, scripts
+from django_bgjobs import conf, job_end, keys, retry, scripts
 from django_bgjobs.connection import blocking_wait_s, get_redis
 from django_bgjobs.errors import InvalidPayloadError, PoisonJobError
-from django_bgjobs.job_end import End, Outcome, queue_writes
+from django_bgjobs.job_end import Outcome
 from django_bgjobs.payload import dumps, loads, now_s
 from django_bgjobs.worker.backoff import Reconnect
 
@@ -100,10 +100,11 @@ class UnitOfWork:
             payload = self.payload
         except InvalidPayloadError:  # unreadable: no feature can have state about it
             payload = None
-        if payload is None:
-            self.write(_nothing, fetch_next)
+        if payload is None or not job_end.concerns(payload):
+            self._fetcher.ack(self.queue, self.raw, fetch_next=fetch_next)
+            self._until_written(self._fetcher.write_acks)
         else:
-            self.write(lambda pipe: queue_writes(pipe, End(outcome, payload)), fetch_next)
+            self.write(lambda pipe: job_end.queue_writes(pipe, job_end.End(outcome, payload)), fetch_next)
 
     def fail(self, exc, job=None, patient=True):
         """The attempt failed with ``exc``: :func:`django_bgjobs.retry.fail` decides and writes
@@ -177,10 +178,6 @@ class UnitOfWork:
                 if self._reconnect is not None:
                     self._reconnect.ok()
                 return
-
-
-def _nothing(pipe):
-    """No end writes."""
 
 
 class _Ack:
