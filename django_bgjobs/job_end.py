@@ -93,6 +93,8 @@ _found = None  # (end_writes functions, the payload fields they are for or None:
 
 
 def _seam():
+    """``(end_writes functions in chain order, their fields or None)``, found once per process
+    in the server middleware list (cleared when ``BGJOBS`` changes)."""
     global _found
     found = _found
     if found is None:
@@ -111,12 +113,6 @@ def _seam():
                 found = _found = (tuple(cls.end_writes for cls in writing),
                                   None if fields is None else frozenset(fields))
     return found
-
-
-def writers():
-    """The ``end_writes`` functions of the server middleware, in chain order (cached per
-    process; cleared when ``BGJOBS`` changes)."""
-    return _seam()[0]
 
 
 def concerns(payload):

@@ -215,7 +215,7 @@ def fail(work, exc, job=None):
         return _bury_unreadable(work, reason, now)
     job_class = type(job) if job is not None else _lookup(payload)
     if isinstance(decision, RetryIn):
-        return _retry(work, payload, exc, job_class, now + decision.wait_s(), decision.reason)
+        return _retry(work, payload, exc, job_class, now, decision.wait_s(), decision.reason)
     if isinstance(decision, Dead):
         if decision.exhausted:
             _exhausted(job, payload, exc)
@@ -225,7 +225,8 @@ def fail(work, exc, job=None):
     return Outcome.DISCARDED
 
 
-def _retry(work, payload, exc, job_class, retry_at, reason):
+def _retry(work, payload, exc, job_class, now, wait_s, reason):
+    retry_at = now + wait_s
     entry = dumps(payload)
 
     def build(pipe):
@@ -235,7 +236,7 @@ def _retry(work, payload, exc, job_class, retry_at, reason):
     work.write(build)
     logger.warning(
         "%s jid=%s failed (%s: %s); %s in %.0fs", payload["class"], payload.get("jid"),
-        payload["error_class"], payload["error_message"][:200], reason, retry_at - now_s(),
+        payload["error_class"], payload["error_message"][:200], reason, wait_s,
     )
     signals.notify(signals.job_retried, job_class, payload=payload, exception=exc, retry_at=retry_at)
     return Outcome.RETRIED

@@ -224,6 +224,29 @@ def test_a_middleware_listed_after_a_built_in_runs_inside_it(redis, settings, pl
     assert redis.keys("unique:*") == [] and redis.keys("inflight:*") == []
 
 
+# -- end writes ------------------------------------------------------------------------------
+
+
+def test_a_middlewares_end_writes_join_every_end_of_a_job_in_the_worker_and_the_api(redis, settings):
+    # Given: a middleware keeping its own state about every job
+    from django_bgjobs.api import Queue
+
+    use(settings, MW + "EndLedger")
+    done = RecordJob.perform_later("ok")
+    failed = FailingJob.perform_later("boom")
+    with worker_manager(IDENTITY) as manager:
+        run_queued(manager)
+    waiting = RecordJob.perform_later("never runs")
+
+    # When: an operator deletes the waiting one
+    assert Queue("default").find_job(waiting.jid).delete() is True
+
+    # Then: each end was written, with its one outcome name
+    assert redis.lrange("test:ends", 0, -1) == [
+        f"succeeded:{done.jid}", f"retried:{failed.jid}", f"deleted:{waiting.jid}",
+    ]
+
+
 # -- outside a worker -------------------------------------------------------------------------
 
 

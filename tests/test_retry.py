@@ -389,6 +389,33 @@ def test_ack_and_retry_entry_are_written_in_one_multi_when_job_fails(redis, redi
     watcher.close()
 
 
+def test_ack_retry_entry_lock_and_batch_writes_are_one_multi_when_a_locked_batch_job_fails(redis, redis_url):
+    # Given: a job with an until_executed lock, in a batch
+    from django_bgjobs import Batch
+    from tests.testapp.unique_batch_jobs import FlakyUniqueJob
+
+    with Batch().jobs():
+        FlakyUniqueJob.perform_later("k", 1)
+    raw = redis.lmove("queue:default", ACK, "RIGHT", "LEFT")
+    watcher = redis_lib.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
+
+    # When
+    with watcher.monitor() as monitor:
+        attempt(raw)
+        commands = []
+        while not commands or commands[-1] != "EXEC":
+            seen = monitor.next_command()
+            command = seen["command"].split(" ", 1)[0].upper()
+            if seen.get("client_type") != "lua" and (commands or command == "MULTI"):  # not a script's own
+                commands.append(command)
+
+    # Then: the retry entry, the lock's new TTL, the batch's failure and the removal from
+    # the in-flight list, all or nothing
+    assert commands == ["MULTI", "ZADD", "EVALSHA", "EVALSHA", "LREM", "EXEC"]
+    assert redis.zcard("retry") == 1 and redis.llen(ACK) == 0
+    watcher.close()
+
+
 def test_unreadable_bytes_go_to_dead_set_with_original_preserved_when_payload_is_not_utf8(redis):
     # Given
     client = get_redis()  # returns bytes

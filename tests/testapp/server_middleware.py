@@ -92,3 +92,18 @@ class LockProbe:
         note("probe", payload["jid"], holder.decode() if isinstance(holder, bytes) else holder,
              execution.current_attempt() is not None)
         return self.call_next(job, payload)
+
+
+class EndLedger:
+    """Passes every attempt on; its ``end_writes`` (the ``job_end`` seam) notes each end of
+    every job in ``test:ends``, inside the MULTI that ends the job."""
+
+    def __init__(self, call_next):
+        self.call_next = call_next
+
+    def __call__(self, job, payload):
+        return self.call_next(job, payload)
+
+    @staticmethod
+    def end_writes(pipe, end):
+        pipe.rpush("test:ends", f"{end.outcome}:{end.payload.get('jid')}")
