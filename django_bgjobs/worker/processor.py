@@ -130,10 +130,11 @@ class Processor:
             close_old_connections()
 
     def _hand_over(self, attempt):
-        """Begin an async job here and hand its coroutine to the event loop; return True when
-        it ended here after all (a middleware ended it without running ``perform``, and it
-        counts as processed), False otherwise (the loop's finisher ends and counts it, or
-        shutdown came first).  Raises when the chain raised here (a failure)."""
+        """Begin an async job here and hand its coroutine to the event loop.  Returns whether
+        it counts as processed here: only when a sync middleware returned without calling on
+        (and did not skip it, as the expiry does), so it ended here; False when the loop's
+        finisher ends and counts it, or shutdown came first.  Raises when the chain raised
+        here (a failure)."""
         loop = self.event_loop
         if not loop.wait_for_slot(self):
             return False  # abandoned at shutdown while every slot was busy: pushed back, never run
