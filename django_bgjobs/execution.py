@@ -52,24 +52,24 @@ def current_job():
     return _running.get()
 
 
-def current_attempt():
-    """The worker's attempt at the job whose server middleware runs in this thread (or
-    asyncio task) now, or None outside a worker (inline backend, test helpers, ``perform_now``).
-
-    The seam through which built-in and user server middleware reach the worker, rather than
-    through parameters of ``process`` or ``fail`` (``worker/attempt.py``'s ``Attempt``)::
-
-        attempt.identity            # the worker process's identity (its heartbeat: keys.process)
-        attempt.queue               # the queue it was fetched from
-        attempt.metrics             # the process's ExecutionMetrics (.record(name, duration_s, failed))
-        attempt.guard               # the processor's watchdog Guard (plain jobs), or None
-        attempt.abandoned           # True once shutdown pushed the job back: write nothing
-        attempt.skip(outcome)       # end the attempt unrun with that Outcome (e.g. EXPIRED);
-                                    # return without calling call_next
-        attempt.reschedule(at_s, payload)   # put the job back unrun in the schedule set, due
-                                    # at_s, as payload (a dict); return without calling call_next
-    """
-    return _attempt.get()
+#: ``current_attempt()``: the worker's attempt at the job whose server middleware runs in this
+#: thread (or asyncio task) now, or None outside a worker (inline backend, test helpers,
+#: ``perform_now``).  (The context variable's own ``get``: the metrics middleware asks for
+#: every job.)
+#:
+#: The seam through which built-in and user server middleware reach the worker, rather than
+#: through parameters of ``process`` or ``fail`` (``worker/attempt.py``'s ``Attempt``)::
+#:
+#:     attempt.identity            # the worker process's identity (its heartbeat: keys.process)
+#:     attempt.queue               # the queue it was fetched from
+#:     attempt.metrics             # the process's ExecutionMetrics (.record(name, duration_s, failed))
+#:     attempt.guard               # the processor's watchdog Guard (plain jobs), or None
+#:     attempt.abandoned           # True once shutdown pushed the job back: write nothing
+#:     attempt.skip(outcome)       # end the attempt unrun with that Outcome (e.g. EXPIRED);
+#:                                 # return without calling call_next
+#:     attempt.reschedule(at_s, payload)   # put the job back unrun in the schedule set, due
+#:                                 # at_s, as payload (a dict); return without calling call_next
+current_attempt = _attempt.get
 
 
 @lru_cache(maxsize=None)
@@ -138,9 +138,12 @@ def run(job, args, kwargs, attempt=None):
     started_at = started(job)
     running, in_attempt = _running.set(job), _attempt.set(attempt)
     try:
-        result = server_chain(job)(job, job.payload)
-        if job.is_async and inspect.isawaitable(result):
-            result = async_to_sync(_await)(result)
+        if job.is_async:
+            result = middleware.chain(middleware.SERVER, call_async_perform, for_async=True)(job, job.payload)
+            if inspect.isawaitable(result):
+                result = async_to_sync(_await)(result)
+        else:
+            result = middleware.chain(middleware.SERVER, call_perform)(job, job.payload)
     except (KeyboardInterrupt, Shutdown):
         raise  # the worker stopping, not the job failing
     except BaseException as exc:

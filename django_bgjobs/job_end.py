@@ -118,13 +118,13 @@ def _seam():
 def concerns(payload):
     """False when no end writer can have anything to write for ``payload`` (none of the
     fields their ``end_writes_for`` name is in it): its end needs no MULTI."""
-    fields = _seam()[1]
+    fields = (_found or _seam())[1]
     return fields is None or not fields.isdisjoint(payload)
 
 
 def queue_writes(pipe, end):
     """Queue on ``pipe`` every feature's writes for ``end`` (see the module docstring)."""
-    for write in _seam()[0]:
+    for write in (_found or _seam())[0]:
         write(pipe, end)
 
 

@@ -10,8 +10,8 @@ admin's Metrics page read it.
 An attempt ended before it reaches this middleware (expired, rescheduled because its run
 lock was held, a payload that cannot run) is not counted, nor is one abandoned at shutdown
 (it runs again elsewhere).  Outside a worker (the ``inline`` backend, the test helpers)
-nothing is recorded.  For an async job it times the coroutine, from when the event loop
-starts it until it finishes.
+nothing is recorded.  A plain job is timed from its fetch, as before; an async job from when
+the event loop starts its coroutine until it finishes (its wait for a slot left out).
 """
 
 import inspect
@@ -31,17 +31,19 @@ class RecordMetrics:
         attempt = execution.current_attempt()
         if attempt is None or attempt.metrics is None:
             return self.call_next(job, payload)
-        started = time.perf_counter()
+        if job.is_async:
+            result = self.call_next(job, payload)
+            return _timed(result, attempt, job, payload) if inspect.isawaitable(result) else result
+        # A plain job is timed from its fetch (attempt.started), as the "done" log line is.
         try:
             result = self.call_next(job, payload)
         except (Shutdown, KeyboardInterrupt):
             raise  # the worker stopping: the job is pushed back, it did not fail
         except BaseException:
-            _record(attempt, job, payload, started, failed=True)
+            _record(attempt, job, payload, attempt.started, failed=True)
             raise
-        if job.is_async and inspect.isawaitable(result):
-            return _timed(result, attempt, job, payload)
-        _record(attempt, job, payload, started, failed=False)
+        if not attempt.abandoned:
+            attempt.metrics.record(type(job).display_name(payload), time.perf_counter() - attempt.started)
         return result
 
 

@@ -96,10 +96,12 @@ class UnitOfWork:
         (most) leaves with the next ``fetch.lua`` call instead (:meth:`Fetcher.ack`);
         ``fetch_next``: the calling thread asks for its next job right after, so that call
         takes one for it."""
-        try:
-            payload = self.payload
-        except InvalidPayloadError:  # unreadable: no feature can have state about it
-            payload = None
+        payload = self._payload
+        if payload is None:
+            try:
+                payload = self.payload
+            except InvalidPayloadError:  # unreadable: no feature can have state about it
+                pass
         if payload is None or not job_end.concerns(payload):
             self._fetcher.ack(self.queue, self.raw, fetch_next=fetch_next)
             self._until_written(self._fetcher.write_acks)
