@@ -22,8 +22,8 @@ and send signals alike.
    the perform callbacks.  An async job's ``timeout`` applies there too.
 
 Two context variables tell code running inside an attempt where it is: :func:`current_job`
-(the Job instance, e.g. for batches: a Batch made there is a child) and
-:func:`current_attempt` (the worker's state for server middleware: see its docstring).
+(the Job instance, e.g. for batches: a Batch made there is a child) and ``current_attempt()``
+(the worker's state for server middleware: what it gives is listed where it is defined).
 
 :class:`Timeout`, a built-in server middleware, enforces ``Job.timeout`` around the perform
 callbacks and ``perform``.

@@ -92,7 +92,8 @@ class JobLock:
         release_run = "1" if self.lock in RUN_LOCKS else "0"
         if release == "0" and extend_ms == 0 and release_run == "0":
             return
-        scripts.run("unique_end", [self.lock_key, self.run_key], [self.jid, release, extend_ms, release_run], client=pipe)
+        scripts.run("unique_end", [self.lock_key, self.run_key], [self.jid, release, extend_ms, release_run],
+                    client=pipe)
 
 
 class LockRules:

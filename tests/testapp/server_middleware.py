@@ -88,7 +88,9 @@ class LockProbe:
     def __call__(self, job, payload):
         from django_bgjobs import keys
 
-        holder = get_redis().hget(keys.unique_run_lock(payload["lock_digest"]), "jid") if "lock_digest" in payload else None
+        holder = None
+        if "lock_digest" in payload:
+            holder = get_redis().hget(keys.unique_run_lock(payload["lock_digest"]), "jid")
         note("probe", payload["jid"], holder.decode() if isinstance(holder, bytes) else holder,
              execution.current_attempt() is not None)
         return self.call_next(job, payload)
