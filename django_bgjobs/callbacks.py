@@ -15,9 +15,13 @@ in all (ActiveJob's meaning, first run included), then sends it to the dead set
 Exceptions that match neither follow ``retry_in`` and ``retry`` as usual.  The first
 matching declaration wins, ``discard_on`` before ``retry_on``.
 
-The per-job hooks ``before_perform``, ``around_perform``, ``after_perform``,
-``before_enqueue`` and ``after_enqueue`` are plain methods on ``Job``; this module only
-tells which classes override them, so jobs without hooks pay nothing.
+The per-job perform callbacks ``before_perform``, ``around_perform`` and ``after_perform``
+are plain methods on ``Job``, run as ActiveJob runs them by :func:`run_perform` (and
+:func:`arun_perform` for an ``async def perform``): in a worker, the inline backend and the
+test helpers through the built-in server middleware :class:`PerformCallbacks` (the innermost
+one, so a user's middleware wraps them); by ``perform_now`` directly, without the server
+chain.  ``before_enqueue`` and ``after_enqueue`` are run by the client.  This module tells
+which classes override them, so jobs without callbacks pay nothing.
 """
 
 import datetime
@@ -112,3 +116,43 @@ def rescue(job_class, count, exc):
                 return "kill"
             return max(0.0, declaration.delay_s(executions))
     return None
+
+
+def run_perform(job, perform):
+    """``before_perform``, ``around_perform(perform)``, ``after_perform``, as ActiveJob runs
+    them; return ``perform``'s result as ``around_perform`` passes it on.  ``after_perform``
+    is skipped when ``perform`` raises."""
+    job.before_perform()
+    result = job.around_perform(perform)
+    job.after_perform()
+    return result
+
+
+async def arun_perform(job, perform):
+    """:func:`run_perform` for an async job: each callback awaited when it is a coroutine
+    (``around_perform`` is ``async def`` there, and awaits ``perform()``)."""
+    await _maybe_await(job.before_perform())
+    result = await _maybe_await(job.around_perform(perform))
+    await _maybe_await(job.after_perform())
+    return result
+
+
+async def _maybe_await(value):
+    return await value if inspect.isawaitable(value) else value
+
+
+class PerformCallbacks:
+    """Built-in server middleware, the innermost: the job's ActiveJob-style perform callbacks
+    around the rest of the chain and ``perform``.  For an async job it returns the coroutine
+    that runs them (a sync middleware around an async job, see ``docs/middleware.rst``)."""
+
+    def __init__(self, call_next):
+        self.call_next = call_next
+
+    def __call__(self, job, payload):
+        if not job._has_perform_callbacks:
+            return self.call_next(job, payload)
+        perform = lambda: self.call_next(job, payload)  # noqa: E731
+        if job.is_async:
+            return arun_perform(job, perform)
+        return run_perform(job, perform)

@@ -1,17 +1,32 @@
-"""Run one payload: the single code path shared by the worker, the inline backend and
-the test helpers, so all three resolve classes, decode arguments and send signals alike.
+"""Run one attempt of a job: the single code path shared by the worker, the inline backend and
+the test helpers, so all three resolve classes, decode arguments, run the server middleware
+and send signals alike.
 
-1. :func:`instantiate` looks the payload's ``class`` up in the registry (never an
-   import), decodes the arguments and checks they fit ``perform``'s signature.
-   Problems with the payload itself raise :class:`InvalidPayloadError` or
-   :class:`UnknownJobError`: the job can never succeed, so the worker buries it.
-2. :func:`run` calls ``perform`` between the ``job_started`` and ``job_succeeded``
-   / ``job_failed`` signals and returns its result; exceptions propagate to the caller
-   (the worker's retry logic, or the code that called ``perform_now``).  An ``async def
-   perform`` runs through :func:`acall` on an event loop (``async_to_sync`` here).
-3. :func:`acall` is the coroutine that runs an async job's hooks and ``perform`` under its
-   ``timeout``; the worker's event loop (``worker/event_loop.py``) awaits it directly, with
-   the signals sent from its threads (:func:`started`, :func:`ended`), never from the loop.
+1. :func:`instantiate` looks the payload's ``class`` up in the registry (never an import),
+   decodes the arguments and checks they fit ``perform``'s signature.  Problems with the
+   payload itself raise :class:`InvalidPayloadError` or :class:`UnknownJobError`: the job
+   can never succeed, so the worker buries it.
+2. :func:`run` sends ``job_started``, calls the server middleware chain
+   (``middleware.chain(SERVER, call_perform)``, :mod:`django_bgjobs.middleware`), whose
+   innermost call is ``perform``, then sends ``job_succeeded`` or ``job_failed``; exceptions,
+   whether from ``perform`` or from a middleware, propagate to the caller (the worker's retry
+   rules, or the code that enqueued an inline job).  An ``async def perform`` goes through
+   the chain built for async jobs (``call_async_perform`` returns the coroutine) and is
+   awaited on an event loop (``async_to_sync`` here).
+3. :func:`begin` is the first half of :func:`run` for an async job in a worker: signal and
+   chain in the processor thread, the coroutine awaited on the worker's event loop
+   (``worker/event_loop.py``), :func:`ended` sent from its finisher thread, never the loop.
+4. ``perform_now`` / ``aperform_now`` (:func:`perform_now`, :func:`aperform_now`) run the
+   job's own perform callbacks and ``perform`` with the signals, and no server middleware:
+   Sidekiq runs server middleware in the server only, and ActiveJob's ``perform_now`` runs
+   the perform callbacks.  An async job's ``timeout`` applies there too.
+
+Two context variables tell code running inside an attempt where it is: :func:`current_job`
+(the Job instance, e.g. for batches: a Batch made there is a child) and ``current_attempt()``
+(the worker's state for server middleware: what it gives is listed where it is defined).
+
+:class:`Timeout`, a built-in server middleware, enforces ``Job.timeout`` around the perform
+callbacks and ``perform``.
 """
 
 import asyncio
@@ -22,19 +37,39 @@ from functools import lru_cache
 
 from asgiref.sync import async_to_sync, sync_to_async
 
-from django_bgjobs import registry, serialization, signals
+from django_bgjobs import callbacks, middleware, registry, serialization, signals
 from django_bgjobs.errors import InvalidPayloadError, JobTimeout, Shutdown
 from django_bgjobs.payload import new_jid, now_s
 
-
-# The job whose perform runs in this thread or asyncio task (batches read it: a Batch made
-# there is a child).  A context variable, so each coroutine on the event loop has its own.
+# The job whose attempt runs in this thread or asyncio task.  Context variables, so each
+# coroutine on the event loop has its own.
 _running = contextvars.ContextVar("django_bgjobs_running_job", default=None)
+_attempt = contextvars.ContextVar("django_bgjobs_attempt", default=None)
 
 
 def current_job():
     """The Job instance whose ``perform`` runs in this thread (or asyncio task) now, or None."""
     return _running.get()
+
+
+#: ``current_attempt()``: the worker's attempt at the job whose server middleware runs in this
+#: thread (or asyncio task) now, or None outside a worker (inline backend, test helpers,
+#: ``perform_now``).  (The context variable's own ``get``: the metrics middleware asks for
+#: every job.)
+#:
+#: The seam through which built-in and user server middleware reach the worker, rather than
+#: through parameters of ``process`` or ``fail`` (``worker/attempt.py``'s ``Attempt``)::
+#:
+#:     attempt.identity            # the worker process's identity (its heartbeat: keys.process)
+#:     attempt.queue               # the queue it was fetched from
+#:     attempt.metrics             # the process's ExecutionMetrics (.record(name, duration_s, failed))
+#:     attempt.guard               # the processor's watchdog Guard (plain jobs), or None
+#:     attempt.abandoned           # True once shutdown pushed the job back: write nothing
+#:     attempt.skip(outcome)       # end the attempt unrun with that Outcome (e.g. EXPIRED);
+#:                                 # return without calling call_next
+#:     attempt.reschedule(at_s, payload)   # put the job back unrun in the schedule set, due
+#:                                 # at_s, as payload (a dict); return without calling call_next
+current_attempt = _attempt.get
 
 
 @lru_cache(maxsize=None)
@@ -58,42 +93,87 @@ def instantiate(payload):
         ) from None
     job.jid = payload.get("jid")
     job.payload = payload
+    job._perform_args = (args, kwargs)
     return job, args, kwargs
 
 
-def run(job, args, kwargs, guard=None):
-    """Call ``job.perform(*args, **kwargs)`` with signals around it; return its result.
+# -- the server chain's endpoints ---------------------------------------------------------------
 
-    ``guard(job, call)``, when given, runs ``call()`` (the worker's watchdog arms the job's
-    ``timeout`` around ``perform`` with it, see ``worker/watchdog.py``).  An async job runs
-    through :func:`acall`, which enforces its timeout itself."""
-    job_class = type(job)
+
+def call_perform(job, payload):
+    """The endpoint of the server chain for plain jobs: ``perform`` with the decoded arguments."""
+    args, kwargs = job._perform_args
+    result = job.perform(*args, **kwargs)
+    if result is not None and inspect.isawaitable(result):  # e.g. a decorator hid that perform is async def
+        _close(result)
+        raise TypeError(
+            f"{type(job).name}.perform returned an awaitable without being async def: declare it "
+            "async def (a decorator must keep it a coroutine function) so the worker awaits it"
+        )
+    return result
+
+
+def call_async_perform(job, payload):
+    """The endpoint of the server chain for async jobs: returns ``perform``'s coroutine."""
+    args, kwargs = job._perform_args
+    return job.perform(*args, **kwargs)
+
+
+def server_chain(job):
+    """The server middleware chain for ``job``'s class (built once per process)."""
+    if job.is_async:
+        return middleware.chain(middleware.SERVER, call_async_perform, for_async=True)
+    return middleware.chain(middleware.SERVER, call_perform)
+
+
+# -- one attempt ------------------------------------------------------------------------------
+
+
+def run(job, args, kwargs, attempt=None):
+    """Run one attempt of ``job`` through the server chain with its signals; return its result.
+
+    ``attempt``: the worker's (:func:`current_attempt` inside), None elsewhere.  An async job
+    is awaited here, on an event loop of its own (``async_to_sync``)."""
+    job._perform_args = (args, kwargs)
     started_at = started(job)
-    token = _running.set(job)
+    running, in_attempt = _running.set(job), _attempt.set(attempt)
     try:
-        if job_class.is_async:
-            result = async_to_sync(acall)(job, args, kwargs)
+        if job.is_async:
+            result = middleware.chain(middleware.SERVER, call_async_perform, for_async=True)(job, job.payload)
+            if inspect.isawaitable(result):
+                result = async_to_sync(_await)(result)
         else:
-            if job_class._has_perform_callbacks:
-                call = lambda: _with_callbacks(job, args, kwargs)  # noqa: E731
-            else:
-                call = lambda: job.perform(*args, **kwargs)  # noqa: E731
-            result = call() if guard is None else guard(job, call)
-            if result is not None and inspect.isawaitable(result):  # e.g. a decorator hid that perform is async def
-                _close(result)
-                raise TypeError(
-                    f"{job_class.name}.perform returned an awaitable without being async def: declare it "
-                    "async def (a decorator must keep it a coroutine function) so the worker awaits it"
-                )
+            result = middleware.chain(middleware.SERVER, call_perform)(job, job.payload)
     except (KeyboardInterrupt, Shutdown):
         raise  # the worker stopping, not the job failing
     except BaseException as exc:
         ended(job, started_at, exception=exc)
         raise
     finally:
-        _running.reset(token)
+        _attempt.reset(in_attempt)
+        _running.reset(running)
     ended(job, started_at, result=result)
     return result
+
+
+def begin(job, attempt):
+    """Start an async job's attempt in a worker: send ``job_started`` and call the server chain
+    here (its sync middleware run in this thread); return ``(started_at, value)``, ``value``
+    being the coroutine to await on the event loop, or what a middleware returned without
+    calling on.  Sends ``job_failed`` and raises when the chain raises here.
+
+    The caller runs it in the job's own ``contextvars.Context`` (the task runs in a copy), so
+    :func:`current_job` and :func:`current_attempt` are set for the rest of the attempt."""
+    _running.set(job)
+    _attempt.set(attempt)
+    started_at = started(job)
+    try:
+        return started_at, server_chain(job)(job, job.payload)
+    except (KeyboardInterrupt, Shutdown):
+        raise
+    except BaseException as exc:
+        ended(job, started_at, exception=exc)
+        raise
 
 
 def started(job):
@@ -113,31 +193,8 @@ def ended(job, started_at, result=None, exception=None):
                      duration_s=duration_s)
 
 
-def _with_callbacks(job, args, kwargs):
-    """``before_perform``, ``around_perform(perform)``, ``after_perform``, as ActiveJob runs them."""
-    job.before_perform()
-    result = job.around_perform(lambda: job.perform(*args, **kwargs))
-    job.after_perform()
-    return result
-
-
-async def acall(job, args, kwargs):
-    """Run an async job's hooks and ``perform`` (awaiting whichever are coroutines) within its
-    ``timeout``; return ``perform``'s result.  Raises :class:`JobTimeout` past the timeout."""
-    _running.set(job)  # this coroutine's own context (an asyncio task, or async_to_sync's)
-    timeout_s = job.timeout
-    try:
-        async with asyncio.timeout(timeout_s) as deadline:
-            if type(job)._has_perform_callbacks:
-                await _maybe_await(job.before_perform())
-                result = await _maybe_await(job.around_perform(lambda: job.perform(*args, **kwargs)))
-                await _maybe_await(job.after_perform())
-                return result
-            return await job.perform(*args, **kwargs)
-    except TimeoutError:
-        if deadline.expired():
-            raise JobTimeout(f"{type(job).name} ran past its timeout of {timeout_s:g}s") from None
-        raise
+async def _await(awaitable):
+    return await awaitable
 
 
 def _close(awaitable):
@@ -147,28 +204,104 @@ def _close(awaitable):
         close()
 
 
-async def _maybe_await(value):
-    return await value if inspect.isawaitable(value) else value
+# -- the job's timeout ------------------------------------------------------------------------
+
+
+class Timeout:
+    """Built-in server middleware: ``Job.timeout`` around the rest of the chain (the perform
+    callbacks and ``perform``).
+
+    * An async job: ``asyncio.timeout`` around its coroutine, wherever it runs;
+      :class:`JobTimeout` past it.
+    * A plain job in a worker: the processor's watchdog guard (``attempt.guard``,
+      ``worker/watchdog.py``) arms the deadline, and ``JobTimeout`` is raised in its thread.
+      Armed here, inside the other built-ins, so it never lands in their Redis writes.
+    * A plain job elsewhere (inline backend, test helpers): no limit; a thread cannot be
+      interrupted safely from inside its own process.
+    """
+
+    def __init__(self, call_next):
+        self.call_next = call_next
+
+    def __call__(self, job, payload):
+        timeout_s = job.timeout
+        if not timeout_s:
+            return self.call_next(job, payload)
+        if job.is_async:
+            value = self.call_next(job, payload)
+            return within_timeout(value, job, timeout_s) if inspect.isawaitable(value) else value
+        attempt = _attempt.get()
+        guard = attempt.guard if attempt is not None else None
+        if guard is None:
+            return self.call_next(job, payload)
+        return guard(job, lambda: self.call_next(job, payload))
+
+
+async def within_timeout(awaitable, job, timeout_s):
+    """Await ``awaitable`` for at most ``timeout_s``; :class:`JobTimeout` past it (a
+    ``TimeoutError`` the job raised itself passes through as it is)."""
+    try:
+        async with asyncio.timeout(timeout_s) as deadline:
+            return await awaitable
+    except TimeoutError:
+        if deadline.expired():
+            raise JobTimeout(f"{type(job).name} ran past its timeout of {timeout_s:g}s") from None
+        raise
+
+
+# -- perform_now: the job's own callbacks, no server chain -----------------------------------
 
 
 def perform_inline(payload):
-    """Run a payload that was just enqueued, here and now (the ``inline`` backend, test helpers)."""
+    """Run a payload that was just enqueued, here and now, as a worker would (server chain
+    included): the ``inline`` backend and the test helpers."""
     job, args, kwargs = instantiate(payload)
     return run(job, args, kwargs)
 
 
 def perform_now(job_class, args, kwargs):
-    """``Job.perform_now``: run in this process without a JSON round trip or Redis."""
-    return run(_job_for_now(job_class, args), args, kwargs)
+    """``Job.perform_now``: run in this process without a JSON round trip, Redis or server
+    middleware; the job's perform callbacks and signals run."""
+    job = _job_for_now(job_class, args, kwargs)
+    started_at = started(job)
+    token = _running.set(job)
+    try:
+        if job_class.is_async:
+            result = async_to_sync(acall)(job, args, kwargs)
+        elif job_class._has_perform_callbacks:
+            result = callbacks.run_perform(job, lambda: call_perform(job, job.payload))
+        else:
+            result = call_perform(job, job.payload)
+    except (KeyboardInterrupt, Shutdown):
+        raise
+    except BaseException as exc:
+        ended(job, started_at, exception=exc)
+        raise
+    finally:
+        _running.reset(token)
+    ended(job, started_at, result=result)
+    return result
+
+
+async def acall(job, args, kwargs):
+    """Run an async job's own perform callbacks and ``perform`` within its ``timeout`` (no
+    server middleware: :func:`perform_now`, :func:`aperform_now`); return ``perform``'s result."""
+    _running.set(job)  # this coroutine's own context (an asyncio task, or async_to_sync's)
+    job._perform_args = (args, kwargs)
+    if type(job)._has_perform_callbacks:
+        work = callbacks.arun_perform(job, lambda: call_async_perform(job, job.payload))
+    else:
+        work = call_async_perform(job, job.payload)
+    return await within_timeout(work, job, job.timeout)
 
 
 async def aperform_now(job_class, args, kwargs):
     """``Job.aperform_now``: :func:`perform_now` for async code.  A plain job runs in Django's
     thread for sync code; an async one is awaited here, with only its signals sent from that
     thread (so the thread, which the ORM's async methods share, is not held for the whole job)."""
-    job = _job_for_now(job_class, args)
     if not job_class.is_async:
-        return await sync_to_async(run)(job, args, kwargs)
+        return await sync_to_async(perform_now)(job_class, args, kwargs)
+    job = _job_for_now(job_class, args, kwargs)
     started_at = await sync_to_async(started)(job)
     try:
         result = await acall(job, args, kwargs)
@@ -179,9 +312,10 @@ async def aperform_now(job_class, args, kwargs):
     return result
 
 
-def _job_for_now(job_class, args):
+def _job_for_now(job_class, args, kwargs):
     job = job_class()
     job.jid = new_jid()
+    job._perform_args = (args, kwargs)
     job.payload = {
         "class": job_class.name, "args": list(args), "queue": job_class.queue, "jid": job.jid,
         "created_at": now_s(), "enqueued_at": now_s(),

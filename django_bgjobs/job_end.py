@@ -1,113 +1,151 @@
-"""What a job's end does to its unique lock and its batch, wherever the job ends.
+"""How a job ends: the one :class:`Outcome` enum, and the seam through which features add
+their own writes to the MULTI that ends a job.
 
-A job ends in one of these ways, each with its bookkeeping (the lock writes are
-``lua/unique_end.lua``, compare-and-delete by jid; the batch ones ``lua/batch.lua``):
+A job ends in one of the :class:`Outcome` ways, whoever ends it:
 
-* in a worker (``worker/hooks.py`` queues :meth:`JobEnd.queue_end` in the MULTI that
-  acknowledges the job or writes its retry or dead entry): ``SUCCEEDED``, or
-  :mod:`~django_bgjobs.retry`'s ``RETRIED``, ``DEAD``, ``DISCARDED``;
-* buried as a poison job by ``lua/recover.lua``: ``DEAD`` (:func:`record`, just after);
-* dropped unrun by a worker because it was due longer ago than its ``expires_in``:
-  ``EXPIRED`` (its enqueue lock is freed, and its batch counts it as a success, as Sidekiq
-  Pro's expiring jobs do);
-* by hand, through :mod:`django_bgjobs.api` (so the admin too), before it ran or while it
-  waited for a retry: ``KILLED`` (moved to the dead set: its batch records a death) or
-  ``DELETED`` (removed: its batch records a failure, so it can complete but never succeed).
-  Either frees its enqueue lock (``until_expired`` ones excepted: they always run their
-  time), so an equal job can be enqueued again at once, as sidekiq-unique-jobs does when a
-  job is deleted through Sidekiq's API.
+* a worker (``worker/fetcher.py``'s unit of work): ``SUCCEEDED``, ``EXPIRED`` (dropped unrun,
+  due longer ago than its ``expires_in``), ``RESCHEDULED`` (put back unrun, for later), or,
+  after a failure (:func:`django_bgjobs.retry.fail`), ``RETRIED``, ``DEAD`` or ``DISCARDED``;
+* a worker burying a poison job (``lua/recover.lua``): ``DEAD``, written by :func:`record`
+  just after;
+* an operator, through :mod:`django_bgjobs.api` (so the admin too), before it ran or while it
+  waited for a retry: ``KILLED`` (moved to the dead set) or ``DELETED`` (removed).
 
-Client-side code: the API and the worker both use it, and it opens no connection of its own.
+**End writes.**  A feature that keeps state about a job (a unique lock, a batch's counts)
+must change it in the same MULTI as the write that ends the job (the removal from the
+in-flight list, the retry or dead entry, the API's move), so a crash at any instant leaves
+the two in step.  It does so by giving its server middleware class (``BGJOBS["SERVER_MIDDLEWARE"]``
+or :data:`conf.SERVER_BUILTINS <django_bgjobs.conf.SERVER_BUILTINS>`) a static method::
+
+    end_writes_for = ("my_field",)   # optional: the payload fields of the jobs it has state about
+
+    @staticmethod
+    def end_writes(pipe, end):   # end: an End (outcome, payload, retry_at, exception)
+        if "my_field" in end.payload:
+            pipe.hincrby(...)     # queued on the MULTI; nothing is executed here
+
+:func:`queue_writes` calls every such method, in the order of the server chain, for every
+end; each must return at once for a payload it has nothing to do with.  ``end_writes_for``
+lets a worker skip the MULTI altogether for a job none of them has state about
+(:func:`concerns`): such a job -- most -- is acknowledged with the next fetch call, the hot
+path of ``docs/performance.rst``.  A class that names no fields is asked about every job.
+Writes are by jid (compare-and-delete, set members), so writing an end twice changes nothing.
+
+Client-side code: the API and the worker both use it; it opens no connection of its own and
+imports no feature (it finds them through the middleware list).
 """
 
-from django_bgjobs import batches, keys, registry, scripts
-from django_bgjobs.errors import UnknownJobError
-from django_bgjobs.payload import dumps, now_s
-from django_bgjobs.retry import DEAD, RETRIED
-from django_bgjobs.unique import LockOptions
+import enum
+import threading
+from dataclasses import dataclass
 
-SUCCEEDED = "success"
-EXPIRED = "expired"
-KILLED = "killed"
-DELETED = "deleted"
-_NEVER_RAN = (EXPIRED, KILLED, DELETED)  # ended before it ran (or between its retries)
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
-# A payload whose class is unknown here still has its locks released and batch told.
-_DEFAULT_OPTIONS = {
-    lock: LockOptions(lock, None, "reschedule", None, False)
-    for lock in ("until_executing", "until_executed", "while_executing", "until_and_while_executing", "until_expired")
-}
-#: The lock types with a run lock, and how ``lua/unique_start.lua`` treats each as a job starts.
-RUN_LOCKS = {"while_executing": "run", "until_and_while_executing": "release_run"}
+from django_bgjobs import middleware
 
 
-class JobEnd:
-    """The lock and batch of one parsed payload (see the module docstring)."""
+class Outcome(enum.StrEnum):
+    """How one attempt, or a job, ended.  One name each, used by the worker, ``retry``, the
+    API, the end writes and the signals alike."""
 
-    def __init__(self, payload):
-        self.payload = payload
-        self.jid = payload.get("jid")
-        self.bid = payload.get("bid") if isinstance(payload.get("bid"), str) else None
-        digest = payload.get("lock_digest")
-        self.lock = payload.get("lock") if isinstance(digest, str) else None
-        self.options = None
-        if self.lock is not None:
-            try:
-                self.options = registry.get(payload["class"])._lock_options
-            except UnknownJobError:
-                pass
-            if self.options is None or self.options.lock != self.lock:
-                self.options = _DEFAULT_OPTIONS.get(self.lock)
-            if self.options is None:  # an unknown lock type: leave its lock to its TTL
-                self.lock = None
-            else:
-                self.lock_key = keys.unique_lock(digest)
-                self.run_key = keys.unique_run_lock(digest)
+    #: ``perform`` returned.
+    SUCCEEDED = "succeeded"
+    #: It failed and waits in the retry set.
+    RETRIED = "retried"
+    #: It failed for good (out of retries, ``retry_in`` said "kill", a payload that can never
+    #: run, a poison job) and is in the dead set.
+    DEAD = "dead"
+    #: It failed and was dropped on purpose: ``Discard`` raised, ``discard_on``, ``retry_in``
+    #: said "discard", or ``retry = False``.  No dead entry.
+    DISCARDED = "discarded"
+    #: Dropped unrun by a worker: due longer ago than its ``expires_in`` (Sidekiq Pro's
+    #: expiring jobs; its batch counts it as a success).
+    EXPIRED = "expired"
+    #: Put back unrun in the schedule set by a worker, to start later (its run lock was held).
+    #: The job has not ended: no end writes.
+    RESCHEDULED = "rescheduled"
+    #: Moved to the dead set by hand (the API) before it ran or between its retries.
+    KILLED = "killed"
+    #: Removed by hand (the API) before it ran or between its retries.
+    DELETED = "deleted"
 
-    def queue_end(self, pipe, outcome, payload=None, retry_at=None):
-        """Queue on ``pipe`` the lock and batch writes of an end that was ``outcome``;
-        ``payload`` is the updated copy (with its error) when there is one."""
-        if self.lock is not None:
-            self._queue_unlock(pipe, outcome, retry_at)
-        if self.bid is not None and self.jid:
-            if outcome in (SUCCEEDED, EXPIRED):
-                op, extra = "success", [self.jid]
-            else:  # a job dropped without succeeding counts as failed: the batch completes, never succeeds
-                dead = outcome in (DEAD, KILLED)
-                op, extra = ("dead" if dead else "failure"), [self.jid, _failure_info(payload or self.payload)]
-            script_keys, args = batches.script_args(op, self.bid, extra)
-            scripts.run("batch", script_keys, args, client=pipe)
 
-    def _queue_unlock(self, pipe, outcome, retry_at):
-        release, extend_ms = "0", 0
-        if outcome in _NEVER_RAN:
-            release = "0" if self.lock == "until_expired" else "1"
-        elif self.lock == "until_executed":
-            if outcome == RETRIED:
-                extend_ms = self.options.ttl_ms(retry_at - now_s() if retry_at else 0)
-            else:
-                release = "1"
-        release_run = "1" if self.lock in RUN_LOCKS else "0"
-        if release == "0" and extend_ms == 0 and release_run == "0":
-            return
-        scripts.run("unique_end", [self.lock_key, self.run_key], [self.jid, release, extend_ms, release_run], client=pipe)
+#: The outcomes of a job removed before it ran (or between two attempts).
+NEVER_RAN = frozenset({Outcome.EXPIRED, Outcome.KILLED, Outcome.DELETED})
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """One end of a job, as the end writes see it."""
+
+    outcome: Outcome
+    #: The payload dict as it ends: after a failure, the updated copy with its error fields.
+    payload: dict
+    #: Epoch seconds when it is due again (``RETRIED`` only), else None.
+    retry_at: float | None = None
+    #: The exception that ended the attempt (failures only), else None.
+    exception: BaseException | None = None
+
+
+_lock = threading.Lock()
+_found = None  # (end_writes functions, the payload fields they are for or None: every payload)
+
+
+def _seam():
+    """``(end_writes functions in chain order, their fields or None)``, found once per process
+    in the server middleware list (cleared when ``BGJOBS`` changes)."""
+    global _found
+    found = _found
+    if found is None:
+        with _lock:
+            found = _found
+            if found is None:
+                classes = [middleware.load(path, middleware.SERVER) for path in middleware.order(middleware.SERVER)]
+                writing = [cls for cls in classes if getattr(cls, "end_writes", None) is not None]
+                fields = set()
+                for cls in writing:
+                    named = getattr(cls, "end_writes_for", None)
+                    if named is None:
+                        fields = None
+                        break
+                    fields.update(named)
+                found = _found = (tuple(cls.end_writes for cls in writing),
+                                  None if fields is None else frozenset(fields))
+    return found
+
+
+def concerns(payload):
+    """False when no end writer can have anything to write for ``payload`` (none of the
+    fields their ``end_writes_for`` name is in it): its end needs no MULTI."""
+    fields = (_found or _seam())[1]
+    return fields is None or not fields.isdisjoint(payload)
+
+
+def queue_writes(pipe, end):
+    """Queue on ``pipe`` every feature's writes for ``end`` (see the module docstring)."""
+    for write in (_found or _seam())[0]:
+        write(pipe, end)
 
 
 def record(client, payloads, outcome):
-    """Write the ends of ``payloads`` (parsed dicts) that have a lock or a batch, all in one
-    MULTI; return how many had any.  By jid, so writing an end twice changes nothing."""
-    ends = [JobEnd(payload) for payload in payloads if "lock_digest" in payload or "bid" in payload]
-    if ends:
-        pipe = client.pipeline(transaction=True)
-        for end in ends:
-            end.queue_end(pipe, outcome)
+    """Write the ends of ``payloads`` (parsed dicts, removed from Redis already) in one MULTI;
+    return how many queued any write.  For the API's hand-removals and a worker's poison
+    burials, which happen outside the MULTI of a unit of work."""
+    pipe = client.pipeline(transaction=True)
+    count = 0
+    for payload in payloads:
+        before = len(pipe)
+        queue_writes(pipe, End(outcome, payload))
+        count += len(pipe) > before
+    if len(pipe):
         pipe.execute()
-    return len(ends)
+    return count
 
 
-def _failure_info(payload):
-    return dumps({
-        "class": payload.get("class"), "error_class": payload.get("error_class"),
-        "error_message": (payload.get("error_message") or "")[:1000], "failed_at": payload.get("failed_at"),
-        "retried_at": payload.get("retried_at"), "retry_count": payload.get("retry_count"),
-    })
+@receiver(setting_changed)
+def _reset(setting, **kwargs):
+    global _found
+    if setting == "BGJOBS":
+        with _lock:
+            _found = None

@@ -1,18 +1,30 @@
 """What happens to a job attempt that failed: retry later, the dead set, or nothing.
 
-Sidekiq's rules, run by the worker thread that ran the job:
+Two halves:
 
-1. ``Discard`` raised, ``retry_in`` returned ``"discard"``, or the job has
-   ``retry = False``: the job is dropped (logged; no dead entry).
-2. A payload that can never run (bad JSON, unknown class, arguments that do not fit
-   ``perform``) goes straight to the dead set with the reason.
-3. Otherwise ``retry_count`` goes up; while it stays below the job's ``retry`` (25 by
-   default) the job waits in the ``retry`` set for ``retry_in`` or
-   ``count**4 + 15 + rand(10 * (count + 1))`` seconds.  After that, or when ``retry_in``
-   returns ``"kill"``, ``retries_exhausted`` is called and the job goes to the dead set.
+* :func:`decide` -- the retry rules, a pure function of the job, the exception and the count
+  (no Redis, no signals), returning :class:`RetryIn`, :class:`Dead` or :class:`Discarded`
+  with the reason.  Sidekiq's rules:
 
-Each outcome is written in one MULTI together with the removal of the job from the
-worker's in-flight list, so a crash at any instant leaves the job in exactly one place.
+  1. A payload that can never run (bad arguments, unknown class, a unique job rejected at
+     start) goes straight to the dead set with the reason.
+  2. ``Discard`` raised: dropped (logged; no dead entry).
+  3. The class's ``retry_on`` / ``discard_on`` declarations, when one matches, decide alone
+     (``callbacks.rescue``).
+  4. ``retry = False``: dropped.  Otherwise, while ``retry_count`` stays below the job's
+     ``retry`` (``MAX_RETRIES``, 25, by default) the job waits in the retry set for
+     ``retry_in`` or :func:`backoff_s` seconds; after that, or when ``retry_in`` returns
+     ``"kill"``, the dead set (``retries_exhausted`` is called).  ``"discard"``: dropped.
+
+  ``tasks.py`` asks it too, to tell whether a failed task will run again.
+* :func:`fail` -- what the worker's unit of work (``worker/fetcher.py``) calls for a failed
+  attempt: record Sidekiq's error fields (``error_class``, ``error_message``,
+  ``error_backtrace``, ``failed_at`` / ``retried_at``, ``retry_count``), decide, then write
+  the retry or dead entry (the dead set trimmed as Sidekiq trims it), the removal of the job
+  from the in-flight list and every feature's end writes (unique locks, batch counts:
+  :mod:`django_bgjobs.job_end`) in ONE MULTI, so a crash at any instant leaves the job in
+  exactly one place with its locks and batch in step; then the signals (``job_retried``,
+  ``job_died``).
 """
 
 import base64
@@ -20,22 +32,129 @@ import datetime
 import logging
 import random
 import traceback
+from dataclasses import dataclass
+from typing import ClassVar
 
 from django_bgjobs import callbacks, conf, keys, registry, signals
-from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import Discard, InvalidPayloadError, Retry, UniqueJobRejected, UnknownJobError
+from django_bgjobs.job_end import End, Outcome, queue_writes
 from django_bgjobs.payload import describe, dumps, new_jid, now_s
 
 logger = logging.getLogger(__name__)
 
-RETRIED, DEAD, DISCARDED = "retried", "dead", "discarded"
 MAX_MESSAGE_CHARS = 10_000
 MAX_BACKTRACE_FRAMES = 40
+#: Failures that say the payload itself can never run: the dead set at once.
+PAYLOAD_ERRORS = (InvalidPayloadError, UnknownJobError, UniqueJobRejected)
 
 
-def backoff_s(count):
-    """Sidekiq's default delay before retry number ``count`` (0-based), with jitter."""
-    return count**4 + 15 + random.random() * 10 * (count + 1)
+# -- the decision -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryIn:
+    """Retry: the job waits in the retry set between ``shortest_s`` and ``longest_s`` (the
+    default backoff spreads retries out; a fixed wait has both equal)."""
+
+    shortest_s: float
+    longest_s: float
+    reason: str
+    outcome: ClassVar[Outcome] = Outcome.RETRIED
+
+    def wait_s(self):
+        """A wait drawn between the bounds."""
+        return self.shortest_s + random.random() * (self.longest_s - self.shortest_s)
+
+
+@dataclass(frozen=True)
+class Dead:
+    """The dead set, with ``reason`` (``dead_reason``).  ``exhausted``: the job's retries are
+    over (or ``retry_in`` said "kill"), so its ``retries_exhausted`` is called first."""
+
+    reason: str
+    exhausted: bool = False
+    outcome: ClassVar[Outcome] = Outcome.DEAD
+
+
+@dataclass(frozen=True)
+class Discarded:
+    """Dropped: no retry, no dead entry."""
+
+    reason: str
+    outcome: ClassVar[Outcome] = Outcome.DISCARDED
+
+
+def backoff_range_s(count):
+    """Sidekiq's default wait before retry number ``count`` (0-based): ``(shortest, longest)``
+    seconds, ``count**4 + 15`` plus up to ``10 * (count + 1)`` of jitter."""
+    shortest = count**4 + 15
+    return float(shortest), float(shortest + 10 * (count + 1))
+
+
+def backoff_s(count, jitter=True):
+    """Sidekiq's default wait before retry number ``count`` (0-based), jitter drawn; with
+    ``jitter=False`` the longest it may be."""
+    shortest, longest = backoff_range_s(count)
+    return shortest + random.random() * (longest - shortest) if jitter else longest
+
+
+def decide(job, exc, count):
+    """What the failure ``exc`` of ``job``'s attempt leads to: :class:`RetryIn`, :class:`Dead`
+    or :class:`Discarded` (see the module docstring).
+
+    ``job``: the Job instance that failed -- its class's ``retry_on`` / ``discard_on``, its
+    ``retry_in``, and its payload's ``retry`` option are read -- or None when none could be
+    made (then only the payload errors and the defaults apply).  ``count``: the payload's
+    ``retry_count`` after this failure (0 after the first).  The only side effects are the
+    job's own ``retry_in`` and ``RetryOn(wait=callable)`` calls, and a log line when one of
+    them raises or answers nonsense.
+    """
+    if isinstance(exc, PAYLOAD_ERRORS):
+        return Dead(str(exc))
+    if isinstance(exc, Discard):
+        return Discarded("Discard raised")
+    declared = callbacks.rescue(type(job) if job is not None else None, count, exc)
+    retry = job.payload.get("retry", True) if job is not None and job.payload is not None else True
+    if declared is None and (retry is False or retry is None):
+        return Discarded("retry is off for this job")
+    max_retries = conf.get("MAX_RETRIES") if isinstance(retry, bool) or retry is None else int(retry)
+    answer = _retry_in(job, count, exc) if declared is None else declared
+    source = "retry_in" if declared is None else "retry_on/discard_on"
+    if answer == "discard":
+        return Discarded(f"{source} returned 'discard'")
+    if answer == "kill":
+        return Dead(f"{source} returned 'kill'", exhausted=True)
+    if declared is None and count >= max_retries:
+        return Dead(f"retries exhausted ({count} of {max_retries})", exhausted=True)
+    reason = f"retry {count + 1} of {max_retries}" if declared is None else f"retry_on, after attempt {count + 1}"
+    if answer is None:
+        return RetryIn(*backoff_range_s(count), reason)
+    return RetryIn(answer, answer, reason)
+
+
+def _retry_in(job, count, exc):
+    """The job's ``retry_in`` answer as seconds, "kill", "discard" or None (default backoff)."""
+    if isinstance(exc, Retry) and exc.wait is not None:
+        answer = exc.wait
+    elif job is None:
+        return None
+    else:
+        try:
+            answer = job.retry_in(count, exc)
+        except Exception:
+            logger.exception("%s.retry_in raised; using the default backoff", type(job).name)
+            return None
+    if answer is None or answer in ("kill", "discard"):
+        return answer
+    if isinstance(answer, datetime.timedelta):
+        return max(answer.total_seconds(), 0.0)
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        return max(float(answer), 0.0)
+    logger.error("%s.retry_in returned %r; using the default backoff", type(job).name if job else "?", answer)
+    return None
+
+
+# -- the failure, written ------------------------------------------------------------------------
 
 
 def error_class_name(exc):
@@ -57,80 +176,106 @@ def record_error(payload, exc, now):
         payload["failed_at"] = now
 
 
-def _execute(client, build):
-    """Run the commands ``build(pipe)`` queues, in one MULTI."""
-    pipe = client.pipeline(transaction=True)
-    build(pipe)
-    pipe.execute()
-
-
-def _once(write):
-    return write()
-
-
-def fail(raw, payload, exc, *, job=None, ack_key=None, queue=None, client=None, run_write=_once, after=None):
-    """Deal with a failed attempt of ``raw`` (``payload`` is None when it did not parse).
-
-    Returns ``"retried"``, ``"dead"`` or ``"discarded"``.  ``ack_key`` is the in-flight
-    list the raw payload is removed from in the same MULTI.  ``run_write(write)`` runs the
-    Redis write (the worker passes one that retries it until Redis takes it), so the
-    user's hooks (``retry_in``, ``retries_exhausted``) run once whatever Redis does.
-    ``after(pipe, outcome, payload, exc, retry_at)``, when given, queues more commands in
-    that same MULTI (the worker's unique-lock and batch bookkeeping); ``payload`` is the
-    updated copy, ``retry_at`` None unless the outcome is ``"retried"``.
-    """
-    client = client or get_redis()
-    now = now_s()
-    if payload is None:
-        return _bury_unreadable(raw, exc, ack_key, queue, client, now, run_write)
-    # A copy: the worker calls again after a Redis error, and must not count the failure twice.
-    payload = dict(payload)
-    job_class = type(job) if job is not None else _lookup(payload)
-    if isinstance(exc, (InvalidPayloadError, UnknownJobError, UniqueJobRejected)):
-        record_error(payload, exc, now)
-        return _bury(raw, payload, exc, job_class, ack_key, client, now, reason=str(exc), run_write=run_write,
-                     after=after)
-    if isinstance(exc, Discard):
-        return _discard(raw, payload, exc, ack_key, client, "Discard raised", run_write, after)
-    record_error(payload, exc, now)
-    count = payload["retry_count"]
-    # The class's retry_on / discard_on declarations, when one matches, decide alone.
-    declared = callbacks.rescue(job_class, count, exc)
-    retry = payload.get("retry", True)
-    if declared is None and (retry is False or retry is None):
-        return _discard(raw, payload, exc, ack_key, client, "retry is off for this job", run_write, after)
-    max_retries = conf.get("MAX_RETRIES") if isinstance(retry, bool) or retry is None else int(retry)
-    decision = _retry_in(job, count, exc) if declared is None else declared
-    source = "retry_in" if declared is None else "retry_on/discard_on"
-    if decision == "discard":
-        return _discard(raw, payload, exc, ack_key, client, f"{source} returned 'discard'", run_write, after)
-    if decision == "kill" or (declared is None and count >= max_retries):
-        _exhausted(job, payload, exc)
-        reason = f"{source} returned 'kill'" if decision == "kill" else f"retries exhausted ({count} of {max_retries})"
-        return _bury(raw, payload, exc, job_class, ack_key, client, now, reason=reason, run_write=run_write,
-                     after=after)
-    retry_at = now + (backoff_s(count) if decision is None else decision)
-    def build(pipe):
-        pipe.zadd(keys.retry(), {dumps(payload): retry_at})
-        if ack_key:
-            pipe.lrem(ack_key, 1, raw)
-        if after is not None:
-            after(pipe, RETRIED, payload, exc, retry_at)
-
-    run_write(lambda: _execute(client, build))
-    logger.warning(
-        "%s jid=%s failed (%s: %s); retry %d of %d in %.0fs", payload["class"], payload.get("jid"),
-        payload["error_class"], payload["error_message"][:200], count + 1, max_retries, retry_at - now,
-    )
-    signals.notify(signals.job_retried, job_class, payload=payload, exception=exc, retry_at=retry_at)
-    return RETRIED
-
-
 def add_to_dead(pipe, raw, now):
     """Queue on ``pipe`` the ZADD of ``raw`` to the dead set and its trimming, as Sidekiq does."""
     pipe.zadd(keys.dead(), {raw: now})
     pipe.zremrangebyscore(keys.dead(), "-inf", now - conf.get("DEAD_TIMEOUT_S"))
     pipe.zremrangebyrank(keys.dead(), 0, -conf.get("DEAD_MAX_JOBS") - 1)
+
+
+def fail(work, exc, job=None):
+    """Write the end of a failed attempt; return its :class:`Outcome` (``RETRIED``, ``DEAD``
+    or ``DISCARDED``).
+
+    ``work`` is the attempt's unit of work (``worker/fetcher.py``): it gives ``raw``,
+    ``queue``, ``payload`` (raising :class:`InvalidPayloadError` when the raw payload is not
+    a JSON object) and ``write(build)``, which runs the commands ``build(pipe)`` queues in
+    one MULTI with the job's removal from the in-flight list.  ``job``: the Job instance
+    that ran, if one was made.  The decision is taken once, whatever Redis does (the unit
+    retries its write), so ``retry_in`` and ``retries_exhausted`` run once.  A payload whose
+    own fields break the rules (``"retry_count": "x"``) is buried as unreadable, rather than
+    left in flight to do the same to the next worker.
+    """
+    now = now_s()
+    try:
+        payload = work.payload
+    except InvalidPayloadError:
+        return _bury_unreadable(work, exc, now)
+    try:
+        # A copy: the caller's dict must not carry this failure's count (it may fail again).
+        payload = dict(payload)
+        if job is None and not isinstance(exc, PAYLOAD_ERRORS):
+            job = _bare_job(payload)
+        if not isinstance(exc, Discard):
+            record_error(payload, exc, now)
+        decision = decide(job, exc, payload.get("retry_count", 0))
+    except Exception as bug:
+        logger.exception("cannot apply the retry rules to jid=%s; burying the payload", payload.get("jid"))
+        reason = InvalidPayloadError(f"payload fields break the retry rules ({type(bug).__name__}: {bug})")
+        return _bury_unreadable(work, reason, now)
+    job_class = type(job) if job is not None else _lookup(payload)
+    if isinstance(decision, RetryIn):
+        return _retry(work, payload, exc, job_class, now, decision.wait_s(), decision.reason)
+    if isinstance(decision, Dead):
+        if decision.exhausted:
+            _exhausted(job, payload, exc)
+        return _bury(work, payload, exc, job_class, now, decision.reason)
+    work.write(lambda pipe: queue_writes(pipe, End(Outcome.DISCARDED, payload, None, exc)))
+    logger.warning("%s jid=%s discarded (%s): %s", payload.get("class"), payload.get("jid"), decision.reason, exc)
+    return Outcome.DISCARDED
+
+
+def _retry(work, payload, exc, job_class, now, wait_s, reason):
+    retry_at = now + wait_s
+    entry = dumps(payload)
+
+    def build(pipe):
+        pipe.zadd(keys.retry(), {entry: retry_at})
+        queue_writes(pipe, End(Outcome.RETRIED, payload, retry_at, exc))
+
+    work.write(build)
+    logger.warning(
+        "%s jid=%s failed (%s: %s); %s in %.0fs", payload["class"], payload.get("jid"),
+        payload["error_class"], payload["error_message"][:200], reason, wait_s,
+    )
+    signals.notify(signals.job_retried, job_class, payload=payload, exception=exc, retry_at=retry_at)
+    return Outcome.RETRIED
+
+
+def _bury(work, payload, exc, job_class, now, reason, end_writes=True):
+    payload["dead_reason"] = reason
+    entry = dumps(payload)
+
+    def build(pipe):
+        add_to_dead(pipe, entry, now)
+        if end_writes:
+            queue_writes(pipe, End(Outcome.DEAD, payload, None, exc))
+
+    work.write(build)
+    logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)
+    signals.notify(signals.job_died, job_class, payload=payload, exception=exc, reason=reason)
+    return Outcome.DEAD
+
+
+def _bury_unreadable(work, exc, now):
+    """A payload that is not even a JSON object (or whose fields break the rules): keep its
+    exact bytes inside a readable dead entry."""
+    raw = work.raw
+    if isinstance(raw, bytes):
+        try:
+            original, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            original, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    else:
+        original, encoding = raw, "utf-8"
+    wrapper = {
+        "class": "django_bgjobs.UnreadablePayload", "args": [], "retry": False, "queue": work.queue,
+        "jid": new_jid(), "created_at": now, "original_payload": original, "original_encoding": encoding,
+    }
+    record_error(wrapper, exc, now)
+    wrapper.pop("error_backtrace")
+    logger.error("unreadable payload in queue %s moved to the dead set: %s: %s", work.queue, exc, describe(raw))
+    return _bury(work, wrapper, exc, None, now, reason=str(exc), end_writes=False)
 
 
 def _lookup(payload):
@@ -140,26 +285,15 @@ def _lookup(payload):
         return None
 
 
-def _retry_in(job, count, exc):
-    """The job's ``retry_in`` answer as seconds, "kill", "discard" or None (default backoff)."""
-    if isinstance(exc, Retry) and exc.wait is not None:
-        answer = exc.wait
-    elif job is None:
+def _bare_job(payload):
+    """An instance of the payload's class to ask ``retry_in`` and tell ``retries_exhausted``,
+    when the failure came before the worker made one (None when the class is unknown)."""
+    job_class = _lookup(payload)
+    if job_class is None:
         return None
-    else:
-        try:
-            answer = job.retry_in(count, exc)
-        except Exception:
-            logger.exception("%s.retry_in raised; using the default backoff", type(job).name)
-            return None
-    if answer is None or answer in ("kill", "discard"):
-        return answer
-    if isinstance(answer, datetime.timedelta):
-        return max(answer.total_seconds(), 0)
-    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
-        return max(float(answer), 0)
-    logger.error("%s.retry_in returned %r; using the default backoff", type(job).name, answer)
-    return None
+    job = job_class()
+    job.jid, job.payload = payload.get("jid"), payload
+    return job
 
 
 def _exhausted(job, payload, exc):
@@ -169,51 +303,3 @@ def _exhausted(job, payload, exc):
         job.retries_exhausted(payload, exc)
     except Exception:
         logger.exception("%s.retries_exhausted raised; the job goes to the dead set anyway", type(job).name)
-
-
-def _bury(raw, payload, exc, job_class, ack_key, client, now, reason, run_write, after=None):
-    payload["dead_reason"] = reason
-    def build(pipe):
-        add_to_dead(pipe, dumps(payload), now)
-        if ack_key:
-            pipe.lrem(ack_key, 1, raw)
-        if after is not None:
-            after(pipe, DEAD, payload, exc, None)
-
-    run_write(lambda: _execute(client, build))
-    logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)
-    signals.notify(signals.job_died, job_class, payload=payload, exception=exc, reason=reason)
-    return DEAD
-
-
-def _bury_unreadable(raw, exc, ack_key, queue, client, now, run_write):
-    """A payload that is not even a JSON object: keep its exact bytes inside a readable dead entry."""
-    if isinstance(raw, bytes):
-        try:
-            original, encoding = raw.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            original, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    else:
-        original, encoding = raw, "utf-8"
-    wrapper = {
-        "class": "django_bgjobs.UnreadablePayload", "args": [], "retry": False, "queue": queue,
-        "jid": new_jid(), "created_at": now, "original_payload": original, "original_encoding": encoding,
-    }
-    record_error(wrapper, exc, now)
-    wrapper.pop("error_backtrace")
-    logger.error("unreadable payload in queue %s moved to the dead set: %s: %s", queue, exc, describe(raw))
-    return _bury(raw, wrapper, exc, None, ack_key, client, now, reason=str(exc), run_write=run_write)
-
-
-def _discard(raw, payload, exc, ack_key, client, why, run_write, after=None):
-    if after is not None:
-        def build(pipe):
-            if ack_key:
-                pipe.lrem(ack_key, 1, raw)
-            after(pipe, DISCARDED, payload, exc, None)
-
-        run_write(lambda: _execute(client, build))
-    elif ack_key:
-        run_write(lambda: client.lrem(ack_key, 1, raw))
-    logger.warning("%s jid=%s discarded (%s): %s", payload.get("class"), payload.get("jid"), why, exc)
-    return DISCARDED

@@ -49,7 +49,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from django_bgjobs import client, conf, keys, signals
+from django_bgjobs import client, keys, retry, signals
 from django_bgjobs._tasks_compat import (
     BaseTaskBackend,
     InvalidTask,
@@ -66,7 +66,7 @@ from django_bgjobs._tasks_compat import (
     task_started,
 )
 from django_bgjobs.connection import get_redis
-from django_bgjobs.errors import BgJobsError, Discard, InvalidPayloadError, Retry, Shutdown, UnknownJobError
+from django_bgjobs.errors import BgJobsError, Shutdown, UnknownJobError
 from django_bgjobs.job import Job
 from django_bgjobs.payload import QUEUE_NAME_RE, now_s
 
@@ -262,21 +262,14 @@ class TaskJob(Job):
         return "kill" if isinstance(exception, ReturnValueNotJSON) else None
 
     def _retry_plan(self, exc):
-        """``(will_retry, wait_s)``: whether ``retry.fail`` will retry this attempt (by its own rules,
-        read from the payload), and the longest it may wait in the retry set."""
-        if isinstance(exc, (Discard, InvalidPayloadError, UnknownJobError)):
-            return False, 0
-        retry = self.payload.get("retry", True)
-        if retry is False or retry is None:
-            return False, 0
-        max_retries = conf.get("MAX_RETRIES") if retry is True else int(retry)
+        """``(will_retry, wait_s)``: whether the worker will retry this attempt -- the retry
+        rules' own decision (:func:`django_bgjobs.retry.decide`) -- and the longest it may
+        wait in the retry set."""
         count = self.payload["retry_count"] + 1 if "retry_count" in self.payload else 0
-        if count >= max_retries:
-            return False, 0
-        if isinstance(exc, Retry) and exc.wait is not None:
-            wait = exc.wait
-            return True, wait.total_seconds() if isinstance(wait, datetime.timedelta) else float(wait)
-        return True, count**4 + 15 + 10 * (count + 1)  # retry.backoff_s at its most
+        decision = retry.decide(self, exc, count)
+        if isinstance(decision, retry.RetryIn):
+            return True, decision.longest_s
+        return False, 0
 
     def _failed(self, task, backend, record, exc, will_retry, wait_s=0, error=None):
         """Append the error; FAILED (and ``task_finished``) unless the attempt will be retried,

@@ -331,3 +331,12 @@ def snapshot(raw_redis):
         key: (raw_redis.type(key), raw_redis.dump(key), raw_redis.pttl(key) > 0)
         for key in sorted(raw_redis.scan_iter(count=1000))
     } | {"__dbsize__": raw_redis.dbsize()}
+
+
+def unit_in_flight(raw, identity, queue="default"):
+    """The worker's unit of work for ``raw``, a payload the test moved into ``identity``'s
+    in-flight list of ``queue`` itself (as a fetch would): end it with ``acknowledge`` / ``fail``."""
+    from django_bgjobs.worker.fetcher import Fetcher, UnitOfWork
+    from django_bgjobs.worker.queues import QueueOrder
+
+    return UnitOfWork(Fetcher(identity, QueueOrder([queue])), queue, raw)

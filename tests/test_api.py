@@ -1,7 +1,7 @@
 """The monitoring API (``django_bgjobs.api``) against the test run's throwaway redis-server.
 
 Jobs are enqueued through the real client; failed jobs reach the retry and dead
-sets through ``retry.fail`` or a ``ZADD`` of payloads built with ``payload.dumps``.
+sets through a unit of work's ``fail`` (``retry.fail``) or a ``ZADD`` of payloads built with ``payload.dumps``.
 """
 
 import base64
@@ -18,7 +18,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from django_bgjobs import InvalidPayloadError, Job, keys, retry
+from django_bgjobs import InvalidPayloadError, Job, keys
 from django_bgjobs.api import (
     DeadSet,
     JobRecord,
@@ -31,8 +31,9 @@ from django_bgjobs.api import (
     Stats,
     WorkSet,
 )
+from django_bgjobs.job_end import Outcome
 from django_bgjobs.payload import dumps, loads, new_jid, now_s
-from tests.helpers import REPO_ROOT, register_process, snapshot
+from tests.helpers import REPO_ROOT, register_process, snapshot, unit_in_flight
 
 
 class Noop(Job):
@@ -66,10 +67,11 @@ def fail_job(job_class=Fragile, *args, dead=False, message="boom"):
     handle = configured.perform_later(*args)
     from django_bgjobs.connection import get_redis
 
-    raw = get_redis().lpop(keys.queue(handle.queue))  # the head: the job just pushed
+    inflight = keys.inflight("test-host:1:api", handle.queue)
+    raw = get_redis().lmove(keys.queue(handle.queue), inflight, "LEFT", "LEFT")  # the head: the job just pushed
     assert loads(raw)["jid"] == handle.jid
-    outcome = retry.fail(raw, loads(raw), RuntimeError(message))
-    assert outcome == (retry.DEAD if dead else retry.RETRIED)
+    outcome = unit_in_flight(raw, "test-host:1:api", handle.queue).fail(RuntimeError(message))
+    assert outcome == (Outcome.DEAD if dead else Outcome.RETRIED)
     return handle.jid
 
 

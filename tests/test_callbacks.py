@@ -6,9 +6,10 @@ import json
 import pytest
 from django.db import transaction
 
-from django_bgjobs import ConfigurationError, Discard, Job, RetryOn, retry
+from django_bgjobs import ConfigurationError, Discard, Job, RetryOn
 from django_bgjobs.execution import instantiate, perform_inline, run
 from django_bgjobs.payload import loads
+from tests.helpers import unit_in_flight
 
 EVENTS = []
 
@@ -74,15 +75,15 @@ def clear_events():
 
 
 def attempt(redis, job_class, *args):
-    """Push one job, take it into a fake in-flight list, run it once through retry.fail."""
+    """Push one job, take it into an in-flight list, run it once and end its unit of work."""
     handle = job_class.perform_later(*args)
     raw = redis.rpoplpush("queue:default", "inflight:test:default")
-    payload = loads(raw)
-    job, a, k = instantiate(payload)
+    unit = unit_in_flight(raw.encode(), "test")
+    job, a, k = instantiate(unit.payload)
     try:
         run(job, a, k)
     except Exception as exc:
-        return retry.fail(raw.encode(), payload, exc, job=job, ack_key="inflight:test:default"), handle
+        return unit.fail(exc, job), handle
     return "succeeded", handle
 
 
@@ -146,11 +147,11 @@ def test_retry_on_retries_after_its_wait_then_kills_after_its_attempts(redis):
     for expected in ("retried", "dead"):
         redis.zrem("retry", raw)
         redis.lpush("inflight:test:default", raw)
-        payload = loads(raw)
-        job, a, k = instantiate(payload)
+        unit = unit_in_flight(raw.encode(), "test")
+        job, a, k = instantiate(unit.payload)
         with pytest.raises(NetworkError) as info:
             run(job, a, k)
-        assert retry.fail(raw.encode(), payload, info.value, job=job, ack_key="inflight:test:default") == expected
+        assert unit.fail(info.value, job) == expected
         if expected == "retried":
             (raw,) = redis.zrange("retry", 0, -1)
     # Then the third attempt was the last

@@ -1,7 +1,7 @@
 """django_bgjobs.failures: a FailedJob row for each job that reaches the dead set, and its pruning.
 
 Deaths happen the way the worker makes them: a payload pushed by ``perform_later``,
-taken from its queue into an in-flight list, run, and handed to ``retry.fail``
+taken from its queue into an in-flight list, run, and failed through its unit of work (``retry.fail``)
 (one test drives a real :class:`Processor` step).  Kills go through ``django_bgjobs.api``.
 """
 
@@ -17,18 +17,21 @@ from django.db import OperationalError
 from django.test import override_settings
 from django.utils import timezone
 
-from django_bgjobs import Job, execution, failures, keys, retry
+from django_bgjobs import Job, execution, failures, keys
 from django_bgjobs.api import DeadSet, RetrySet
+from django_bgjobs.job_end import Outcome
 from django_bgjobs.models import FailedJob
 from django_bgjobs.payload import dumps, loads
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.processor import Processor
 from django_bgjobs.worker.queues import QueueOrder
+from tests.helpers import unit_in_flight
 from tests.testapp.jobs import FailingJob, JobFailure
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ACK = keys.inflight("test-host:1:failures", "default")
+IDENTITY = "test-host:1:failures"
+ACK = keys.inflight(IDENTITY, "default")
 
 
 class HookRaisesJob(Job):
@@ -56,12 +59,13 @@ def die(redis, job_class, *args):
     """Enqueue, fetch and run ``job_class(*args)`` once with ``retry=0``: it goes to the dead set."""
     job_class.set(retry=0).perform_later(*args)
     raw = redis.lmove("queue:default", ACK, "RIGHT", "LEFT")
-    payload = loads(raw)
+    unit = unit_in_flight(raw, IDENTITY)
+    payload = unit.payload
     job, job_args, kwargs = execution.instantiate(payload)
     try:
         execution.run(job, job_args, kwargs)
     except Exception as exc:  # noqa: BLE001 - the job is meant to fail
-        assert retry.fail(raw, payload, exc, job=job, ack_key=ACK) == retry.DEAD
+        assert unit.fail(exc, job) == Outcome.DEAD
     else:
         raise AssertionError("the job was expected to fail")
     return payload
@@ -113,8 +117,8 @@ def test_row_is_written_when_a_worker_processor_buries_a_job(redis):
 
 
 def test_row_names_the_unreadable_payload_when_a_queue_held_garbage(redis):
-    # When: a payload that is not JSON reaches retry.fail as the worker hands it over
-    retry.fail(b"{not json", None, ValueError("payload is not valid JSON"), ack_key=ACK, queue="low")
+    # When: a payload that is not JSON is failed through its unit of work, as the worker does
+    unit_in_flight(b"{not json", IDENTITY, "low").fail(ValueError("payload is not valid JSON"))
 
     # Then
     row = FailedJob.objects.get()
@@ -168,7 +172,7 @@ def test_row_is_written_with_the_kill_reason_when_a_retry_is_killed_through_the_
     # Given: a job waiting in the retry set
     FailingJob.perform_later("later")
     raw = redis.lmove("queue:default", ACK, "RIGHT", "LEFT")
-    assert retry.fail(raw, loads(raw), JobFailure("first try"), ack_key=ACK) == retry.RETRIED
+    assert unit_in_flight(raw, IDENTITY).fail(JobFailure("first try")) == Outcome.RETRIED
     entry = RetrySet().page()[0]
 
     # When

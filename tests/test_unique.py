@@ -1,5 +1,5 @@
 """Unique jobs: lock options checked at class creation, the enqueue side (``lua/unique_push.lua``)
-and the worker side (``worker/hooks.py`` driven through :meth:`Processor.process_one`).
+and the worker side (``unique_server.py``'s server middleware, driven through :meth:`Processor.process_one`).
 
 End-to-end races with real ``runjobs`` processes are in ``test_unique_e2e.py``.
 """
@@ -10,14 +10,15 @@ import time
 from datetime import timedelta
 
 import pytest
+import redis as redis_lib
 from django.db import transaction
 
-from django_bgjobs import Job, UniqueJobError, keys, serialization, unique
+from django_bgjobs import Job, UniqueJobError, keys, serialization, unique, unique_server
 from django_bgjobs.api import UniqueLocks
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import ConfigurationError, Discard
 from django_bgjobs.testing import capture_jobs
-from django_bgjobs.worker import hooks
+from django_bgjobs.worker.attempt import Attempt
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.launcher import Launcher
 from django_bgjobs.worker.poller import Poller
@@ -568,10 +569,9 @@ def test_recovered_job_takes_its_own_run_lock_back_after_its_worker_was_killed(r
     # Given: a worker took the job and its run lock, then died (kill -9: nothing cleaned up)
     handle = ProbeWhileExecuting.perform_later()
     dead = Processor(Fetcher(OTHER, QueueOrder(["default"])))
-    queue, raw = dead.fetcher.fetch(block=False)
+    unit = dead.fetcher.fetch(block=False)
     redis.hset(keys.process(OTHER), "beat", 1)
-    dead_hooks = hooks.for_payload(json.loads(raw))
-    assert dead_hooks.start(get_redis(), raw, dead.fetcher.inflight_key(queue), OTHER) is True
+    assert unique_server.take_start_locks(unit.payload, OTHER) == "run"
     redis.hset(keys.inflight_owners(), OTHER, json.dumps(["default"]))
     redis.delete(keys.process(OTHER))  # its heartbeat expires
 
@@ -658,19 +658,25 @@ def test_flaky_until_executed_job_keeps_its_lock_until_it_succeeds(redis, proces
 
 
 @worker_db
-def test_jobs_without_locks_or_batches_take_the_plain_acknowledgement(redis, processor, monkeypatch):
+def test_jobs_without_locks_or_batches_take_the_plain_acknowledgement(redis, processor, redis_url):
     # Given
-    made = []
-    real = hooks.JobHooks
-    monkeypatch.setattr(hooks, "JobHooks", lambda payload: made.append(payload) or real(payload))
     RecordJob.perform_later(1)
     UntilExecutedJob.perform_later("x")
+    watcher = redis_lib.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
 
-    # When
-    drain(processor)
+    # When: every command the server runs is watched
+    with watcher.monitor() as monitor:
+        drain(processor)
+        redis.get("end-of-drain")
+        commands = []
+        while not commands or commands[-1] != "GET end-of-drain":
+            commands.append(monitor.next_command()["command"])
+    watcher.close()
 
-    # Then
-    assert [p["class"] for p in made] == [UntilExecutedJob.name]
+    # Then: one MULTI, the locked job's (its lock freed with its ack); the plain job left
+    # with the next fetch call
+    assert [c for c in commands if c == "MULTI"] == ["MULTI"]
+    assert len(performed()) == 2
 
 
 # -- the monitoring API ---------------------------------------------------------------------
@@ -715,13 +721,11 @@ class StuckUniqueJob(_ProbeMixin, Job):
 @worker_db
 def test_lock_is_freed_when_the_watchdog_fails_a_stuck_job_of_a_replaced_process(redis):
     # Given: a job the watchdog gave up on, in its launcher's in-flight list
-    from django_bgjobs import execution
-
     handle = StuckUniqueJob.perform_later()
     launcher = Launcher(queues=["default"], concurrency=1, schedule=False)
-    queue, raw = launcher.fetcher.fetch(block=False)
-    job, _, _ = execution.instantiate(json.loads(raw))
-    launcher._stuck.append((launcher.manager.processors[0], job, (queue, raw, time.time())))
+    attempt = Attempt(launcher.fetcher.fetch(block=False), launcher.identity)
+    attempt.prepare()
+    launcher._stuck.append((launcher.manager.processors[0], attempt))
 
     # When
     launcher._fail_stuck()

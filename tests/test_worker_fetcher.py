@@ -25,7 +25,9 @@ def enqueue(queue, *args):
 
 
 def jid_of(fetched):
-    return json.loads(fetched[1])["jid"]
+    """The jid of a fetched unit of work, or of a ``(queue, raw)`` pair the fetcher holds."""
+    raw = fetched[1] if isinstance(fetched, tuple) else fetched.raw
+    return json.loads(raw)["jid"]
 
 
 def test_fetch_moves_the_job_into_the_inflight_list_when_a_queue_has_one(redis):
@@ -37,14 +39,18 @@ def test_fetch_moves_the_job_into_the_inflight_list_when_a_queue_has_one(redis):
     fetched = fetcher.fetch(block=False)
 
     # Then: it left the queue and sits in flight until acknowledged
-    assert fetched[0] == "default"
+    assert fetched.queue == "default"
     assert jid_of(fetched) == jid
     assert redis.llen("queue:default") == 0
-    assert redis.lrange(f"inflight:{IDENTITY}:default", 0, -1) == [fetched[1].decode()]
+    assert redis.lrange(f"inflight:{IDENTITY}:default", 0, -1) == [fetched.raw.decode()]
 
 
-def test_inflight_key_names_identity_and_queue():
-    assert make_fetcher().inflight_key("low") == keys.inflight(IDENTITY, "low") == f"inflight:{IDENTITY}:low"
+def test_inflight_list_names_identity_and_queue(redis):
+    enqueue("low", 1)
+
+    make_fetcher().fetch(block=False)
+
+    assert redis.keys("inflight:*") == [keys.inflight(IDENTITY, "low")] == [f"inflight:{IDENTITY}:low"]
 
 
 def test_fetch_takes_the_oldest_job_first_when_a_queue_has_several(redis):
@@ -76,7 +82,7 @@ def test_fetch_drains_critical_then_default_then_low_when_order_is_strict(redis)
     fetched = [fetcher.fetch(block=False) for _ in range(5)]
 
     # Then
-    assert [(queue, json.loads(raw)["jid"]) for queue, raw in fetched[:4]] == [
+    assert [(unit.queue, json.loads(unit.raw)["jid"]) for unit in fetched[:4]] == [
         ("critical", critical), ("default", default[0]), ("default", default[1]), ("low", low),
     ]
     assert fetched[4] is None
@@ -90,7 +96,7 @@ def test_fetch_share_follows_weights_when_queues_are_weighted(redis):
     fetcher = make_fetcher(["heavy,3", "light,1"])
 
     # When
-    taken = [fetcher.fetch(block=False)[0] for _ in range(1_000)]
+    taken = [fetcher.fetch(block=False).queue for _ in range(1_000)]
 
     # Then: about 75% from heavy (a standard deviation is 1.4%)
     share = taken.count("heavy") / len(taken)
@@ -110,7 +116,7 @@ def test_fetch_skips_a_paused_queue_when_it_has_jobs(redis):
     second = fetcher.fetch(block=False)
 
     # Then
-    assert (first[0], jid_of(first)) == ("low", low_jid)
+    assert (first.queue, jid_of(first)) == ("low", low_jid)
     assert second is None
     assert [json.loads(raw)["jid"] for raw in redis.lrange("queue:critical", 0, -1)] == [paused_jid]
 
@@ -154,8 +160,8 @@ def test_fetch_takes_a_job_pushed_while_it_blocks_when_blocking(redis):
     pusher.join()
 
     # Then: even the blocking path lands the job in flight
-    assert fetched is not None and fetched[0] == "default"
-    assert redis.lrange(f"inflight:{IDENTITY}:default", 0, -1) == [fetched[1].decode()]
+    assert fetched is not None and fetched.queue == "default"
+    assert redis.lrange(f"inflight:{IDENTITY}:default", 0, -1) == [fetched.raw.decode()]
 
 
 @pytest.mark.parametrize("slot", [0, 3])
@@ -215,7 +221,8 @@ def test_ack_removes_the_job_from_flight_and_takes_the_next_in_the_same_call(red
     # Given
     jids = [enqueue("default", n) for n in range(3)]
     fetcher = make_fetcher()
-    queue, raw = fetcher.fetch(block=False)
+    unit = fetcher.fetch(block=False)
+    queue, raw = unit.queue, unit.raw
 
     # When
     fetcher.ack(queue, raw, fetch_next=True)
@@ -232,7 +239,8 @@ def test_ack_takes_nothing_when_the_thread_will_not_fetch_again(redis):
     enqueue("default", 1)
     enqueue("default", 2)
     fetcher = make_fetcher()
-    queue, raw = fetcher.fetch(block=False)
+    unit = fetcher.fetch(block=False)
+    queue, raw = unit.queue, unit.raw
 
     # When: a stopping thread acknowledges its last job
     fetcher.ack(queue, raw, fetch_next=False)
@@ -248,7 +256,8 @@ def test_acks_stay_pending_and_are_written_by_the_next_call_when_the_connection_
 
     jid = enqueue("default", 1)
     fetcher = make_fetcher()
-    queue, raw = fetcher.fetch(block=False)
+    unit = fetcher.fetch(block=False)
+    queue, raw = unit.queue, unit.raw
     fetcher.ack(queue, raw)
     redis.client_kill_filter(_type="normal", skipme=True)
     with pytest.raises(redis_lib.ConnectionError):
@@ -276,8 +285,8 @@ def test_prefetched_jobs_stay_within_the_bound_when_threads_fetch_and_ack_at_onc
                 return
             held.append(len(fetcher.prefetched()))
             in_flight.append(redis.llen(f"inflight:{IDENTITY}:default"))
-            done.append(fetched[1])
-            fetcher.ack(*fetched, fetch_next=True)
+            done.append(fetched.raw)
+            fetcher.ack(fetched.queue, fetched.raw, fetch_next=True)
             fetcher.write_acks()
 
     # When
@@ -310,3 +319,49 @@ def test_give_back_returns_prefetched_jobs_to_the_tail_of_their_queue_oldest_las
     assert moved == 3 and fetcher.prefetched() == []
     assert inflight_jids(redis) == [jids[0]]
     assert [json.loads(raw)["jid"] for raw in redis.lrange("queue:default", 0, -1)][::-1] == jids[1:]
+
+
+# -- the unit of work -------------------------------------------------------------------------
+
+
+def test_a_unit_of_work_acknowledged_leaves_flight_with_the_next_fetch_call(redis):
+    # Given
+    jids = [enqueue("default", n) for n in range(2)]
+    fetcher = make_fetcher()
+    unit = fetcher.fetch(block=False)
+
+    # When
+    unit.acknowledge(fetch_next=True)
+
+    # Then: the call that wrote the ack took the next job for this thread
+    assert inflight_jids(redis) == [jids[1]]
+    assert jid_of(fetcher.fetch(block=False)) == jids[1]
+
+
+def test_a_unit_of_work_requeued_goes_back_to_the_tail_of_its_queue_once(redis):
+    # Given
+    first = enqueue("default", 1)
+    unit = make_fetcher().fetch(block=False)
+    later = enqueue("default", 2)
+
+    # When
+    assert unit.requeue() is True
+    assert unit.requeue() is False  # no longer in flight: not pushed twice
+
+    # Then: it runs next, before the job enqueued after it was taken
+    assert inflight_jids(redis) == []
+    assert [json.loads(raw)["jid"] for raw in redis.lrange("queue:default", 0, -1)] == [later, first]
+
+
+def test_a_unit_of_work_rescheduled_moves_from_flight_to_the_schedule_set(redis):
+    # Given
+    jid = enqueue("default", 1)
+    unit = make_fetcher().fetch(block=False)
+
+    # When
+    unit.reschedule(1_900_000_000.0, {**unit.payload, "at": 1_900_000_000.0})
+
+    # Then
+    assert inflight_jids(redis) == [] and redis.llen("queue:default") == 0
+    [(raw, at)] = redis.zrange("schedule", 0, -1, withscores=True)
+    assert json.loads(raw)["jid"] == jid and at == 1_900_000_000.0

@@ -30,7 +30,7 @@ def make_launcher(**options):
 
 def fetch_into_flight(launcher, count):
     """Take ``count`` jobs into ``launcher``'s in-flight lists, as its processors would; return the jids."""
-    return [json.loads(launcher.fetcher.fetch(block=False)[1])["jid"] for _ in range(count)]
+    return [json.loads(launcher.fetcher.fetch(block=False).raw)["jid"] for _ in range(count)]
 
 
 def kill(redis, launcher):
@@ -82,7 +82,8 @@ def test_beat_reports_busy_threads_and_their_work_when_processors_run_jobs(redis
     # Given: processor 1 is running a job
     launcher = make_launcher()
     RecordJob.perform_later("busy")
-    queue, raw = launcher.fetcher.fetch(block=False)
+    unit = launcher.fetcher.fetch(block=False)
+    queue, raw = unit.queue, unit.raw
     launcher.manager.processors[1].current = (queue, raw, NOW_S - 3)
 
     # When
@@ -415,7 +416,8 @@ def test_stop_writes_pending_acks_before_pushing_back_when_a_finished_job_is_not
     launcher = make_launcher(shutdown_timeout_s=0)
     launcher.beat(now=NOW_S)
     RecordJob.perform_bulk([(1,), (2,)])
-    queue, raw = launcher.fetcher.fetch(block=False)
+    unit = launcher.fetcher.fetch(block=False)
+    queue, raw = unit.queue, unit.raw
     launcher.fetcher.ack(queue, raw)
 
     # When
@@ -605,10 +607,10 @@ def test_jobs_held_by_the_worker_are_never_pushed_back_as_stranded(redis):
     launcher.beat(now=NOW_S)
     RecordJob.perform_bulk([(n,) for n in range(4)])
     processor = launcher.manager.processors[0]
-    queue, raw = launcher.fetcher.fetch(block=False)
-    processor.current = (queue, raw, NOW_S)
-    finished_queue, finished_raw = launcher.fetcher.fetch(block=False)
-    launcher.fetcher.ack(finished_queue, finished_raw)
+    running = launcher.fetcher.fetch(block=False)
+    processor.current = (running.queue, running.raw, NOW_S)
+    finished = launcher.fetcher.fetch(block=False)
+    launcher.fetcher.ack(finished.queue, finished.raw)
     in_flight = redis.llen(f"inflight:{launcher.identity}:default")
 
     # When: checked again and again, long after any reply

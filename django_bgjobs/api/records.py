@@ -20,6 +20,7 @@ import time
 import redis
 
 from django_bgjobs import job_end, keys, moves, registry, retry, signals
+from django_bgjobs.job_end import Outcome
 from django_bgjobs.api._common import backtrace_lines, epoch_s, queue_name_of, text
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, InvalidPayloadError, UnknownJobError
@@ -149,17 +150,16 @@ class JobRecord:
 
     def delete(self):
         """Remove this exact payload from its queue; True when it was still there.  Its unique
-        lock is freed and its batch told (:mod:`django_bgjobs.job_end`, ``DELETED``)."""
+        lock is freed and its batch told (:mod:`django_bgjobs.job_end`, ``Outcome.DELETED``)."""
         removed = self.redis.lrem(keys.queue(self.queue), 1, self.raw) > 0
         if removed:
             _note_removed(self.parent)
-            _record_ends(self.redis, [self.item], job_end.DELETED)
+            _record_ends(self.redis, [self.item], Outcome.DELETED)
         return removed
 
     def queue_end(self, pipe, outcome):
         """Queue on ``pipe`` the unique-lock and batch bookkeeping of this job ended by hand."""
-        if "lock_digest" in self.item or "bid" in self.item:
-            job_end.JobEnd(self.item).queue_end(pipe, outcome)
+        job_end.queue_writes(pipe, job_end.End(outcome, self.item))
 
 
 class SortedEntry(JobRecord):
@@ -177,12 +177,12 @@ class SortedEntry(JobRecord):
     def delete(self):
         """Remove this entry from its set; True when it was still there.  Outside the dead set
         (where its end was written when it died) its unique lock is freed and its batch told,
-        in the same MULTI (:mod:`django_bgjobs.job_end`, ``DELETED``)."""
+        in the same MULTI (:mod:`django_bgjobs.job_end`, ``Outcome.DELETED``)."""
         if self.parent.name == "dead":
             removed = self.redis.zrem(self.parent.key, self.raw) > 0
         else:
             removed = move_watched(
-                self.redis, self.parent.key, [self.raw], lambda pipe, _present: self.queue_end(pipe, job_end.DELETED),
+                self.redis, self.parent.key, [self.raw], lambda pipe, _present: self.queue_end(pipe, Outcome.DELETED),
             ) > 0
         if removed:
             _note_removed(self.parent)
@@ -209,7 +209,7 @@ class SortedEntry(JobRecord):
             dead_raw = dumps(dict(self.item, dead_reason=reason))
         def to_dead(pipe, _present):
             retry.add_to_dead(pipe, dead_raw, now)
-            self.queue_end(pipe, job_end.KILLED)
+            self.queue_end(pipe, Outcome.KILLED)
 
         moved = move_watched(self.redis, self.parent.key, [self.raw], to_dead)
         if moved:
@@ -329,7 +329,7 @@ def clear_jobs(client, key, kind, more=None):
                     items.append(loads(raw))
                 except InvalidPayloadError:
                     pass
-        _record_ends(client, items, job_end.DELETED)
+        _record_ends(client, items, Outcome.DELETED)
     client.unlink(doomed)  # a big key is freed in the background
     return count
 

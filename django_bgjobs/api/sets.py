@@ -10,7 +10,8 @@ moves to the dead set go through ``retry.add_to_dead`` inside a WATCHed MULTI, s
 dead set's caps are applied in one place.
 """
 
-from django_bgjobs import job_end, keys, moves, retry
+from django_bgjobs import keys, moves, retry
+from django_bgjobs.job_end import Outcome
 from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, glob_escape
 from django_bgjobs.api.records import KILL_REASON, SortedEntry, clear_jobs, move_watched, notify_died
 from django_bgjobs.payload import dumps, now_s
@@ -131,7 +132,7 @@ class SortedSet(RedisUser):
                 written[:] = present
                 for member in present:
                     retry.add_to_dead(pipe, dead_raws[member], now)
-                    by_raw[member].queue_end(pipe, job_end.KILLED)  # its lock freed, its batch told
+                    by_raw[member].queue_end(pipe, Outcome.KILLED)  # its lock freed, its batch told
 
             count = move_watched(self.redis, self.key, list(dead_raws), to_dead)
             if count:

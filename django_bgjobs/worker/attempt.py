@@ -1,30 +1,34 @@
-"""One attempt at a fetched job, and the writes that end it.
+"""One attempt at a fetched job: the lifecycle a worker drives, and the seam server middleware
+reach the worker through.
 
-An :class:`Attempt` is made by a :class:`~django_bgjobs.worker.processor.Processor` thread
-for each job it fetches and carries what the end of the attempt needs.  The thread that
-ends it -- the processor itself for a plain job, the event loop's finisher thread for an
-``async def perform`` (``worker/event_loop.py``) -- calls :class:`Ending`:
+A :class:`~django_bgjobs.worker.processor.Processor` thread makes an :class:`Attempt` for each
+:class:`~django_bgjobs.worker.fetcher.UnitOfWork` it fetches, then:
 
-* :meth:`Ending.succeeded`: the "done" log line, then the acknowledgement: the job leaves
-  the in-flight list with the next ``fetch.lua`` call (:meth:`Fetcher.ack`), or in a MULTI
-  with its lock and batch bookkeeping when it has any.
-* :meth:`Ending.failed`: the "fail" log line, then :func:`django_bgjobs.retry.fail`, which
-  writes the retry or dead entry and removes the job from the in-flight list in one MULTI.
+1. :meth:`Attempt.prepare`: parse the payload and make the job
+   (:func:`django_bgjobs.execution.instantiate`); a payload that can never run raises, and
+   the attempt fails (the dead set, with the reason).
+2. :meth:`Attempt.run`: ``job_started``, the server middleware chain and ``perform``, then
+   ``job_succeeded`` / ``job_failed`` (:func:`django_bgjobs.execution.run`).  An async job
+   is begun in the processor thread instead (:meth:`Attempt.begin`: signal and the chain's
+   sync middleware there) and its coroutine awaited on the event loop
+   (``worker/event_loop.py``), whose finisher thread sends the end signal.
+3. :meth:`Attempt.succeeded` or :meth:`Attempt.failed`, by whichever thread saw the end: the
+   "done" / "fail" log line, then the unit of work's ``acknowledge`` or ``fail``, which write
+   the end in one MULTI with the features' end writes (``job_end``).
 
-Every write is retried until Redis takes it (:meth:`Ending.until_written`), so a finished
-job is not run twice because of a blip.
+While the chain runs, :func:`django_bgjobs.execution.current_attempt` returns the attempt, so
+a middleware can read the worker's state (``identity``, ``queue``, ``metrics``, ``guard``,
+``abandoned``) and end the attempt without running ``perform``: :meth:`Attempt.skip`
+(expired) or :meth:`Attempt.reschedule` (its run lock is held).
 """
 
 import logging
 import time
 
-import redis
-
-from django_bgjobs import conf, retry
+from django_bgjobs import execution
 from django_bgjobs.errors import InvalidPayloadError
-from django_bgjobs.job_end import EXPIRED, SUCCEEDED
+from django_bgjobs.job_end import Outcome
 from django_bgjobs.payload import now_s
-from django_bgjobs.worker.backoff import Reconnect
 
 logger = logging.getLogger(__name__)
 
@@ -32,107 +36,112 @@ logger = logging.getLogger(__name__)
 class Attempt:
     """A fetched job from the moment it is taken until its end is written."""
 
-    __slots__ = ("queue", "raw", "ack_key", "run_at", "started", "payload", "extras", "job", "args", "kwargs",
-                 "signalled_at", "context", "abandoned")
+    __slots__ = ("unit", "queue", "raw", "run_at", "started", "identity", "metrics", "guard", "payload", "job",
+                 "args", "kwargs", "signalled_at", "context", "abandoned", "outcome")
 
-    def __init__(self, queue, raw, ack_key):
-        self.queue, self.raw, self.ack_key = queue, raw, ack_key
+    def __init__(self, unit, identity, metrics=None, guard=None):
+        self.unit = unit
+        self.queue, self.raw = unit.queue, unit.raw
         self.run_at = now_s()
         self.started = time.perf_counter()
-        self.payload = self.extras = self.job = self.args = self.kwargs = None
+        #: The worker process's identity (its heartbeat hash is ``keys.process(identity)``).
+        self.identity = identity
+        #: The process's :class:`~django_bgjobs.worker.metrics.ExecutionMetrics`, or None.
+        self.metrics = metrics
+        #: The processor's watchdog :class:`~django_bgjobs.worker.watchdog.Guard`, or None.
+        self.guard = guard
+        self.payload = self.job = self.args = self.kwargs = None
         self.signalled_at = None  # execution.started()'s value once job_started was sent
         self.context = None  # an async job's contextvars.Context (worker/event_loop.py)
-        #: Set at shutdown once the job has been pushed back to its queue: the attempt still
-        #: running must then write nothing (no ack, no retry entry).
+        #: Set at shutdown once the job has been pushed back to its queue (or given up on by
+        #: the watchdog): the attempt still running must then write nothing.
         self.abandoned = False
+        #: Set by a middleware that ended the attempt without running perform (skip, reschedule).
+        self.outcome = None
 
     @property
     def current(self):
         """``(queue, raw, run_at)``: what the heartbeat reports for a running job."""
         return self.queue, self.raw, self.run_at
 
+    # -- for server middleware (execution.current_attempt()) --------------------------------------
 
-class Ending:
-    """Writes the end of attempts for one thread (see the module docstring)."""
+    def skip(self, outcome):
+        """End this attempt without running ``perform``: it is acknowledged as ``outcome``
+        (e.g. ``Outcome.EXPIRED``) when the chain returns, with that outcome's end writes,
+        and counts as neither processed nor failed.  The middleware then returns without
+        calling ``call_next``."""
+        self.outcome = Outcome(outcome)
 
-    def __init__(self, fetcher, who, metrics=None):
-        self.fetcher = fetcher
-        self.client = fetcher.client
-        self.metrics = metrics  # a worker.metrics.ExecutionMetrics, or None
-        self._reconnect = Reconnect(f"{who} acknowledgement", conf.get("RECONNECT_MAX_WAIT_S"))
+    def reschedule(self, at_s, payload):
+        """Put the job back unrun in the schedule set, due at ``at_s``, as ``payload`` (a
+        dict), now (one MULTI with its removal from the in-flight list).  The middleware then
+        returns without calling ``call_next``; nothing more is written for this attempt."""
+        self.unit.reschedule(at_s, payload)
+        self.outcome = Outcome.RESCHEDULED
 
-    def succeeded(self, attempt, fetch_next=False):
-        """Acknowledge a job whose ``perform`` returned.  ``fetch_next``: the calling thread
-        asks for its next job right after, so the call that writes the ack takes it."""
-        payload = attempt.payload
-        duration_s = time.perf_counter() - attempt.started
-        logger.info("done %s jid=%s queue=%s %.3fs", payload["class"], payload.get("jid"), attempt.queue, duration_s)
-        if self.metrics is not None:
-            self.metrics.record(_metric_name(attempt), duration_s)
-        self._ack(attempt, fetch_next, SUCCEEDED)
+    # -- the lifecycle ---------------------------------------------------------------------------
 
-    def expired(self, attempt, fetch_next=False):
-        """Drop a job due longer ago than its ``expires_in``, unrun (Sidekiq Pro's expiring jobs)."""
-        payload = attempt.payload
-        logger.info(
-            "expired %s jid=%s queue=%s: not started within its expires_in (%.1fs late); dropped",
-            payload["class"], payload.get("jid"), attempt.queue, now_s() - payload["expiry"],
-        )
-        self._ack(attempt, fetch_next, EXPIRED)
+    def prepare(self):
+        """Parse the payload and make the job; return it.  Raises
+        :class:`InvalidPayloadError` or :class:`UnknownJobError` for a payload that can never run."""
+        self.payload = payload = self.unit.payload
+        self.job, self.args, self.kwargs = execution.instantiate(payload)
+        if "crashes" in payload:  # in flight when a worker died: say this one runs it (lua/recover.lua)
+            self.unit.note_started(self.job.jid)
+        return self.job
 
-    def _ack(self, attempt, fetch_next, outcome):
-        if attempt.extras is not None:  # locks and batch bookkeeping go in the ack's own MULTI
-            self.until_written(lambda: attempt.extras.ack(self.client, attempt.ack_key, attempt.raw, outcome))
-            return
-        self.fetcher.ack(attempt.queue, attempt.raw, fetch_next=fetch_next)
-        self.until_written(self.fetcher.write_acks)
+    def run(self):
+        """Run the attempt of a plain job here (signals, server chain, ``perform``); return its result."""
+        # DEBUG, not INFO: one line per job (the "done"/"fail" one) is what operators read,
+        # and a second formatted line per job cost a tenth of the worker's time (docs/performance.rst).
+        logger.debug("start %s jid=%s queue=%s", self.payload["class"], self.job.jid, self.queue)
+        return execution.run(self.job, self.args, self.kwargs, self)
 
-    def failed(self, attempt, exc):
-        """Hand a failed attempt to :func:`retry.fail`.
+    def begin(self):
+        """Begin an async job's attempt in the calling thread, in ``self.context``
+        (:func:`django_bgjobs.execution.begin`); return the coroutine to await, or what a
+        middleware returned without calling on."""
+        self.signalled_at, value = self.context.run(execution.begin, self.job, self)
+        return value
 
-        A payload whose own fields break the retry rules (``"retry_count": "x"``,
-        ``"retry": "abc"``) would make ``retry.fail`` raise, killing the thread and leaving
-        the job in flight to do the same to the next worker; it is buried as unreadable instead.
-        """
-        raw, payload, extras = attempt.raw, attempt.payload, attempt.extras
-        duration_s = time.perf_counter() - attempt.started
+    def end_signal(self, result=None, exception=None):
+        """Send the end signal of a begun async attempt, in its context.  A receiver that
+        raises makes the attempt fail with its error (returned), as in a thread."""
+        try:
+            self.context.run(execution.ended, self.job, self.signalled_at, result=result, exception=exception)
+        except Exception as exc:
+            return exc
+        return exception
+
+    def succeeded(self, fetch_next=False):
+        """End an attempt whose chain returned: acknowledge it as ``SUCCEEDED``, or as the
+        middleware that ended it unrun said.  ``fetch_next``: the calling thread asks for its
+        next job right after.  Returns True when it counts as processed (it ran)."""
+        if self.outcome is Outcome.RESCHEDULED:
+            return False  # written by reschedule()
+        if self.outcome is not None:
+            self.unit.acknowledge(self.outcome, fetch_next=fetch_next)
+            return False
+        logger.info("done %s jid=%s queue=%s %.3fs", self.payload["class"], self.job.jid, self.queue,
+                    time.perf_counter() - self.started)
+        self.unit.acknowledge(Outcome.SUCCEEDED, fetch_next=fetch_next)
+        return True
+
+    def failed(self, exc, patient=True):
+        """End an attempt that raised ``exc`` (from ``perform``, a middleware, or before the
+        job could be made): the unit of work's ``fail`` (retry rules, one MULTI); return its
+        Outcome.  ``patient=False``: one write, a ``RedisError`` propagates."""
+        payload = self.payload
         if not isinstance(exc, InvalidPayloadError) or payload is not None:
             logger.info(
                 "fail %s jid=%s queue=%s %.3fs: %s: %s", (payload or {}).get("class"), (payload or {}).get("jid"),
-                attempt.queue, duration_s, type(exc).__name__, exc,
+                self.queue, time.perf_counter() - self.started, type(exc).__name__, exc,
             )
-        if self.metrics is not None and isinstance((payload or {}).get("class"), str):
-            self.metrics.record(_metric_name(attempt), duration_s, failed=True)
-        where = {"ack_key": attempt.ack_key, "queue": attempt.queue, "run_write": self.until_written}
-        try:
-            after = extras.after_failure if extras is not None else None
-            return retry.fail(raw, payload, exc, job=attempt.job, after=after, **where)
-        except Exception as bug:
-            if payload is None:
-                raise
-            logger.exception("cannot apply the retry rules to jid=%s; burying the payload", payload.get("jid"))
-            reason = InvalidPayloadError(f"payload fields break the retry rules ({type(bug).__name__}: {bug})")
-            return retry.fail(raw, None, reason, **where)
-
-    def until_written(self, write):
-        """Run a Redis write until it succeeds (giving up, with an error logged, after 1000 tries)."""
-        while True:
-            try:
-                write()
-            except redis.RedisError as exc:
-                self._reconnect.failed(exc)
-                if self._reconnect.errors > 1000:
-                    logger.error("giving up an acknowledgement after 1000 attempts; the job may run again")
-                    self._reconnect.errors = 0
-                    return
-            else:
-                self._reconnect.ok()
-                return
-
-
-def _metric_name(attempt):
-    """What the job metrics count ``attempt`` under (``Job.display_name``; the payload's
-    ``class`` when the class could not be looked up)."""
-    if attempt.job is None:
-        return attempt.payload["class"]
-    return type(attempt.job).display_name(attempt.payload)
+        if self.outcome is Outcome.RESCHEDULED:
+            # Already back in the schedule set: a middleware outside the one that put it there
+            # raised afterwards.  Writing a retry too would make two copies of the job.
+            logger.error("jid=%s was rescheduled, then its attempt raised %r; it stays rescheduled",
+                         (payload or {}).get("jid"), exc)
+            return Outcome.RESCHEDULED
+        return self.unit.fail(exc, self.job, patient=patient)

@@ -4,19 +4,23 @@ process.
 One per worker process, owned by the :class:`~django_bgjobs.worker.manager.Manager`; its two
 threads start with the first async job.  How an async job runs:
 
-1. A :class:`~django_bgjobs.worker.processor.Processor` thread fetches it, decodes it and
-   applies its lock rules like any job, waits for one of the ``BGJOBS["ASYNC_CONCURRENCY"]``
-   slots (:meth:`EventLoop.wait_for_slot`), sends ``job_started`` and hands it over with
-   :meth:`EventLoop.submit`, which lists it among the running jobs (the heartbeat reports
-   it, and the stranded-job check sees it held) before the thread goes on to its next job.
-2. On the loop's thread, the job's hooks and ``perform`` run as one asyncio task under its
-   ``timeout`` (:func:`django_bgjobs.execution.acall`, ``JobTimeout`` past it); Django's
-   stale database connections are closed afterwards, as the ASGI handler does per request.
+1. A :class:`~django_bgjobs.worker.processor.Processor` thread fetches it and makes the job
+   like any other, waits for one of the ``BGJOBS["ASYNC_CONCURRENCY"]`` slots
+   (:meth:`EventLoop.wait_for_slot`), then begins its attempt in the job's own context
+   (``Attempt.begin``: ``job_started``, and the server chain called there, so its sync
+   middleware -- expiry, unique locks -- run in that thread and the chain returns the
+   coroutine) and hands the coroutine over with :meth:`EventLoop.submit`, which lists the
+   attempt among the running jobs (the heartbeat reports it, and the stranded-job check sees
+   it held) before the thread goes on to its next job.
+2. On the loop's thread the coroutine -- the async middleware, the wrappers the sync ones
+   returned (timeout, perform callbacks, metrics) and ``perform`` -- runs as one asyncio
+   task; Django's stale database connections are closed afterwards, as the ASGI handler
+   does per request.
 3. The outcome goes to the finisher thread, which sends ``job_succeeded`` / ``job_failed``
-   and writes the end (:class:`~django_bgjobs.worker.attempt.Ending`: the ack, or the retry
-   or dead entry), then frees the slot.  Redis writes, the signals' receivers and
-   ``retry_in`` / ``retries_exhausted`` therefore never run on the loop, which only ever
-   runs the jobs' own coroutines.
+   and ends the attempt (``Attempt.succeeded`` / ``Attempt.failed``: the unit of work's
+   acknowledgement, or the retry or dead entry), then frees the slot.  Redis writes, the
+   signals' receivers and ``retry_in`` / ``retries_exhausted`` therefore never run on the
+   loop, which only ever runs the jobs' own coroutines (and async middleware).
 4. At shutdown (:meth:`EventLoop.abandon`, after ``SHUTDOWN_TIMEOUT_S``) the jobs still
    running are marked abandoned and their tasks cancelled (``CancelledError`` is raised at
    their ``await``); they write nothing and the launcher pushes them back to their queues.
@@ -38,8 +42,6 @@ import time
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
-from django_bgjobs import execution
-
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.5
@@ -48,8 +50,7 @@ BLOCKED_AFTER_S = 5.0
 
 
 class EventLoop:
-    def __init__(self, ending, concurrency):
-        self.ending = ending  # an attempt.Ending for the finisher thread
+    def __init__(self, concurrency):
         self.concurrency = concurrency
         self.processed = 0
         self.failed = 0
@@ -69,11 +70,12 @@ class EventLoop:
 
     def wait_for_slot(self, processor):
         """Block ``processor``'s thread until fewer than ``concurrency`` async jobs run.  False
-        when the processor was abandoned at shutdown meanwhile (its job was pushed back)."""
+        when the processor was abandoned at shutdown meanwhile (its job was pushed back), or
+        the loop takes no more jobs (shutdown has begun: the job stays in flight, unstarted)."""
         while not self._slots.acquire(timeout=0.2):
             if processor.abandoned:
                 return False
-        if processor.abandoned:
+        if processor.abandoned or self._closed:
             self._slots.release()
             return False
         return True
@@ -82,8 +84,9 @@ class EventLoop:
         """Give back a slot taken by :meth:`wait_for_slot` for a job not submitted after all."""
         self._slots.release()
 
-    def submit(self, attempt):
-        """Start ``attempt`` on the loop (the caller holds a slot); it counts as running from now.
+    def submit(self, attempt, coroutine):
+        """Run ``coroutine``, the begun ``attempt``'s, on the loop (the caller holds a slot); it
+        counts as running from now.
 
         Returns False, having freed the slot, when the loop has stopped taking jobs (shutdown
         has begun): the job was never started and stays in the in-flight list to be pushed back.
@@ -97,16 +100,18 @@ class EventLoop:
                 return False
             # In a copy: the finisher enters attempt.context itself, maybe while this thread is
             # still in this call (a Context can be entered by one thread at a time).
-            future = attempt.context.copy().run(asyncio.run_coroutine_threadsafe, self._run(attempt), self.loop)
+            future = attempt.context.copy().run(
+                asyncio.run_coroutine_threadsafe, self._run(attempt, coroutine), self.loop,
+            )
             self._running[attempt] = (f"async-{next(self._keys)}", future)
         return True
 
     # -- the loop ---------------------------------------------------------------------------
 
-    async def _run(self, attempt):
+    async def _run(self, attempt, coroutine):
         result = exception = None
         try:
-            result = await execution.acall(attempt.job, attempt.args, attempt.kwargs)
+            result = await coroutine
         except asyncio.CancelledError:
             # Shutdown cancels only abandoned jobs (they write nothing); any other cancellation
             # came from the job's own code, and must not pass for a success.
@@ -131,7 +136,7 @@ class EventLoop:
                 with self._ending_lock:
                     if not attempt.abandoned:
                         self._end(attempt, result, exception)
-            except Exception:  # a bug, or Redis given up on: the job stays in flight to run again
+            except Exception:  # a bug: the job stays in flight to run again
                 logger.exception("ending async job jid=%s failed", attempt.job.jid)
             finally:
                 with self._lock:
@@ -140,18 +145,15 @@ class EventLoop:
                 close_old_connections()
 
     def _end(self, attempt, result, exception):
-        """Send the end signal (in the job's context) and write the end, as a processor thread would."""
-        job = attempt.job
-        self.processed += 1
-        try:
-            attempt.context.run(execution.ended, job, attempt.signalled_at, result=result, exception=exception)
-        except Exception as exc:  # a receiver failed: the attempt fails with its error, as in a thread
-            exception = exc
+        """Send the end signal (in the job's context) and end the attempt, as a processor thread would."""
+        # A receiver that raises makes the attempt fail with its error, as in a thread.
+        exception = attempt.end_signal(result=result, exception=exception)
         if exception is None:
-            self.ending.succeeded(attempt)
+            self.processed += attempt.succeeded()
             return
+        self.processed += 1
         self.failed += 1
-        self.ending.failed(attempt, exception)
+        attempt.failed(exception)
 
     # -- lifecycle and reports ---------------------------------------------------------------
 

@@ -1,8 +1,11 @@
-"""Reliable fetch: take jobs from the queues into this process's in-flight lists, and
-acknowledge finished ones.
+"""Reliable fetch: take jobs from the queues into this process's in-flight lists, hand each
+out as a :class:`UnitOfWork`, and write how it ended.
 
 One ``Fetcher`` per worker process, shared by its :class:`~django_bgjobs.worker.processor.Processor`
-threads; each thread calls :meth:`Fetcher.fetch` and :meth:`Fetcher.ack` for itself.
+threads; each thread calls :meth:`Fetcher.fetch` for itself and ends the unit of work it got.
+This module is the only one that knows the in-flight lists (``keys.inflight``): everything
+else ends a job through its unit of work, and the launcher's recoveries go through
+:meth:`Fetcher.recover`, :meth:`Fetcher.listed` and :meth:`Fetcher.requeue`.
 
 1. Take jobs with one Lua call (``lua/fetch.lua``) that tries every queue in order
    (strict or weighted), skips paused queues, and moves the jobs it takes into
@@ -26,16 +29,157 @@ threads; each thread calls :meth:`Fetcher.fetch` and :meth:`Fetcher.ack` for its
    *i mod n*), so an idle worker picks up a job from any queue within a round trip
    when it has at least as many threads as queues; with fewer threads, a queue no
    thread waits on is seen within ``FETCH_TIMEOUT_S``.
+5. A :class:`UnitOfWork` (Sidekiq's) ends each job: :meth:`~UnitOfWork.acknowledge` (with
+   the features' end writes, ``job_end``), :meth:`~UnitOfWork.fail` (``retry.fail``),
+   :meth:`~UnitOfWork.reschedule` or :meth:`~UnitOfWork.requeue` (put back unrun).  Every
+   end is one MULTI (or one script) with the removal from the in-flight list, retried until
+   Redis takes it, so a finished job is not run twice because of a blip.
 """
 
+import json
+import logging
 import threading
 import time
 from collections import deque
 
 import redis
 
-from django_bgjobs import conf, keys, scripts
+from django_bgjobs import conf, job_end, keys, retry, scripts
 from django_bgjobs.connection import blocking_wait_s, get_redis
+from django_bgjobs.errors import InvalidPayloadError, PoisonJobError
+from django_bgjobs.job_end import Outcome
+from django_bgjobs.payload import dumps, loads, now_s
+from django_bgjobs.worker.backoff import Reconnect
+
+logger = logging.getLogger(__name__)
+
+#: Crash counts are forgotten after three days without a crash (``lua/recover.lua``).
+CRASHES_TTL_S = 3 * 24 * 60 * 60
+
+
+class UnitOfWork:
+    """One fetched job, from :meth:`Fetcher.fetch` until its end is written (Sidekiq's
+    ``UnitOfWork``).  It alone holds the in-flight list the job sits in.
+
+    ``queue`` and ``raw`` (the payload exactly as fetched) are public; :attr:`payload` is the
+    parsed dict.  Exactly one of :meth:`acknowledge`, :meth:`fail`, :meth:`reschedule` and
+    :meth:`requeue` ends it (a job abandoned at shutdown gets none: the launcher pushes its
+    in-flight lists back whole).  Each end is written in one MULTI (or script) with the
+    removal from the in-flight list, and retried until Redis takes it.
+    """
+
+    __slots__ = ("queue", "raw", "_fetcher", "_payload", "_patient", "_reconnect")
+
+    def __init__(self, fetcher, queue, raw):
+        self.queue, self.raw = queue, raw
+        self._fetcher = fetcher
+        self._payload = None
+        self._patient = True
+        self._reconnect = None
+
+    def __repr__(self):
+        return f"<UnitOfWork {self.queue} {self.raw[:80]!r}>"
+
+    @property
+    def payload(self):
+        """The parsed payload (parsed once); :class:`InvalidPayloadError` when the raw
+        payload is not a JSON object."""
+        if self._payload is None:
+            self._payload = loads(self.raw)
+        return self._payload
+
+    # -- ends ------------------------------------------------------------------------------
+
+    def acknowledge(self, outcome=Outcome.SUCCEEDED, fetch_next=False):
+        """The attempt ended without a failure (``SUCCEEDED``, or ``EXPIRED`` unrun): out of
+        the in-flight list, with the features' end writes in the same MULTI.  A job with none
+        (most) leaves with the next ``fetch.lua`` call instead (:meth:`Fetcher.ack`);
+        ``fetch_next``: the calling thread asks for its next job right after, so that call
+        takes one for it."""
+        payload = self._payload
+        if payload is None:
+            try:
+                payload = self.payload
+            except InvalidPayloadError:  # unreadable: no feature can have state about it
+                pass
+        if payload is None or not job_end.concerns(payload):
+            self._fetcher.ack(self.queue, self.raw, fetch_next=fetch_next)
+            self._until_written(self._fetcher.write_acks)
+        else:
+            self.write(lambda pipe: job_end.queue_writes(pipe, job_end.End(outcome, payload)), fetch_next)
+
+    def fail(self, exc, job=None, patient=True):
+        """The attempt failed with ``exc``: :func:`django_bgjobs.retry.fail` decides and writes
+        the retry or dead entry with the removal and the end writes; return the Outcome.
+        ``patient=False``: one try, a ``RedisError`` propagates (the launcher at shutdown
+        retries on its own terms)."""
+        self._patient = patient
+        return retry.fail(self, exc, job)
+
+    def reschedule(self, at_s, payload):
+        """Put the job back unrun in the schedule set, due at ``at_s``, as ``payload`` (a dict:
+        the fields it should carry then), in one MULTI with the removal."""
+        entry = dumps(payload)
+        self.write(lambda pipe: pipe.zadd(keys.schedule(), {entry: at_s}))
+
+    def requeue(self):
+        """Push the job back unrun to the tail of its queue (it runs next); True when it was
+        still in the in-flight list (not pushed back by someone else already)."""
+        moved = []
+        self._until_written(lambda: moved.append(self._fetcher.requeue([(self.queue, self.raw)])))
+        return bool(moved and moved[-1])
+
+    def note_started(self, jid):
+        """Before running a job ``lua/recover.lua`` pushed back after a crash (its payload
+        carries ``crashes``): say this worker runs it, so a crash now counts against it."""
+        client, identity = self._fetcher.client, self._fetcher.identity
+        self._until_written(lambda: client.hset(keys.crashes(), f"{jid}:by", identity))
+
+    def write(self, build, fetch_next=False):
+        """End the job: the commands ``build(pipe)`` queues and the removal from the in-flight
+        list, in one MULTI, retried until written (``build`` is called again for a retry, so
+        it must only queue commands).  When it queues none, the removal joins the next
+        ``fetch.lua`` call (see :meth:`acknowledge`)."""
+        pipe = self._fetcher.client.pipeline(transaction=True)
+        build(pipe)
+        if not len(pipe):
+            self._fetcher.ack(self.queue, self.raw, fetch_next=fetch_next)
+            self._until_written(self._fetcher.write_acks)
+            return
+        pipe.lrem(self._fetcher._inflight[self.queue], 1, self.raw)
+        built = [pipe]
+
+        def execute():
+            if built:
+                built.pop().execute()
+                return
+            again = self._fetcher.client.pipeline(transaction=True)
+            build(again)
+            again.lrem(self._fetcher._inflight[self.queue], 1, self.raw)
+            again.execute()
+
+        self._until_written(execute)
+
+    def _until_written(self, write):
+        """Run a Redis write until it succeeds (giving up, with an error logged, after 1000
+        tries); once only when the unit is not patient."""
+        if not self._patient:
+            write()
+            return
+        while True:
+            try:
+                write()
+            except redis.RedisError as exc:
+                if self._reconnect is None:
+                    self._reconnect = Reconnect(f"ending a job of queue {self.queue}", conf.get("RECONNECT_MAX_WAIT_S"))
+                self._reconnect.failed(exc)
+                if self._reconnect.errors > 1000:
+                    logger.error("giving up writing the end of a job after 1000 attempts; the job may run again")
+                    return
+            else:
+                if self._reconnect is not None:
+                    self._reconnect.ok()
+                return
 
 
 class _Ack:
@@ -66,11 +210,13 @@ class Fetcher:
         # Below the socket timeout, so Redis answers a BLMOVE before the client stops listening.
         self.timeout_s = blocking_wait_s(self.client, conf.get("FETCH_TIMEOUT_S"))
 
-    def inflight_key(self, queue_name):
-        return self._inflight[queue_name]
-
     def fetch(self, slot=0, block=True):
-        """Return ``(queue_name, raw_payload)`` or None when nothing came within the timeout."""
+        """Return the :class:`UnitOfWork` of the next job, or None when nothing came within
+        the timeout."""
+        found = self._fetch(slot, block)
+        return None if found is None else UnitOfWork(self, *found)
+
+    def _fetch(self, slot, block):
         with self._lock:
             if self._prefetched:
                 return self._take_prefetched()
@@ -142,6 +288,12 @@ class Fetcher:
         return how many went back."""
         with self._lock:
             jobs, self._prefetched = list(self._prefetched), deque()
+        return self.requeue(jobs)
+
+    def requeue(self, jobs):
+        """Push ``(queue, raw)`` jobs out of this process's in-flight lists back to the tail of
+        their queues, in the order given (``lua/requeue.lua``: one no longer in flight is not
+        pushed twice); return how many went back."""
         by_queue = {}
         for queue, raw in jobs:
             by_queue.setdefault(queue, []).append(raw)
@@ -149,6 +301,36 @@ class Fetcher:
         for queue, raws in by_queue.items():
             moved += scripts.run("requeue", [self._inflight[queue], self._queue[queue]], raws, client=self.client)
         return moved
+
+    def listed(self):
+        """The ``(queue, raw)`` jobs in this process's in-flight lists now, as Redis has them."""
+        names = self.queue_order.names
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.lrange(self._inflight[name], 0, -1)
+        return [(name, raw) for name, raws in zip(names, pipe.execute()) for raw in raws]
+
+    def recover(self, identity, queues, max_crashes=0):
+        """Push the in-flight jobs of worker ``identity`` back to their queues
+        (``lua/recover.lua``); return ``(moved, buried, reason)``: the number pushed back (-1
+        when that worker is alive), the dead entries (dicts) of the poison jobs buried, and
+        their ``dead_reason``.  ``max_crashes`` 0: the worker is this one, stopping (nothing
+        is counted); else a crash counts against its jobs and one at ``max_crashes`` is buried.
+        """
+        flat = [keys.inflight_owners(), keys.process(identity), keys.crashes(), keys.dead()]
+        for name in queues:
+            flat += (keys.inflight(identity, name), keys.queue(name))
+        now = now_s()
+        reason = f"its worker process died {max_crashes} times while running it (BGJOBS['MAX_CRASHES'])"
+        death = json.dumps({
+            "dead_reason": reason, "error_class": retry.error_class_name(PoisonJobError(reason)),
+            "error_message": f"poison job: {reason}", "failed_at": now,
+        }, separators=(",", ":"))
+        moved, *buried = scripts.run("recover", flat, [
+            identity, max_crashes, repr(now), conf.get("DEAD_TIMEOUT_S"), conf.get("DEAD_MAX_JOBS"),
+            CRASHES_TTL_S, "," + death[1:-1],
+        ], client=self.client)
+        return moved, [json.loads(entry) for entry in buried], reason
 
     def forget_prefetched(self):
         """Drop the prefetched jobs from memory (at shutdown, when the in-flight lists are

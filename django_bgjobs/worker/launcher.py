@@ -38,12 +38,12 @@ import time
 
 import redis
 
-from django_bgjobs import __version__, conf, keys, registry, retry, scripts, signals
+from django_bgjobs import __version__, conf, job_end, keys, registry, signals
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import JobTimeout, PoisonJobError, UnknownJobError
+from django_bgjobs.job_end import Outcome
 from django_bgjobs.payload import now_s
-from django_bgjobs.retry import error_class_name
-from django_bgjobs.worker import hooks, metrics
+from django_bgjobs.worker import metrics
 from django_bgjobs.worker.backoff import Reconnect, repeat
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.manager import Manager
@@ -55,7 +55,6 @@ from django_bgjobs.worker.watchdog import Guard, Watchdog
 logger = logging.getLogger(__name__)
 
 STATS_TTL_S = 5 * 365 * 24 * 60 * 60  # per-day counters, as Sidekiq keeps them
-CRASHES_TTL_S = 3 * 24 * 60 * 60  # crash counts are forgotten after three days without a crash
 EXIT_JOB_STUCK = 3  # the exit code of a process stopped because a job could not be interrupted
 
 
@@ -80,7 +79,7 @@ class Launcher:
         #: supervisor forks another); alone, the process cannot end one of its threads and logs it.
         self.replace_when_stuck = replace_when_stuck
         self.exit_code = 0
-        self._stuck = []  # (processor, job, current) of jobs failed by the watchdog, written at stop
+        self._stuck = []  # (processor, attempt) of jobs failed by the watchdog, written at stop
         self.watchdog = self._make_watchdog()
         self._unheld_since = {}  # (queue, raw) in our in-flight lists but held by no thread -> since when
         socket_timeout_s = self.client.connection_pool.connection_kwargs.get("socket_timeout") or 30
@@ -198,7 +197,8 @@ class Launcher:
         """Called by the watchdog, under the guard's lock, for a job still running its grace
         after JobTimeout was raised in its thread (see ``worker/watchdog.py``)."""
         job, processor = guard.job, guard.processor
-        if not self.replace_when_stuck:
+        attempt = processor.attempt
+        if not self.replace_when_stuck or attempt is None:
             logger.error(
                 "%s jid=%s is still running %gs after its timeout of %gs (blocked in C code, or it caught "
                 "JobTimeout); a thread cannot be stopped from outside: it keeps its thread until it returns. "
@@ -207,8 +207,8 @@ class Launcher:
             )
             return
         # Still armed, so the thread has written nothing for this job; from now on it writes nothing.
-        processor.abandoned = True
-        self._stuck.append((processor, job, processor.current))
+        processor.abandon()
+        self._stuck.append((processor, attempt))
         self.exit_code = EXIT_JOB_STUCK
         logger.error(
             "%s jid=%s is still running %gs after its timeout of %gs; it fails, and this process stops "
@@ -222,14 +222,15 @@ class Launcher:
     def _fail_stuck(self):
         """Write the failure of each job the watchdog gave up on (retry or dead, out of flight)."""
         while self._stuck:
-            processor, job, (queue, raw, _) = self._stuck[0]
+            processor, attempt = self._stuck[0]
+            job = attempt.job
             exc = JobTimeout(
                 f"{type(job).name} was still running {self._grace_s():g}s after its timeout of {job.timeout:g}s; "
                 "its worker process was replaced"
             )
-            extras = hooks.for_payload(job.payload)  # its unique locks and batch, as the processor would
-            retry.fail(raw, job.payload, exc, job=job, ack_key=self.fetcher.inflight_key(queue), queue=queue,
-                       client=self.client, after=extras.after_failure if extras is not None else None)
+            # As the processor would have, through the job's unit of work (its locks and batch
+            # in the same MULTI); one try: _leave retries the whole step.
+            attempt.failed(exc, patient=False)
             processor.failed += 1
             self.manager.metrics.record(type(job).display_name(job.payload), job.timeout + self._grace_s(), failed=True)
             self._stuck.pop(0)
@@ -365,55 +366,34 @@ class Launcher:
         the socket timeout, so a job not held for that long is stranded.
         """
         now = time.monotonic() if now is None else now
-        names = self.queue_order.names
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.lrange(self.fetcher.inflight_key(name), 0, -1)
-        listed = collections.Counter(
-            (name, raw) for name, raws in zip(names, pipe.execute()) for raw in raws
-        )
+        listed = collections.Counter(self.fetcher.listed())
         held = collections.Counter(self.fetcher.held())  # read after the lists: a job held then is safe
         held.update((queue, raw) for queue, raw, _ in self.manager.busy_work().values())
         unheld = listed - held
         seen = {job: self._unheld_since.get(job, now) for job in unheld}
         stranded = [job for job, since in seen.items() if now - since > self._stranded_after_s]
         self._unheld_since = {job: since for job, since in seen.items() if job not in stranded}
-        moved = 0
-        for name in names:
-            raws = [raw for queue, raw in stranded for _ in range(unheld[(queue, raw)]) if queue == name]
-            if raws:
-                moved += scripts.run("requeue", [self.fetcher.inflight_key(name), keys.queue(name)], raws,
-                                     client=self.client)
+        moved = self.fetcher.requeue([(queue, raw) for queue, raw in stranded for _ in range(unheld[(queue, raw)])])
         if moved:
             logger.warning("worker %s pushed back %d job(s) stranded in its in-flight list by a lost reply",
                            self.identity, moved)
         return moved
 
     def _recover(self, identity, queues=None, crashed=True):
-        """Run ``lua/recover.lua`` for ``identity``; return the number of jobs pushed back (-1:
-        alive).  ``crashed``: the worker died, so each job's crash count goes up and a job at
-        ``MAX_CRASHES`` goes to the dead set instead (``job_died`` is sent for it)."""
+        """Push back the in-flight jobs of ``identity`` (:meth:`Fetcher.recover`,
+        ``lua/recover.lua``); return the number pushed back (-1: alive).  ``crashed``: the
+        worker died, so each job's crash count goes up and a job at ``MAX_CRASHES`` goes to
+        the dead set instead (``job_died`` is sent for it, and its locks and batch told)."""
         queues = self.queue_order.names if queues is None else queues
-        flat = [keys.inflight_owners(), keys.process(identity), keys.crashes(), keys.dead()]
-        for name in queues:
-            flat += (keys.inflight(identity, name), keys.queue(name))
-        max_crashes = conf.get("MAX_CRASHES") if crashed else 0
-        now = now_s()
-        reason = f"its worker process died {max_crashes} times while running it (BGJOBS['MAX_CRASHES'])"
-        death = json.dumps({
-            "dead_reason": reason, "error_class": error_class_name(PoisonJobError(reason)),
-            "error_message": f"poison job: {reason}", "failed_at": now,
-        }, separators=(",", ":"))
-        moved, *buried = scripts.run("recover", flat, [
-            identity, max_crashes, repr(now), conf.get("DEAD_TIMEOUT_S"), conf.get("DEAD_MAX_JOBS"),
-            CRASHES_TTL_S, "," + death[1:-1],
-        ], client=self.client)
-        for entry in buried:
-            payload = json.loads(entry)
+        moved, buried, reason = self.fetcher.recover(identity, queues, conf.get("MAX_CRASHES") if crashed else 0)
+        for payload in buried:
             logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)
             signals.notify(signals.job_died, _job_class(payload), payload=payload, exception=PoisonJobError(reason),
-                         reason=reason)
-            hooks.record_death(self.client, payload)
+                           reason=reason)
+        if buried:
+            # After the burial, so a crash in between leaves the locks to their TTLs and the
+            # batches waiting; by jid, so writing it again changes nothing.
+            job_end.record(self.client, buried, Outcome.DEAD)
         return moved
 
 

@@ -19,7 +19,6 @@ import threading
 import time
 
 from django_bgjobs import conf
-from django_bgjobs.worker.attempt import Ending
 from django_bgjobs.worker.event_loop import EventLoop
 from django_bgjobs.worker.metrics import ExecutionMetrics
 from django_bgjobs.worker.processor import Processor
@@ -30,7 +29,7 @@ class Manager:
         self.stop_event = threading.Event()
         async_concurrency = async_concurrency or conf.get("ASYNC_CONCURRENCY")
         self.metrics = ExecutionMetrics()  # per job class, written by the heartbeat
-        self.event_loop = EventLoop(Ending(fetcher, "event loop", self.metrics), async_concurrency)
+        self.event_loop = EventLoop(async_concurrency)
         self.processors = [
             Processor(fetcher, slot, self.stop_event, self.event_loop, self.metrics) for slot in range(concurrency)
         ]
@@ -52,7 +51,7 @@ class Manager:
         self.event_loop.wait(deadline)
         busy = [p for p in self.processors if p.thread is not None and p.thread.is_alive() and p.current]
         for processor in busy:
-            processor.abandoned = True
+            processor.abandon()
         abandoned = [p.current for p in busy] + self.event_loop.abandon()
         self.event_loop.stop()
         # dict.fromkeys: one handed to the loop just now may be listed by both

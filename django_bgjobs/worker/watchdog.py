@@ -2,7 +2,9 @@
 
 One thread per worker process, started by the :class:`~django_bgjobs.worker.launcher.Launcher`
 when a registered job sets ``timeout``.  Each :class:`~django_bgjobs.worker.processor.Processor`
-runs ``perform`` through its own :class:`Guard`, which arms the job's deadline and disarms it
+has its own :class:`Guard`; the built-in server middleware ``execution.Timeout`` runs the
+job's perform callbacks and ``perform`` through it (it reaches the guard as
+``execution.current_attempt().guard``), and the guard arms the job's deadline and disarms it
 when ``perform`` returns.  Every ``TICK_S`` the watchdog thread calls :meth:`Watchdog.check`:
 
 1. A job past its ``timeout``: raise :class:`~django_bgjobs.errors.JobTimeout` inside its
@@ -47,7 +49,8 @@ def raise_in_thread(thread_id, exc_type):
 
 
 class Guard:
-    """Arms ``job.timeout`` around ``perform`` for one processor thread (called by ``execution.run``)."""
+    """Arms ``job.timeout`` around ``perform`` for one processor thread (called by the
+    built-in ``execution.Timeout`` middleware)."""
 
     def __init__(self, processor=None):
         self.processor = processor
