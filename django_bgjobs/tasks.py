@@ -49,7 +49,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from django_bgjobs import client, keys, retry, signals
+from django_bgjobs import client, conf, keys, retry, signals
 from django_bgjobs._tasks_compat import (
     BaseTaskBackend,
     InvalidTask,
