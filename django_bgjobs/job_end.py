@@ -46,6 +46,7 @@ class JobEnd:
 
     def __init__(self, payload):
         self.payload = payload
+        self._fired_at = None  # the position of lua/batch.lua's answer in the last pipe queued on
         self.jid = payload.get("jid")
         self.bid = payload.get("bid") if isinstance(payload.get("bid"), str) else None
         digest = payload.get("lock_digest")
@@ -76,7 +77,19 @@ class JobEnd:
                 dead = outcome in (DEAD, KILLED)
                 op, extra = ("dead" if dead else "failure"), [self.jid, _failure_info(payload or self.payload)]
             script_keys, args = batches.script_args(op, self.bid, extra)
+            self._fired_at = len(pipe)
             scripts.run("batch", script_keys, args, client=pipe)
+
+    def push_fired_callbacks(self, client, results=None):
+        """Once the write :meth:`queue_end` joined has run: push the batch callbacks it fired
+        (``lua/batch.lua`` leaves them in an outbox; :func:`batches.push_fired_callbacks` pushes
+        them through the one push).  ``results``: that write's results, to skip the look at the
+        outbox when nothing fired."""
+        if self.bid is None:
+            return
+        if results is not None and self._fired_at is not None and not results[self._fired_at]:
+            return
+        batches.push_fired_callbacks(client)
 
     def _queue_unlock(self, pipe, outcome, retry_at):
         release, extend_ms = "0", 0
@@ -101,7 +114,9 @@ def record(client, payloads, outcome):
         pipe = client.pipeline(transaction=True)
         for end in ends:
             end.queue_end(pipe, outcome)
-        pipe.execute()
+        results = pipe.execute()
+        for end in ends:
+            end.push_fired_callbacks(client, results)
     return len(ends)
 
 

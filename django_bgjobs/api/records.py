@@ -161,6 +161,11 @@ class JobRecord:
         if "lock_digest" in self.item or "bid" in self.item:
             job_end.JobEnd(self.item).queue_end(pipe, outcome)
 
+    def push_fired_callbacks(self):
+        """Once the write :meth:`queue_end` joined has run: push the callbacks its batch fired."""
+        if "bid" in self.item:
+            job_end.JobEnd(self.item).push_fired_callbacks(self.redis)
+
 
 class SortedEntry(JobRecord):
     """A record in the schedule, retry or dead set, with its score (epoch seconds)."""
@@ -184,6 +189,8 @@ class SortedEntry(JobRecord):
             removed = move_watched(
                 self.redis, self.parent.key, [self.raw], lambda pipe, _present: self.queue_end(pipe, job_end.DELETED),
             ) > 0
+            if removed:
+                self.push_fired_callbacks()
         if removed:
             _note_removed(self.parent)
         return removed
@@ -213,6 +220,7 @@ class SortedEntry(JobRecord):
 
         moved = move_watched(self.redis, self.parent.key, [self.raw], to_dead)
         if moved:
+            self.push_fired_callbacks()
             _note_removed(self.parent)
             notify_died([dead_raw], reason)
         return bool(moved)

@@ -106,7 +106,10 @@ class Ending:
         where = {"ack_key": attempt.ack_key, "queue": attempt.queue, "run_write": self.until_written}
         try:
             after = extras.after_failure if extras is not None else None
-            return retry.fail(raw, payload, exc, job=attempt.job, after=after, **where)
+            outcome = retry.fail(raw, payload, exc, job=attempt.job, after=after, **where)
+            if extras is not None:
+                extras.push_fired_callbacks(self.client)  # its batch may have ended with it
+            return outcome
         except Exception as bug:
             if payload is None:
                 raise

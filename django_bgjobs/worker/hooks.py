@@ -88,7 +88,7 @@ class JobHooks(JobEnd):
         pipe = client.pipeline(transaction=True)
         pipe.lrem(inflight_key, 1, raw)
         self.queue_end(pipe, outcome)
-        pipe.execute()
+        self.push_fired_callbacks(client, pipe.execute())
 
     def after_failure(self, pipe, outcome, payload, exc, retry_at):
         """For :func:`django_bgjobs.retry.fail`'s ``after``: queue the bookkeeping of a
