@@ -9,6 +9,7 @@ End-to-end runs with real ``runjobs`` processes (1,000 children, kill -9) are in
 import json
 import sys
 import threading
+import time
 import types
 
 import pytest
@@ -17,6 +18,7 @@ from django.db import transaction
 from django_bgjobs import Batch, BatchStatus, Job, keys
 from django_bgjobs.api import BatchSet
 from django_bgjobs.batches import CALLBACK_JOB_NAME, BatchCallbackJob, current_bid, resolve_callback
+from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, ConfigurationError, UnknownJobError
 from django_bgjobs.testing import capture_jobs
 from django_bgjobs.worker.fetcher import Fetcher
@@ -364,6 +366,66 @@ def test_callback_jids_are_fixed_by_batch_event_and_index(redis):
 
     jids = [p["jid"] for p in callback_payloads(redis)]
     assert len(set(jids)) == 2 and all(len(jid) == 24 for jid in jids)
+
+
+def record_outcome_unpushed(op, bid, jid):
+    """An outcome written as a worker's MULTI writes it, by a process that then dies before
+    pushing the callbacks it fired: they stay in the outbox."""
+    from django_bgjobs import scripts
+    from django_bgjobs.batches import script_args
+
+    return scripts.run("batch", *script_args(op, bid, [jid]))
+
+
+def test_callbacks_left_in_the_outbox_by_a_writer_that_died_are_pushed_once_by_the_next_drains(redis):
+    # Given: 50 batches whose last job's success was recorded by a process that died at once
+    from django_bgjobs.batches import push_fired_callbacks
+
+    batches = [make_batch(redis, 1, events=("success", "complete")) for _ in range(50)]
+    for batch, [jid] in batches:
+        assert record_outcome_unpushed("success", batch.bid, jid)
+    assert callback_payloads(redis) == [] and redis.zcard(keys.batch_callbacks()) == 100
+
+    # When: two workers' heartbeats drain the outbox at the same instant
+    start = threading.Barrier(2)
+    pushed = []
+
+    def drain():
+        start.wait()
+        pushed.append(push_fired_callbacks())
+
+    threads = [threading.Thread(target=drain) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then: each callback once, in the order its batch fired them
+    assert sum(pushed) == 100
+    assert sorted(fired_events(redis)) == sorted((b.bid, e) for b, _ in batches for e in ("complete", "success"))
+    assert redis.zcard(keys.batch_callbacks()) == 0
+    for batch, _ in batches:
+        assert [p["args"][1] for p in reversed(callback_payloads(redis)) if p["args"][0] == batch.bid] == [
+            "complete", "success"]
+    assert push_fired_callbacks() == 0
+
+
+def test_a_callback_taken_by_a_drain_that_died_is_pushed_once_its_claim_has_lapsed(redis):
+    # Given: a fired callback, taken from the outbox by a drain that died before pushing it
+    from django_bgjobs.batches import CLAIM_S, _script, push_fired_callbacks
+
+    batch, [jid] = make_batch(redis, 1, events=("success",))
+    record_outcome_unpushed("success", batch.bid, jid)
+    now = time.time()
+    assert len(_script("claim", "", [repr(now + CLAIM_S), 10], get_redis(), now=now)) == 1
+
+    # When: the next drains run before and after the claim lapses
+    before = push_fired_callbacks(now=now + 1)
+    after = push_fired_callbacks(now=now + CLAIM_S + 1)
+
+    # Then
+    assert (before, after) == (0, 1)
+    assert fired_events(redis) == [(batch.bid, "success")]
 
 
 # -- nesting ----------------------------------------------------------------------------------

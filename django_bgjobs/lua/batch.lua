@@ -97,7 +97,7 @@ local function record_callbacks(id, hash, event)
         redis.call("HINCRBY", parent_hash, "total", 1)
       end
       recorded = recorded + 1
-      redis.call("ZADD", KEYS[2], string.format("%.6f", tonumber(now) + recorded / 1e6), cjson.encode(entry))
+      redis.call("ZADD", KEYS[2], string.format("%.17g", tonumber(now) + recorded / 1e6), cjson.encode(entry))
     end
   end
 end
