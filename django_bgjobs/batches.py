@@ -369,6 +369,17 @@ def resolve_callback(module, qualname, event):
     return found
 
 
+def _job_batch(job):
+    """The :class:`Batch` this job belongs to (None if none): inside ``perform``,
+    ``with self.batch.jobs(): ...`` adds jobs to it."""
+    bid = job.bid
+    return Batch(bid) if bid else None
+
+
+# Job.batch: added here, as Sidekiq Pro adds Job#batch, so that job.py imports no feature.
+Job.batch = property(_job_batch, doc=_job_batch.__doc__)
+
+
 class BatchCallbackJob(Job):
     """Internal: runs one callback of a batch.  Pushed by :func:`push_fired_callbacks` with the
     arguments ``(bid, event, index)``; in the parent batch when the batch has one."""

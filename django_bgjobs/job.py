@@ -185,14 +185,9 @@ class Job:
         """The id of the batch this job belongs to, or None."""
         return (self.payload or {}).get("bid")
 
-    @property
-    def batch(self):
-        """The :class:`~django_bgjobs.Batch` this job belongs to (None if none): inside
-        ``perform``, ``with self.batch.jobs(): ...`` adds jobs to it."""
-        from django_bgjobs.batches import Batch
-
-        bid = self.bid
-        return Batch(bid) if bid else None
+    # ``batch`` (the Batch of ``bid``, to add jobs to it from ``perform``) is added to this
+    # class by django_bgjobs.batches, which imports this module: a feature extends the Job
+    # API, the Job API does not import the feature.
 
     @classmethod
     def display_name(cls, payload):
