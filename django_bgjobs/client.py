@@ -128,7 +128,8 @@ class PushResult:
 
 class Push:
     """One call of :func:`push` in progress: its job class, and what was attached to each of its
-    payloads, by jid.  Inside the client middleware chain :func:`current_push` returns it.
+    payloads, by jid (so a middleware must not change a payload's jid).  Inside the client
+    middleware chain :func:`current_push` returns it.
 
     Nothing attached is used by the capture and ``inline`` backends, which write no Redis.
     """

@@ -12,7 +12,9 @@ through :mod:`django_bgjobs._tasks_compat`.  How a task run maps onto this libra
    to JSON (a ``TypeError``/``ValueError`` before anything is written) and pushes one
    payload of :class:`TaskJob` whose ``args`` are ``[module_path, backend_alias, args,
    kwargs]``.  The result id is the payload's jid.  ``priority > 0`` puts the payload at the
-   front of its queue; ``run_after`` puts it in the schedule set.
+   front of its queue; ``run_after`` puts it in the schedule set.  The push is the one every
+   job takes (``client.push``): a client middleware that stops it leaves no result either
+   (``get_result`` then raises ``TaskResultDoesNotExist``).
 2. **Result** in Redis at ``keys.task_result(id)``: one JSON document with a TTL
    (``OPTIONS["RESULT_TTL_S"]``, one day by default, counted from the last change).
    ``READY`` is a write attached to the push of the payload (``client.push``), done in its

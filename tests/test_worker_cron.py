@@ -80,24 +80,30 @@ def test_disabled_schedule_enqueues_nothing(redis):
     assert queued(redis) == []
 
 
+def race(count, seconds):
+    """``count`` schedulers (as in as many workers) check the same ``seconds`` after T0 at once,
+    every half second."""
+    Scheduler().sync(now=T0)
+    schedulers = [Scheduler() for _ in range(count)]
+    barrier = threading.Barrier(count)
+
+    def run(scheduler):
+        barrier.wait()
+        for step in range(1, 2 * seconds + 1):
+            scheduler.enqueue_due(now=T0 + step * 0.5)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in schedulers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_racing_schedulers_enqueue_each_tick_exactly_once(redis):
     # Given 3 schedulers (as in 3 workers) over a schedule firing every second
     with schedule_settings(every_second={"cron": "* * * * * *", "class": NOOP}):
-        Scheduler().sync(now=T0)
-        schedulers = [Scheduler() for _ in range(3)]
-        barrier = threading.Barrier(3)
-
-        def run(scheduler):
-            barrier.wait()
-            for step in range(1, 41):
-                scheduler.enqueue_due(now=T0 + step * 0.5)
-
         # When they all check the same 20 seconds at once
-        threads = [threading.Thread(target=run, args=(s,)) for s in schedulers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        race(3, 20)
     # Then each of the 20 ticks is in the queue exactly once
     assert len(queued(redis)) == 20
 
@@ -126,21 +132,8 @@ def test_recurring_job_with_an_until_executed_lock_is_queued_once_while_the_firs
 def test_racing_schedulers_over_a_locked_job_queue_it_once_and_use_up_every_tick(redis):
     # Given 3 schedulers over a schedule firing every second, of a job with a lock
     with schedule_settings(locked={"cron": "* * * * * *", "class": UNTIL_EXECUTED, "args": ["race"]}):
-        Scheduler().sync(now=T0)
-        schedulers = [Scheduler() for _ in range(3)]
-        barrier = threading.Barrier(3)
-
-        def run(scheduler):
-            barrier.wait()
-            for step in range(1, 21):
-                scheduler.enqueue_due(now=T0 + step * 0.5)
-
         # When they check the same 10 seconds at once
-        threads = [threading.Thread(target=run, args=(s,)) for s in schedulers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        race(3, 10)
 
     # Then the first tick's job is the only one, with its lock, and every tick is taken
     [job] = queued(redis)
