@@ -428,6 +428,21 @@ def test_a_callback_taken_by_a_drain_that_died_is_pushed_once_its_claim_has_laps
     assert fired_events(redis) == [(batch.bid, "success")]
 
 
+def test_a_workers_heartbeat_pushes_the_callbacks_a_dead_process_left_in_the_outbox(redis):
+    # Given: a batch whose end was recorded by a process that died before pushing its callback
+    from django_bgjobs.worker.launcher import Launcher
+
+    batch, [jid] = make_batch(redis, 1, events=("success",))
+    record_outcome_unpushed("success", batch.bid, jid)
+
+    # When: a worker's heartbeat does its duties
+    Launcher(queues=["default"], concurrency=1, schedule=False)._heartbeat_step()
+
+    # Then
+    assert fired_events(redis) == [(batch.bid, "success")]
+    assert redis.zcard(keys.batch_callbacks()) == 0
+
+
 # -- nesting ----------------------------------------------------------------------------------
 
 

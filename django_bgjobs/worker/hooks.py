@@ -11,9 +11,10 @@ that looks up two dict keys and returns None).  Duties:
    thread waits.  Other strategies raise, and the job takes the failure path.
 2. :meth:`JobHooks.ack` on success, and :meth:`JobHooks.after_failure` given to
    :func:`django_bgjobs.retry.fail`: queue the lock changes (``lua/unique_end.lua``) and
-   the batch's record of the outcome (``lua/batch.lua``, which enqueues the batch's
-   callbacks when this was its last job) in the MULTI that removes the job from the
-   in-flight list or writes its retry or dead entry.  Either all of it happens or none:
+   the batch's record of the outcome (``lua/batch.lua``, which records the batch's
+   callbacks in its outbox when this was its last job; they are pushed right after the
+   MULTI) in the MULTI that removes the job from the in-flight list or writes its retry or
+   dead entry.  Either all of it happens or none:
    a worker killed before that MULTI leaves the job in flight, its locks held, its batch
    waiting; the job is pushed back, runs again, and its end does the bookkeeping once.
 3. :func:`record_death`, called by the Launcher for a poison job ``lua/recover.lua`` buried:
