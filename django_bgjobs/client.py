@@ -84,13 +84,14 @@ class Guard:
     def absent(cls, key, field, value, *, evict=None, refused=()):
         """Pass when hash ``key`` has no ``field``; claims nothing (the payload's writes set it).
         ``field`` holding ``value`` means an earlier try of this push was written: counted as
-        written.  ``evict=(list_key, zset_key, raw_field)``: a field held by another payload does
-        not refuse; that payload (the hash's ``raw_field``) is removed from the sorted set or
-        the list, and the hash deleted."""
+        written.  ``evict=(list_key, zset_key, raw_field, moved_field)``: a field held by another payload
+        does not refuse; that payload (the hash's ``raw_field``) is removed from the sorted set
+        or the list (searched by ``field`` when the hash's ``moved_field`` is set: it was
+        scheduled, and may have been rewritten on its way to the list), and the hash deleted."""
         spec = {"if": "absent", "key": key, "field": field, "value": value}
         if evict is not None:
-            list_key, zset_key, raw_field = evict
-            spec["evict"] = {"list": list_key, "zset": zset_key, "raw": raw_field}
+            list_key, zset_key, raw_field, moved_field = evict
+            spec["evict"] = {"list": list_key, "zset": zset_key, "raw": raw_field, "moved": moved_field}
         return cls(spec, refused)
 
     @classmethod
@@ -378,6 +379,10 @@ def _write(push_, payloads, client, attempt=0):
             ))
             return None
         plan = [_plan_entry(push_, payload, raw) for payload, raw in zip(payloads, raws)]
+        if not push_._guards and push_._writes and len(plan) > 1:
+            # No guard: every payload is written, so their writes can all go after the last
+            # one, merged (a bulk push into a batch: one SADD of every jid, not one per job).
+            plan[-1]["writes"] = _merged([write for entry in plan for write in entry.pop("writes", ())])
         answers = _exchange(client, lambda conn: scripts.run_on_connection(
             conn, "push", [keys.queues()], ["", json.dumps(plan, separators=(",", ":")), *raws],
         ))
@@ -406,6 +411,38 @@ def _plan_entry(push_, payload, raw):
     if writes:
         entry["writes"] = [[raw if a is PAYLOAD else a for a in write] for write in writes]
     return entry
+
+
+def _merged(writes):
+    """``writes`` (done in this order, with no read in between) as fewer commands with the same
+    effect: the ``SADD`` to a key and the ``HINCRBY`` of a hash field each become one, in the
+    place of the first, unless something else writes that key; a repeated ``EXPIRE`` or
+    ``PEXPIRE`` (same key and TTL) is done once, in the place of the first."""
+    kinds = {}
+    for command, key, *_ in writes:
+        kinds.setdefault(key, set()).add(command)
+    merged, at = [], {}
+    for write in writes:
+        command, key, *args = write
+        others = kinds[key] - {command, "EXPIRE", "PEXPIRE"}
+        if command == "SADD" and not others:
+            group = ("SADD", key)
+        elif command == "HINCRBY" and not others:
+            group = ("HINCRBY", key, args[0])
+        elif command in ("EXPIRE", "PEXPIRE"):
+            group = tuple(write)
+        else:
+            merged.append(write)
+            continue
+        if group not in at:
+            at[group] = len(merged)
+            merged.append(list(write))
+        elif command == "SADD":
+            merged[at[group]].extend(args)
+        elif command == "HINCRBY":
+            kept = merged[at[group]]
+            kept[3] = str(int(kept[3]) + int(args[1]))
+    return merged
 
 
 def _with_payload(spec, raw):

@@ -212,7 +212,7 @@ def _guard(options, payload):
     key = keys.unique_lock(payload["lock_digest"])
     jid = payload["jid"]
     if options.client_conflict == "replace":
-        return client.Guard.absent(key, "jid", jid, evict=(keys.queue(payload["queue"]), keys.schedule(), "raw"))
+        return client.Guard.absent(key, "jid", jid, evict=(keys.queue(payload["queue"]), keys.schedule(), "raw", "at"))
     if options.client_conflict == "reject":
         now = now_s()
         return client.Guard.absent(key, "jid", jid, refused=[

@@ -86,6 +86,43 @@ def test_jobs_enqueued_inside_the_block_carry_the_bid_and_are_counted_in_the_pus
     assert status.open_blocks == 0
 
 
+def test_a_bulk_push_into_a_batch_counts_its_jobs_in_one_step_with_one_sadd(redis):
+    # Given: the push script loaded, the batch created, Redis's command counts reset
+    batch = Batch()
+    RecordJob.perform_later("warm-up")
+    with batch.jobs():
+        redis.config_resetstat()
+
+        # When
+        handles = RecordJob.perform_bulk([(n,) for n in range(1000)])
+
+        # Then: one script call, with one push of the 1,000 jobs and one write of their counts
+        calls = {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in redis.info("commandstats").items()}
+    assert calls.get("evalsha") == 1 and "multi" not in calls
+    assert calls.get("sadd") == 2 and calls.get("hincrby") == 1  # SADD queues, SADD b-BID-jids
+    assert calls.get("lpush") == 1 and calls.get("expire") == 2
+    status = batch.status()
+    assert (status.total, status.pending) == (1000, 1000)
+    assert set(status.jids()) == {h.jid for h in handles}
+
+
+def test_bulk_pushes_into_a_batch_keep_their_order_and_due_times_past_one_commands_worth(redis):
+    # Given: more payloads than one Lua command takes at once (1,000), to the queue and scheduled
+    batch = Batch()
+
+    # When
+    with batch.jobs():
+        now = RecordJob.perform_bulk([(n,) for n in range(2500)])
+        later = RecordJob.set(wait=60).perform_bulk([(n,) for n in range(2500)])
+
+    # Then
+    assert [json.loads(raw)["jid"] for raw in reversed(redis.lrange("queue:default", 0, -1))] == [h.jid for h in now]
+    scheduled = redis.zrange("schedule", 0, -1, withscores=True)
+    assert sorted(json.loads(raw)["jid"] for raw, _ in scheduled) == sorted(h.jid for h in later)
+    assert all(json.loads(raw)["at"] == score for raw, score in scheduled)
+    assert batch.status().total == 5000
+
+
 def test_empty_batch_completes_and_succeeds_when_its_block_ends(redis):
     # Given
     batch = Batch().on("success", RecordingCallback, {"n": 1}).on("complete", RecordingCallback)

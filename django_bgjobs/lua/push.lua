@@ -26,9 +26,10 @@
 --            Claims nothing itself (the payload's writes set F), so a refused payload leaves no
 --            trace.  When F already holds V the payload was written by an earlier try of this
 --            same push whose reply was lost: it counts as written and nothing is written again.
---            With "evict": {"list": L, "zset": Z, "raw": R}, a field F held by another payload
---            does not refuse: that payload (hash field R) is removed from Z, or from list L --
---            where it is looked for by its F value when the poller rewrote it -- and K is
+--            With "evict": {"list": L, "zset": Z, "raw": R, "moved": M}, a field F held by
+--            another payload does not refuse: that payload (hash field R) is removed from Z or
+--            from list L -- where, when hash field M is set (it was scheduled, and the poller
+--            may have rewritten it on the way), it is looked for by its F value -- and K is
 --            deleted; then the guard passes.
 --        {"if": "above", "key": K, "field": F, "value": N}   passes when N is greater than the
 --            number in hash field F (or F is missing), and sets F to N at once: a later guard's
@@ -90,7 +91,8 @@ local function run(writes)
 end
 
 -- Remove the payload named by hash `guard.key` (its field `evict.raw`) from where it waits;
--- return it, or false when it waits nowhere (running, retrying, gone).
+-- return it, or false when it waits nowhere (running, retrying, gone: the list is searched
+-- only for a payload that was scheduled, so a running holder costs no scan of its queue).
 local function evict(guard, holder)
   local how = guard["evict"]
   local raw = redis.call("HGET", guard["key"], how["raw"])
@@ -98,7 +100,7 @@ local function evict(guard, holder)
   if raw then
     if redis.call("ZREM", how["zset"], raw) == 1 or redis.call("LREM", how["list"], 1, raw) == 1 then
       removed = raw
-    else
+    elseif (redis.call("HGET", guard["key"], how["moved"]) or "") ~= "" then
       -- The poller moved it to its queue and rewrote its enqueued_at: look for it by its id
       -- ('"jid":"..."' as it appears inside the payload; never written anywhere).
       local needle = string.sub(cjson.encode({[guard["field"]] = holder}), 2, -2)
@@ -120,11 +122,47 @@ local function evict(guard, holder)
   return removed
 end
 
-local results = {}
+-- Pushes of payloads no guard can refuse wait here and go in one command per run of the same
+-- destination (a bulk push: one LPUSH, not one per payload), before anything that could see them.
+local batch_to, batch_key, batch = nil, nil, {}
+
+local function flush()
+  if #batch > 0 then
+    local command = batch_to == "Z" and "ZADD" or (batch_to == "R" and "RPUSH" or "LPUSH")
+    -- unpack() has a limit on how many values it returns at once; 1,000 is even, so ZADD's
+    -- score and member pairs are never split.
+    for first = 1, #batch, 1000 do
+      redis.call(command, batch_key, unpack(batch, first, math.min(first + 999, #batch)))
+    end
+    batch = {}
+  end
+end
+
 local named = {}  -- queue names already added to KEYS[1] by this call
+
+local function push(entry, raw)
+  local to = entry["to"]
+  if to ~= "Z" and not named[entry["queue"]] then
+    redis.call("SADD", KEYS[1], entry["queue"])
+    named[entry["queue"]] = true
+  end
+  if to ~= batch_to or entry["key"] ~= batch_key then
+    flush()
+    batch_to, batch_key = to, entry["key"]
+  end
+  if to == "Z" then
+    table.insert(batch, entry["at"])
+  end
+  table.insert(batch, raw)
+end
+
+local results = {}
 for index, entry in ipairs(plan) do
   local result = {1}
   local write = true
+  if entry["guards"] then
+    flush()  -- a guard may read what the payloads before it wrote
+  end
   for position, guard in ipairs(entry["guards"] or {}) do
     local kind, passes, current = guard["if"], false, false
     if kind == "absent" then
@@ -156,18 +194,13 @@ for index, entry in ipairs(plan) do
     end
   end
   if write then
-    local raw = ARGV[index + 2]
-    if entry["to"] == "Z" then
-      redis.call("ZADD", entry["key"], entry["at"], raw)
-    else
-      if not named[entry["queue"]] then
-        redis.call("SADD", KEYS[1], entry["queue"])
-        named[entry["queue"]] = true
-      end
-      redis.call(entry["to"] == "R" and "RPUSH" or "LPUSH", entry["key"], raw)
+    push(entry, ARGV[index + 2])
+    if entry["writes"] then
+      flush()
+      run(entry["writes"])
     end
-    run(entry["writes"])
   end
   results[index] = result
 end
+flush()
 return results
