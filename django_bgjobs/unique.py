@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from django_bgjobs import client, conf, keys, registry, serialization, signals
 from django_bgjobs.errors import ConfigurationError, InvalidOptionError, UniqueJobError, UnknownJobError
-from django_bgjobs.payload import dumps, loads, now_s, option_seconds
+from django_bgjobs.payload import dumps, now_s, option_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class UniqueLocks:
     attached to the push, :class:`django_bgjobs.client.Push`).  Two clients enqueueing the same
     job at the same instant enqueue it once, and a lock never exists without its job.
 
-    After the write (:meth:`settle`): a refused payload is logged (``"log"``), raised as
+    After the write (:func:`settle`): a refused payload is logged (``"log"``), raised as
     :class:`UniqueJobError` (``"raise"``; logged when the push waited for a transaction's
     commit, too late to raise), or is in the dead set with its reason (``"reject"``, written in
     the same atomic step).  ``perform_later`` returns None for it.
@@ -261,7 +261,7 @@ def settle(push, payload, result):
     holder = result.current
     if options.client_conflict == "reject":
         logger.warning("%s moved to the dead set: duplicate of jid=%s", where, holder)
-        dead = loads(result.guard.spec["refused"][0][3])
+        dead = json.loads(result.guard.spec["refused"][0][3])  # the ZADD of _guard's refused writes
         signals.notify(signals.job_died, push.job_class, payload=dead, exception=None, reason=dead["dead_reason"])
     elif options.client_conflict == "raise" and not push.deferred:
         return UniqueJobError(f"{where} not enqueued: jid={holder} holds the lock", holder, payload["lock_digest"])
