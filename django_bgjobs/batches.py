@@ -305,10 +305,16 @@ def _push_callback(client_, raw):
     parent = entry.get("parent") or ""
     if parent:
         payload["bid"] = parent
-    [written] = client.push(
-        BatchCallbackJob, [payload], guards={payload["jid"]: [client.Guard.member(keys.batch_callbacks(), raw)]},
-        defer=False, redis_client=client_,
-    )
+    # Outside any jobs() block running here (a drain after a seal or a replaced job's end can
+    # run inside one): a callback belongs to the batch it fired in, or to that one's parent.
+    token = _stack.set(())
+    try:
+        [written] = client.push(
+            BatchCallbackJob, [payload], guards={payload["jid"]: [client.Guard.member(keys.batch_callbacks(), raw)]},
+            defer=False, redis_client=client_,
+        )
+    finally:
+        _stack.reset(token)
     if written is not None:
         logger.info("batch %s: %s callback pushed (jid=%s)", entry["bid"], entry["event"], payload["jid"])
         return 1, False

@@ -480,6 +480,24 @@ def test_a_workers_heartbeat_pushes_the_callbacks_a_dead_process_left_in_the_out
     assert redis.zcard(keys.batch_callbacks()) == 0
 
 
+def test_a_callback_pushed_inside_another_batchs_block_does_not_join_that_batch(redis):
+    # Given: a batch that ended, its callback waiting in the outbox
+    from django_bgjobs.batches import push_fired_callbacks
+
+    ended, [jid] = make_batch(redis, 1, events=("success",))
+    record_outcome_unpushed("success", ended.bid, jid)
+
+    # When: the outbox is drained from inside an unrelated batch's jobs() block
+    other = Batch()
+    with other.jobs():
+        assert push_fired_callbacks() == 1
+
+    # Then
+    [callback] = callback_payloads(redis)
+    assert "bid" not in callback
+    assert other.status().total == 0
+
+
 # -- nesting ----------------------------------------------------------------------------------
 
 
