@@ -41,6 +41,8 @@
 --               [command, key, arguments...]; command one of SADD, SREM, HSET, HINCRBY, SET,
 --               EXPIRE, PEXPIRE, ZADD, ZREMRANGEBYSCORE, ZREMRANGEBYRANK.
 --   ARGV[3..] the payloads
+--   Payloads are written in order; consecutive ones without guards going to the same place go
+--   in one LPUSH, RPUSH or ZADD.  The plan is checked before the first write.
 --   Returns a list with one item per payload:
 --     {1}                          written
 --     {1, i, holder, evicted}      written after guard i evicted `holder` (F's value); `evicted`
