@@ -2,7 +2,7 @@
 (one test per path), and never when the API moves a job that is already there; what a
 middleware changes is what Redis holds, and a payload it stops leaves nothing behind.
 
-The middleware classes are in ``tests/testapp/middleware.py``; each test names them in
+The middleware classes are in ``tests/testapp/client_middleware.py``; each test names them in
 ``BGJOBS["CLIENT_MIDDLEWARE"]``.
 """
 
@@ -22,7 +22,7 @@ from django_bgjobs.errors import ConfigurationError
 from django_bgjobs.testing import capture_jobs
 from django_bgjobs.worker.cron import Scheduler
 from tests.helpers import snapshot
-from tests.testapp import middleware
+from tests.testapp import client_middleware as middleware
 from tests.testapp.jobs import RecordJob, performed
 from tests.testapp.unique_batch_jobs import RecordingCallback, UntilExecutedJob
 
@@ -30,8 +30,8 @@ T0 = 1_800_000_000.0  # a fixed clock for the recurring-job tests, on a whole mi
 
 
 def client_middleware(*names, **more):
-    """``override_settings`` with these classes of ``tests/testapp/middleware.py`` as CLIENT_MIDDLEWARE."""
-    paths = [name if "." in name else f"tests.testapp.middleware.{name}" for name in names]
+    """``override_settings`` with these classes of ``tests/testapp/client_middleware.py`` as CLIENT_MIDDLEWARE."""
+    paths = [name if "." in name else f"tests.testapp.client_middleware.{name}" for name in names]
     base = {k: v for k, v in settings.BGJOBS.items() if k != "SCHEDULE_FILE"}
     return override_settings(BGJOBS={**base, "CLIENT_MIDDLEWARE": paths, **more})
 
