@@ -220,8 +220,8 @@ class BatchMembership:
         bid = stack[-1].bid
         payload["bid"] = bid
         payload = self.call_next(payload)
-        if payload is not None and payload.get("bid") == bid:
-            push = client.current_push()
+        push = client.current_push()
+        if payload is not None and payload.get("bid") == bid and push is not None:
             jid, ttl_s = payload["jid"], _whole_s("BATCH_UNFINISHED_TTL_S")
             push.write(jid, "SADD", keys.batch_jids(bid), jid)
             push.write(jid, "HINCRBY", keys.batch(bid), "total", 1)

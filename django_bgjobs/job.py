@@ -419,7 +419,8 @@ class EnqueueCallbacks:
         self.call_next = call_next
 
     def __call__(self, payload):
-        job_class = client.current_push().job_class
+        push = client.current_push()
+        job_class = push.job_class if push is not None else None  # None: a chain called by hand
         if job_class is None or not job_class._has_enqueue_callbacks:
             return self.call_next(payload)
         try:

@@ -188,6 +188,8 @@ class UniqueLocks:
         if payload is None or "lock_digest" not in payload:
             return payload
         push = client.current_push()
+        if push is None:  # a chain called by hand, outside client.push: nothing to write with
+            return payload
         options = _options(push.job_class, payload)
         if options is None or options.client_conflict is None:
             return payload  # while_executing: its lock is taken when it starts

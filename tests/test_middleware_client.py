@@ -295,3 +295,19 @@ def test_a_write_a_push_may_not_do_is_refused_and_nothing_is_written(redis):
         RecordJob.perform_later(1)
 
     assert redis.dbsize() == 0
+
+
+def test_the_built_in_middleware_let_a_payload_through_when_the_chain_is_called_outside_a_push(redis):
+    # Given: the client chain of the built-ins alone, called by hand (no push in progress)
+    from django_bgjobs import middleware as chains
+
+    chain = chains.build(chains.CLIENT, lambda payload: payload)
+    payload = UntilExecutedJob.set().build_payloads([(("x",), {})])[0]
+
+    # When
+    with Batch().jobs():
+        result = chain(dict(payload))
+
+    # Then: the batch's bid is stamped, nothing is attached or written
+    assert {k: v for k, v in result.items() if k != "bid"} == payload and "bid" in result
+    assert redis.keys("unique:*") == [] and redis.llen(keys.queue("default")) == 0
