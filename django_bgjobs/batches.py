@@ -17,13 +17,17 @@ Lifecycle of a batch, all of it in Redis (keys ``b-BID...``, see ``keys.py``):
    inside another batch's ``jobs()`` block, or inside a job of another batch, is that
    batch's child.
 2. Each job enqueued inside the block gets the payload field ``"bid"``, and the push that
-   writes it adds its jid to the batch's pending set in the same MULTI (``client.push``).
+   writes it adds its jid to the batch's pending set in the same atomic step (the client
+   middleware :class:`BatchMembership`).
 3. The block's end seals it (after the transaction's commit, when one is open, so jobs
    whose push waits for the commit are counted first).  A block that raises does not seal
    it: the batch then never fires, and expires.
 4. The worker records each job's end in the MULTI that acknowledges it or writes its retry
-   or dead entry (``worker/hooks.py``).  The Lua step that records the last outcome
-   enqueues the callbacks, as jobs of :class:`BatchCallbackJob`: each exactly once.
+   or dead entry (``worker/hooks.py``).  The Lua step that records the last outcome records
+   the callbacks in an outbox, each exactly once; right after, the process that wrote it
+   pushes them through the one push, as jobs of :class:`BatchCallbackJob`
+   (:func:`push_fired_callbacks`, which every worker's heartbeat also runs, for a process
+   that died in between).
 5. The batch's keys expire ``BATCH_TTL_S`` after it ended, or ``BATCH_UNFINISHED_TTL_S``
    after its last change if it never ends.
 
@@ -163,17 +167,30 @@ class Batch:
 
 
 def _run(op, bid, extra, client_=None):
-    """Run ``lua/batch.lua`` operation ``op`` on batch ``bid`` with the rest of its ARGV."""
-    return scripts.run("batch", *script_args(op, bid, extra), client=client_ or get_redis())
+    """Run ``lua/batch.lua`` operation ``op`` on batch ``bid`` with the rest of its ARGV; push
+    at once the callbacks it fired (see :func:`push_fired_callbacks`)."""
+    client_ = client_ or get_redis()
+    answer = _script(op, bid, extra, client_)
+    if op in _ENDING_OPS and answer:
+        push_fired_callbacks(client_)
+    return answer
+
+
+def _script(op, bid, extra, client_, now=None):
+    return scripts.run("batch", *script_args(op, bid, extra, now), client=client_)
+
+
+# The operations of lua/batch.lua that can fire callbacks.
+_ENDING_OPS = frozenset(("seal", "success", "failure", "dead", "dropped"))
 
 
 def script_args(op, bid, extra, now=None):
     """``(keys, args)`` for a ``lua/batch.lua`` call."""
     return (
-        [keys.batches(), keys.queues()],
+        [keys.batches(), keys.batch_callbacks()],
         [op, bid, repr(float(now_s() if now is None else now)), keys.batch(_BID_PLACEHOLDER),
          keys.batch_jids(_BID_PLACEHOLDER), keys.batch_failures(_BID_PLACEHOLDER), keys.batch_dead(_BID_PLACEHOLDER),
-         keys.queue(""), CALLBACK_JOB_NAME, _whole_s("BATCH_UNFINISHED_TTL_S"), _whole_s("BATCH_TTL_S"), *extra],
+         _whole_s("BATCH_UNFINISHED_TTL_S"), _whole_s("BATCH_TTL_S"), *extra],
     )
 
 
@@ -182,26 +199,127 @@ def _whole_s(setting):
     return max(1, math.ceil(conf.get(setting)))
 
 
-def queue_counts(pipe, payloads):
-    """Queue on ``pipe`` the pending-set and total updates of the batched payloads being
-    pushed (not those taking a unique lock: ``lua/unique_push.lua`` counts them)."""
-    by_bid = {}
-    for payload in payloads:
-        bid = payload.get("bid")
-        if bid:
-            by_bid.setdefault(bid, []).append(payload["jid"])
-    ttl_s = _whole_s("BATCH_UNFINISHED_TTL_S") if by_bid else None
-    for bid, jids in by_bid.items():
-        pipe.sadd(keys.batch_jids(bid), *jids)
-        pipe.hincrby(keys.batch(bid), "total", len(jids))
-        pipe.expire(keys.batch(bid), ttl_s)
-        pipe.expire(keys.batch_jids(bid), ttl_s)
+class BatchMembership:
+    """Client middleware (built in, :data:`conf.CLIENT_BUILTINS`): a payload enqueued inside a
+    ``jobs()`` block gets the block's ``"bid"``, and its push adds its jid to the batch's pending
+    set and total, in the same atomic step as the payload (writes attached to the push).
+
+    A payload that already has a ``"bid"`` is left as it is and not counted: a batch callback
+    (counted in its parent when it fired) or a payload pushed again through the API.  With
+    ``DEFER_ON_COMMIT`` the chain runs at the commit in a copy of the enqueuing context, so the
+    block is still seen there.
+    """
+
+    def __init__(self, call_next):
+        self.call_next = call_next
+
+    def __call__(self, payload):
+        stack = _stack.get()
+        if not stack or "bid" in payload:
+            return self.call_next(payload)
+        bid = stack[-1].bid
+        payload["bid"] = bid
+        payload = self.call_next(payload)
+        push = client.current_push()
+        if payload is not None and payload.get("bid") == bid and push is not None:
+            jid, ttl_s = payload["jid"], _whole_s("BATCH_UNFINISHED_TTL_S")
+            push.write(jid, "SADD", keys.batch_jids(bid), jid)
+            push.write(jid, "HINCRBY", keys.batch(bid), "total", 1)
+            push.write(jid, "EXPIRE", keys.batch(bid), ttl_s)
+            push.write(jid, "EXPIRE", keys.batch_jids(bid), ttl_s)
+        return payload
 
 
 def forget(bid, jid):
     """A batch's job that will never run (a unique job replaced while waiting): count it as
     done, so the batch does not wait for it."""
     _run("success", bid, [jid])
+
+
+def _forget_evicted(sender, payload, **kwargs):
+    """A waiting payload a push removed to make room (``client.payload_evicted``): its batch,
+    if any, counts it as done."""
+    bid = payload.get("bid")
+    if isinstance(bid, str) and BID_RE.match(bid) and isinstance(payload.get("jid"), str):
+        forget(bid, payload["jid"])
+
+
+client.payload_evicted.connect(_forget_evicted, dispatch_uid="django_bgjobs.batches.forget_evicted")
+
+
+# -- the callback outbox ----------------------------------------------------------------------
+
+#: How long a drain hides the outbox entries it took from other drains: one that dies before
+#: pushing them lets them reappear after this long.
+CLAIM_S = 60
+#: Outbox entries taken per round trip.
+DRAIN_PAGE = 100
+
+
+def push_fired_callbacks(client_=None, now=None):
+    """Push the batch callbacks waiting in the outbox (``keys.batch_callbacks()``) through the
+    one push, each exactly once; return how many this call pushed.
+
+    ``lua/batch.lua`` records a callback there in the atomic step that ends its batch.  The
+    process that wrote that end calls this right after (the worker after its acknowledgement,
+    the client after a seal); every worker's heartbeat calls it too, for entries whose writer
+    died in between.  Each entry is taken for :data:`CLAIM_S` (so two drains do not run the
+    client middleware for it twice), then pushed with a guard that removes it from the outbox
+    in the push's atomic step: it is pushed once, however many drains run.  One a client
+    middleware stops is dropped, and counts as done in the parent batch it joined.
+
+    Never raises: what fails is logged and left in the outbox for a later drain.
+    """
+    client_ = client_ or get_redis()
+    pushed = 0
+    for _ in range(100):  # bounded: callbacks that fire callbacks (a parent's) take a few rounds
+        now_ = now_s() if now is None else now
+        try:
+            entries = _script("claim", "", [repr(now_ + CLAIM_S), DRAIN_PAGE], client_, now=now_)
+        except Exception:
+            logger.warning("batch callbacks not pushed now (the outbox could not be read); a later drain will",
+                           exc_info=True)
+            return pushed
+        fired = False
+        for raw in entries:
+            try:
+                done, dropped_fired = _push_callback(client_, raw.decode() if isinstance(raw, bytes) else raw)
+            except Exception:
+                logger.exception("batch callback %s not pushed; it is tried again in %ds", raw, CLAIM_S)
+                continue
+            pushed += done
+            fired = fired or dropped_fired
+        if len(entries) < DRAIN_PAGE and not fired:
+            break
+    return pushed
+
+
+def _push_callback(client_, raw):
+    """Push one outbox entry as a :class:`BatchCallbackJob` payload; ``(1 if pushed, whether
+    dropping it fired callbacks)``."""
+    entry = json.loads(raw)
+    payload = {
+        "class": CALLBACK_JOB_NAME, "args": [entry["bid"], entry["event"], entry["index"]], "retry": True,
+        "queue": entry["queue"], "jid": entry["jid"], "created_at": float(entry["fired_at"]),
+    }
+    parent = entry.get("parent") or ""
+    if parent:
+        payload["bid"] = parent
+    # Outside any jobs() block running here (a drain after a seal or a replaced job's end can
+    # run inside one): a callback belongs to the batch it fired in, or to that one's parent.
+    token = _stack.set(())
+    try:
+        [written] = client.push(
+            BatchCallbackJob, [payload], guards={payload["jid"]: [client.Guard.member(keys.batch_callbacks(), raw)]},
+            defer=False, redis_client=client_,
+        )
+    finally:
+        _stack.reset(token)
+    if written is not None:
+        logger.info("batch %s: %s callback pushed (jid=%s)", entry["bid"], entry["event"], payload["jid"])
+        return 1, False
+    # Stopped by a client middleware, or pushed meanwhile by another drain (then this does nothing).
+    return 0, bool(_script("dropped", parent, [raw, payload["jid"]], client_))
 
 
 # -- callbacks ------------------------------------------------------------------------------
@@ -257,8 +375,19 @@ def resolve_callback(module, qualname, event):
     return found
 
 
+def _job_batch(job):
+    """The :class:`Batch` this job belongs to (None if none): inside ``perform``,
+    ``with self.batch.jobs(): ...`` adds jobs to it."""
+    bid = job.bid
+    return Batch(bid) if bid else None
+
+
+# Job.batch: added here, as Sidekiq Pro adds Job#batch, so that job.py imports no feature.
+Job.batch = property(_job_batch, doc=_job_batch.__doc__)
+
+
 class BatchCallbackJob(Job):
-    """Internal: runs one callback of a batch.  Enqueued by ``lua/batch.lua`` with the
+    """Internal: runs one callback of a batch.  Pushed by :func:`push_fired_callbacks` with the
     arguments ``(bid, event, index)``; in the parent batch when the batch has one."""
 
     name = CALLBACK_JOB_NAME

@@ -38,7 +38,8 @@ class BatchEnds:
 
     @staticmethod
     def end_writes(pipe, end):
-        """The :mod:`~django_bgjobs.job_end` seam: record ``end`` in the job's batch."""
+        """The :mod:`~django_bgjobs.job_end` seam: record ``end`` in the job's batch; the
+        follow-up pushes the callbacks that this end fired."""
         payload = end.payload
         bid, jid = payload.get("bid"), payload.get("jid")
         if not isinstance(bid, str) or not bid or not jid or end.outcome == Outcome.RESCHEDULED:
@@ -48,7 +49,17 @@ class BatchEnds:
         else:
             op, extra = ("dead" if end.outcome in _DEATHS else "failure"), [jid, _failure_info(payload)]
         script_keys, args = batches.script_args(op, bid, extra)
+        index = len(pipe)
         scripts.run("batch", script_keys, args, client=pipe)
+        return lambda client, results: _push_fired(client, results[index])
+
+
+def _push_fired(client, fired):
+    """Follow-up of an end write: when ``lua/batch.lua`` fired callbacks (it answered with the
+    list of them), push them now (they wait in the outbox: every heartbeat pushes what a
+    process that died here left)."""
+    if fired:
+        batches.push_fired_callbacks(client)
 
 
 def _failure_info(payload):

@@ -79,8 +79,14 @@ DEFAULTS = {
 }
 
 #: The built-in client middleware, outermost first: what every payload goes through on its
-#: way to Redis (django_bgjobs.middleware).
-CLIENT_BUILTINS = []
+#: way to Redis (django_bgjobs.middleware).  A batch's ``bid`` first (so ``before_enqueue`` and
+#: the lock see it), then the class's ``before_enqueue``, then the unique lock, innermost, so
+#: its guard is built on the payload as it will be written.
+CLIENT_BUILTINS = [
+    "django_bgjobs.batches.BatchMembership",
+    "django_bgjobs.job.EnqueueCallbacks",
+    "django_bgjobs.unique.UniqueLocks",
+]
 
 #: The built-in server middleware, outermost first: what wraps every attempt of a job (in a
 #: worker, the inline backend and the test helpers; not perform_now).  Expiry first, so a job

@@ -24,14 +24,17 @@ imports no worker code and opens no connection.
 
 import datetime
 import inspect
+import logging
 import math
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
-from django_bgjobs import callbacks, client, registry, unique
-from django_bgjobs.errors import ConfigurationError, InvalidOptionError
+from django_bgjobs import callbacks, client, execution, registry, unique
+from django_bgjobs.errors import ConfigurationError, Discard, InvalidOptionError
 from django_bgjobs.payload import QUEUE_NAME_RE, option_seconds
+
+logger = logging.getLogger(__name__)
 
 # Names users reach for from other libraries, mapped to ours.
 _MISSPELLINGS = {
@@ -182,14 +185,9 @@ class Job:
         """The id of the batch this job belongs to, or None."""
         return (self.payload or {}).get("bid")
 
-    @property
-    def batch(self):
-        """The :class:`~django_bgjobs.Batch` this job belongs to (None if none): inside
-        ``perform``, ``with self.batch.jobs(): ...`` adds jobs to it."""
-        from django_bgjobs.batches import Batch
-
-        bid = self.bid
-        return Batch(bid) if bid else None
+    # ``batch`` (the Batch of ``bid``, to add jobs to it from ``perform``) is added to this
+    # class by django_bgjobs.batches, which imports this module: a feature extends the Job
+    # API, the Job API does not import the feature.
 
     @classmethod
     def display_name(cls, payload):
@@ -222,8 +220,9 @@ class Job:
 
     @classmethod
     def before_enqueue(cls, payload):
-        """Runs before each payload is written (fields may be changed); raise ``Discard`` to
-        not enqueue it (``perform_later`` then returns None)."""
+        """Runs before each payload is written (fields may be changed), in the client middleware
+        chain (:class:`EnqueueCallbacks`); raise ``Discard`` to not enqueue it (``perform_later``
+        then returns None).  Runs at the commit when the push waits for one."""
 
     @classmethod
     def after_enqueue(cls, payload):
@@ -261,8 +260,6 @@ class Job:
     @classmethod
     def perform_now(cls, *args, **kwargs):
         """Run the job in this process, now, and return what ``perform`` returns.  No Redis."""
-        from django_bgjobs import execution
-
         return execution.perform_now(cls, args, kwargs)
 
     # -- from async code (async views, async jobs) ------------------------------------------
@@ -284,8 +281,6 @@ class Job:
     async def aperform_now(cls, *args, **kwargs):
         """``perform_now`` for async code: an async job is awaited here, a sync one runs in
         Django's thread for sync code."""
-        from django_bgjobs import execution
-
         return await execution.aperform_now(cls, args, kwargs)
 
 
@@ -307,16 +302,35 @@ class ConfiguredJob:
         """Epoch seconds to run at for a job enqueued at ``now_s``, or None for "now"."""
         return now_s + self.wait_s if self.wait_s else self.at_s
 
+    def build_payloads(self, items):
+        """The payloads for ``items`` (``(args, kwargs)`` pairs), checked and encoded, each with
+        its lock digest when the class has a ``lock``; nothing written.  Every producer of a
+        Job's payloads (``perform_later``, recurring ticks, ``django.tasks``) builds them here."""
+        payloads = client.build_payloads(self, items)
+        if self.job_class._lock_options is not None:
+            for payload, (args, kwargs) in zip(payloads, items):
+                unique.stamp(payload, self.job_class, args, kwargs)
+        return payloads
+
     def perform_later(self, *args, **kwargs):
-        return client.enqueue(self, [(args, kwargs)])[0]
+        return self._enqueue([(args, kwargs)])[0]
 
     def perform_bulk(self, args_list):
-        batch = []
+        items = []
         for index, args in enumerate(args_list):
             if not isinstance(args, (list, tuple)):
                 raise InvalidOptionError(f"perform_bulk item {index} is a {type(args).__name__}; give a tuple of args")
-            batch.append((tuple(args), {}))
-        return client.enqueue(self, batch)
+            items.append((tuple(args), {}))
+        return self._enqueue(items)
+
+    def _enqueue(self, items):
+        """Push one job per item through :func:`client.push`; an :class:`EnqueuedJob` for each,
+        None for one not written (stopped by a middleware, or its lock held)."""
+        if not items:
+            return []
+        job_class = self.job_class
+        handle = EnqueuedJob._of
+        return [None if p is None else handle(p, job_class) for p in client.push(job_class, self.build_payloads(items))]
 
     def perform_now(self, *args, **kwargs):
         return self.job_class.perform_now(*args, **kwargs)
@@ -340,6 +354,21 @@ class EnqueuedJob:
     queue: str
     args: list
     scheduled_at: float | None = None
+
+    @classmethod
+    def _of(cls, payload, job_class):
+        """The handle of a payload as written.  A frozen dataclass's ``__init__`` sets each field
+        through ``object.__setattr__``, which costs more than the client middleware chain of a
+        bulk push per payload; filling the instance's ``__dict__`` gives the same object in
+        half the time."""
+        handle = object.__new__(cls)
+        fields = handle.__dict__
+        fields["jid"] = payload["jid"]
+        fields["job_class"] = job_class
+        fields["queue"] = payload["queue"]
+        fields["args"] = payload["args"]
+        fields["scheduled_at"] = payload.get("at")
+        return handle
 
 
 def _option_queue(queue):
@@ -377,3 +406,27 @@ def _resolve_wait_until(wait_until):
             raise InvalidOptionError("wait_until is a naive datetime while USE_TZ=True; give an aware datetime")
         wait_until = timezone.make_aware(wait_until, timezone.get_default_timezone())
     return wait_until.timestamp()
+
+
+class EnqueueCallbacks:
+    """Client middleware (built in, :data:`conf.CLIENT_BUILTINS`): runs the job class's
+    ``before_enqueue`` on each payload; one that raises ``Discard`` is not written (like
+    ActiveJob's ``throw :abort``) and leaves a None in ``perform_later``'s answer.  Classes
+    that define no enqueue hook pass straight through.  ``after_enqueue`` is not here: the
+    core calls it once the payload is written."""
+
+    def __init__(self, call_next):
+        self.call_next = call_next
+
+    def __call__(self, payload):
+        push = client.current_push()
+        job_class = push.job_class if push is not None else None  # None: a chain called by hand
+        if job_class is None or not job_class._has_enqueue_callbacks:
+            return self.call_next(payload)
+        try:
+            job_class.before_enqueue(payload)
+        except Discard as exc:
+            logger.info("%s jid=%s not enqueued: before_enqueue discarded it (%s)", job_class.name,
+                        payload.get("jid"), exc)
+            return None
+        return self.call_next(payload)

@@ -24,6 +24,11 @@ or :data:`conf.SERVER_BUILTINS <django_bgjobs.conf.SERVER_BUILTINS>`) a static m
         if "my_field" in end.payload:
             pipe.hincrby(...)     # queued on the MULTI; nothing is executed here
 
+``end_writes`` may return a *follow-up*, ``follow_up(client, results)``, called once that
+MULTI is written, with its results (``results[i]`` answers the command it queued when
+``len(pipe)`` was ``i``): batches push the callbacks their Lua step fired this way.  A
+follow-up that raises is logged; the end stays written.
+
 :func:`queue_writes` calls every such method, in the order of the server chain, for every
 end; each must return at once for a payload it has nothing to do with.  ``end_writes_for``
 lets a worker skip the MULTI altogether for a job none of them has state about
@@ -36,6 +41,7 @@ imports no feature (it finds them through the middleware list).
 """
 
 import enum
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -43,6 +49,8 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from django_bgjobs import middleware
+
+logger = logging.getLogger(__name__)
 
 
 class Outcome(enum.StrEnum):
@@ -123,9 +131,24 @@ def concerns(payload):
 
 
 def queue_writes(pipe, end):
-    """Queue on ``pipe`` every feature's writes for ``end`` (see the module docstring)."""
+    """Queue on ``pipe`` every feature's writes for ``end`` (see the module docstring); return
+    the follow-ups they asked for, for :func:`run_follow_ups` once the MULTI is written."""
+    follow_ups = []
     for write in (_found or _seam())[0]:
-        write(pipe, end)
+        follow_up = write(pipe, end)
+        if follow_up is not None:
+            follow_ups.append(follow_up)
+    return follow_ups
+
+
+def run_follow_ups(client, follow_ups, results):
+    """Call each follow-up with ``client`` and the results of the MULTI it joined.  One that
+    raises is logged, never raised: the job's end is written already."""
+    for follow_up in follow_ups or ():
+        try:
+            follow_up(client, results)
+        except Exception:
+            logger.exception("a follow-up of a job's end failed (the end itself is written)")
 
 
 def record(client, payloads, outcome):
@@ -134,12 +157,13 @@ def record(client, payloads, outcome):
     burials, which happen outside the MULTI of a unit of work."""
     pipe = client.pipeline(transaction=True)
     count = 0
+    follow_ups = []
     for payload in payloads:
         before = len(pipe)
-        queue_writes(pipe, End(outcome, payload))
+        follow_ups += queue_writes(pipe, End(outcome, payload))
         count += len(pipe) > before
     if len(pipe):
-        pipe.execute()
+        run_follow_ups(client, follow_ups, pipe.execute())
     return count
 
 

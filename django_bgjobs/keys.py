@@ -103,7 +103,7 @@ def paused():
 def unique_lock(digest):
     """Hash ``jid``, ``class``, ``queue``, ``lock``, ``at``, ``bid`` (and ``raw`` for
     ``on_conflict = "replace"``) of the job holding a unique job's enqueue lock; always
-    with a TTL.  Written by the client (``lua/unique_push.lua``), deleted by the worker."""
+    with a TTL.  Written by the client's push (``unique.UniqueLocks``), deleted by the worker."""
     return _k(f"unique:{digest}")
 
 
@@ -121,13 +121,13 @@ def batches():
 
 def batch(bid):
     """Hash of one batch: description, created_at, callbacks, parent, counters and the
-    times its callbacks fired.  Written by ``lua/batch.lua`` and the client's push."""
+    times its callbacks fired.  Written by ``lua/batch.lua`` and the client's push (its total)."""
     return _k(f"b-{bid}")
 
 
 def batch_jids(bid):
     """Set of the jids of a batch's jobs that have not succeeded yet. Written by the client's
-    push (SADD) and ``lua/batch.lua`` (SREM on success)."""
+    push (SADD, ``batches.BatchMembership``) and ``lua/batch.lua`` (SREM on success)."""
     return _k(f"b-{bid}-jids")
 
 
@@ -140,6 +140,13 @@ def batch_failures(bid):
 def batch_dead(bid):
     """Set of the jids of a batch's jobs that went to the dead set. Written by ``lua/batch.lua``."""
     return _k(f"b-{bid}-died")
+
+
+def batch_callbacks():
+    """Sorted set, the outbox of batch callbacks fired and not pushed yet: JSON entries scored by
+    when a drain may take them (epoch seconds).  Written by ``lua/batch.lua`` when a batch
+    fires; emptied by ``batches.push_fired_callbacks`` through the one push."""
+    return _k("batch-callbacks")
 
 
 def crashes():
@@ -156,7 +163,7 @@ def cron_schedules():
 
 def cron_state(name):
     """Hash ``last_tick``, ``last_enqueued_at``, ``last_jid`` of one recurring job. Written by
-    the worker's scheduler in the same Lua call that enqueues a tick."""
+    the worker's scheduler in the push that enqueues a tick (its guard and writes)."""
     return _k(f"cron:state:{name}")
 
 

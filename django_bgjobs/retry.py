@@ -231,7 +231,7 @@ def _retry(work, payload, exc, job_class, now, wait_s, reason):
 
     def build(pipe):
         pipe.zadd(keys.retry(), {entry: retry_at})
-        queue_writes(pipe, End(Outcome.RETRIED, payload, retry_at, exc))
+        return queue_writes(pipe, End(Outcome.RETRIED, payload, retry_at, exc))
 
     work.write(build)
     logger.warning(
@@ -248,8 +248,7 @@ def _bury(work, payload, exc, job_class, now, reason, end_writes=True):
 
     def build(pipe):
         add_to_dead(pipe, entry, now)
-        if end_writes:
-            queue_writes(pipe, End(Outcome.DEAD, payload, None, exc))
+        return queue_writes(pipe, End(Outcome.DEAD, payload, None, exc)) if end_writes else None
 
     work.write(build)
     logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)

@@ -20,13 +20,20 @@ opens no connection and starts no thread.
 
 import datetime
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import redis
 from croniter import croniter
 
-from django_bgjobs import conf, registry
+from django_bgjobs import conf, keys, registry
+from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import ConfigurationError, UnknownJobError
+from django_bgjobs.job import check_queue_name
+from django_bgjobs.payload import now_s
+
+logger = logging.getLogger(__name__)
 
 SOURCES = ("settings", "file", "database")
 _FIELDS = {"cron", "class", "queue", "args", "kwargs", "description", "enabled", "timezone", "catch_up"}
@@ -92,8 +99,6 @@ class Schedule:
 
     def check(self, check_class=True):
         """Raise :class:`ScheduleError` unless the cron, zone, queue and class are usable."""
-        from django_bgjobs.job import check_queue_name
-
         where = f"recurring job {self.name!r} ({self.source})"
         if not self.cron or not croniter.is_valid(self.cron):
             raise ScheduleError(f"{where}: invalid cron expression {self.cron!r}")
@@ -220,10 +225,11 @@ def from_file(errors=None):
 
 def from_database(errors=None):
     """Schedules from the ``Schedule`` model's rows; ``errors`` as above."""
-    from django_bgjobs.models import Schedule as ScheduleRow
+    from django.apps import apps
 
     built = []
-    for row in ScheduleRow.objects.all():
+    # Through the app registry: models.py imports this module (a row is checked as a Schedule).
+    for row in apps.get_model("django_bgjobs", "Schedule").objects.all():
         try:
             built.append(row.to_schedule())
         except ScheduleError as exc:
@@ -256,16 +262,12 @@ def configured(include_database=True, errors=None):
 def store(schedule, pipe, now):
     """Queue on ``pipe`` the writes that make ``schedule`` live: its definition, and its clock
     started at ``now`` if it is new (so it never fires for the past)."""
-    from django_bgjobs import keys
-
     pipe.hset(keys.cron_schedules(), schedule.name, schedule.to_json())
     pipe.hsetnx(keys.cron_state(schedule.name), "last_tick", repr(float(now)))
 
 
 def unstore(name, pipe):
     """Queue on ``pipe`` the removal of recurring job ``name`` and its state."""
-    from django_bgjobs import keys
-
     pipe.hdel(keys.cron_schedules(), name)
     pipe.delete(keys.cron_state(name))
 
@@ -274,14 +276,6 @@ def sync_row(row, deleted=False):
     """Write a ``Schedule`` row's change to Redis at once, so workers pick it up without a
     restart.  Called after the transaction commits; a Redis error is logged (the next worker
     start loads the row anyway), never raised into the admin."""
-    import logging
-
-    import redis
-
-    from django_bgjobs import keys
-    from django_bgjobs.connection import get_redis
-    from django_bgjobs.payload import now_s
-
     try:
         pipe = get_redis().pipeline(transaction=True)
         previous = getattr(row, "_loaded_name", None)
@@ -293,7 +287,7 @@ def sync_row(row, deleted=False):
             try:
                 schedule = row.to_schedule()
             except ScheduleError as exc:
-                logging.getLogger(__name__).error("recurring job row %s not loaded: %s", row.pk, exc)
+                logger.error("recurring job row %s not loaded: %s", row.pk, exc)
                 unstore(row.name, pipe)
             else:
                 store(schedule, pipe, now_s())
@@ -302,7 +296,7 @@ def sync_row(row, deleted=False):
         pipe.execute()
         row._loaded_name = None if deleted else row.name
     except redis.RedisError as exc:
-        logging.getLogger(__name__).error(
+        logger.error(
             "recurring job %r saved, but Redis could not be told (%s); workers load it at their next start",
             row.name, exc,
         )

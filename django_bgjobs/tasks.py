@@ -12,12 +12,14 @@ through :mod:`django_bgjobs._tasks_compat`.  How a task run maps onto this libra
    to JSON (a ``TypeError``/``ValueError`` before anything is written) and pushes one
    payload of :class:`TaskJob` whose ``args`` are ``[module_path, backend_alias, args,
    kwargs]``.  The result id is the payload's jid.  ``priority > 0`` puts the payload at the
-   front of its queue; ``run_after`` puts it in the schedule set.
+   front of its queue; ``run_after`` puts it in the schedule set.  The push is the one every
+   job takes (``client.push``): a client middleware that stops it leaves no result either
+   (``get_result`` then raises ``TaskResultDoesNotExist``).
 2. **Result** in Redis at ``keys.task_result(id)``: one JSON document with a TTL
    (``OPTIONS["RESULT_TTL_S"]``, one day by default, counted from the last change).
-   ``READY`` is written by :meth:`TaskJob.on_push` in the MULTI that pushes the payload,
-   so a rolled-back transaction leaves no result and a worker's ``RUNNING`` can never be
-   overwritten by a late ``READY``.
+   ``READY`` is a write attached to the push of the payload (``client.push``), done in its
+   atomic step, so a rolled-back transaction (or a client middleware that stops the payload)
+   leaves no result and a worker's ``RUNNING`` can never be overwritten by a late ``READY``.
 3. **Run** (worker side, in the processor thread): :meth:`TaskJob.perform` finds the task
    in the registry of validated tasks (never by importing the payload's path), writes
    ``RUNNING``, calls the function, and writes ``SUCCESSFUL`` with the return value or
@@ -160,14 +162,21 @@ class RedisTaskBackend(BaseTaskBackend):
         args, kwargs = _json_value(list(args)), _json_value(dict(kwargs))
         job_class = AsyncTaskJob if inspect.iscoroutinefunction(task.func) else TaskJob
         configured = job_class.set(queue=task.queue_name, retry=self.retry, wait_until=task.run_after)
-        payload = client.build_payloads(configured, [((task.module_path, self.alias, args, kwargs), {})])[0]
+        [payload] = configured.build_payloads([((task.module_path, self.alias, args, kwargs), {})])
         if task.priority:
             payload["priority"] = task.priority
         if task.run_after is not None:
             payload["run_after"] = task.run_after.isoformat()
-        result = _task_result(task, payload["jid"], _record_from_payload(payload))
-        client.dispatch(job_class, [payload])
+        record = _record_from_payload(payload)
+        result = _task_result(task, payload["jid"], record)
+        client.push(job_class, [payload], writes={payload["jid"]: [self._ready_write(payload, record)]})
         return result
+
+    def _ready_write(self, payload, record):
+        """The write of the task's ``READY`` result, done in the atomic step that pushes its payload."""
+        wait_s = max(payload.get("at", payload["created_at"]) - payload["created_at"], 0)
+        ttl_ms = max(int((self.result_ttl_s + wait_s) * 1000), 1)
+        return ("SET", keys.task_result(payload["jid"]), json.dumps(record, separators=(",", ":")), "PX", ttl_ms)
 
     def get_result(self, result_id):
         result_id = str(result_id)
@@ -198,15 +207,6 @@ class TaskJob(Job):
         """The task's module path: the job metrics count each task apart."""
         args = payload.get("args")
         return args[0] if isinstance(args, list) and args and isinstance(args[0], str) else cls.name
-
-    @classmethod
-    def on_push(cls, pipe, payloads):
-        """Write each task's ``READY`` result in the MULTI that pushes its payload."""
-        now = now_s()
-        for payload in payloads:
-            backend = _backend(payload["args"][1])
-            ttl_s = _ttl_s(backend) + max(payload.get("at", now) - now, 0)
-            _write(pipe, payload["jid"], _record_from_payload(payload), ttl_s)
 
     def perform(self, task_path, backend_alias, args, kwargs):
         task, backend, record, context = self._start(task_path, backend_alias)

@@ -1,5 +1,6 @@
-"""Unique jobs, the client side: a Job's lock options, its lock digest, and the enqueue that
-takes the lock and pushes the job in one atomic step (``lua/unique_push.lua``).
+"""Unique jobs, the client side: a Job's lock options, its lock digest, and the client
+middleware :class:`UniqueLocks`, which makes the push take the lock and write the job in one
+atomic step (a guard and writes attached to ``lua/push.lua``'s call).
 
 ::
 
@@ -39,9 +40,9 @@ import logging
 import math
 from dataclasses import dataclass
 
-from django_bgjobs import conf, keys, scripts, serialization, signals
-from django_bgjobs.errors import ConfigurationError, InvalidOptionError, UniqueJobError
-from django_bgjobs.payload import dumps, option_seconds
+from django_bgjobs import client, conf, keys, registry, serialization, signals
+from django_bgjobs.errors import ConfigurationError, InvalidOptionError, UniqueJobError, UnknownJobError
+from django_bgjobs.payload import dumps, now_s, option_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -157,72 +158,116 @@ def lock_digest(job_class, queue, args, kwargs, encoded_args):
 
 
 def stamp(payload, job_class, args, kwargs):
-    """Add ``lock`` and ``lock_digest`` to a payload being built (``client.build_payloads``)."""
+    """Add ``lock`` and ``lock_digest`` to a payload being built (``ConfiguredJob.build_payloads``,
+    where the arguments are still Python values for ``lock_args``)."""
     payload["lock"] = job_class._lock_options.lock
     payload["lock_digest"] = lock_digest(job_class, payload["queue"], args, kwargs, payload["args"])
 
 
-def queue_push(pipe, job_class, payload, raw, now):
-    """Queue on ``pipe`` (a MULTI) the Lua call that takes ``payload``'s lock and pushes it."""
-    options = job_class._lock_options
-    at = payload.get("at")
-    bid = payload.get("bid") or ""
-    dead_raw = ""
-    if options.client_conflict == "reject":
-        reason = f"a job with the same {options.lock} lock is already enqueued (unique lock {payload['lock_digest']})"
-        dead_raw = dumps(dict(payload, error_class="django_bgjobs.errors.UniqueJobError", error_message=reason,
-                              failed_at=now, dead_reason=reason))
-    scripts.run(
-        "unique_push",
-        [keys.unique_lock(payload["lock_digest"]), keys.queue(payload["queue"]), keys.schedule(), keys.queues(),
-         keys.dead(), keys.batch(bid), keys.batch_jids(bid)],
-        [options.client_conflict or "log", raw, payload["jid"], payload["queue"], "" if at is None else repr(float(at)),
-         "R" if payload.get("priority", 0) > 0 else "L", options.ttl_ms(0 if at is None else at - now),
-         payload["class"], options.lock, bid, repr(float(now)), dead_raw,
-         repr(float(now - conf.get("DEAD_TIMEOUT_S"))), conf.get("DEAD_MAX_JOBS"),
-         max(1, math.ceil(conf.get("BATCH_UNFINISHED_TTL_S")))],
-        client=pipe,
-    )
-    return dead_raw
+class UniqueLocks:
+    """Client middleware (built in, :data:`conf.CLIENT_BUILTINS`): a payload with a
+    ``lock_digest`` whose class takes its lock at enqueue is written only if the lock is free
+    -- or, for ``on_conflict = "replace"``, by taking it over from the waiting holder, which is
+    removed -- and the lock is written with it, in the push's atomic step (a guard and writes
+    attached to the push, :class:`django_bgjobs.client.Push`).  Two clients enqueueing the same
+    job at the same instant enqueue it once, and a lock never exists without its job.
 
-
-def settle(job_class, locked, results, deferred):
-    """Act on the answers of the ``unique_push`` calls of one push.
-
-    ``locked`` is a list of ``(payload, raw, dead_raw)`` and ``results`` their answers.
-    Returns ``(refused, error)``: the set of jids not enqueued, and the
-    :class:`UniqueJobError` to raise (None unless ``on_conflict = "raise"`` refused one and
-    the push was not deferred to a transaction's commit, where raising is too late: logged).
+    After the write (:func:`settle`): a refused payload is logged (``"log"``), raised as
+    :class:`UniqueJobError` (``"raise"``; logged when the push waited for a transaction's
+    commit, too late to raise), or is in the dead set with its reason (``"reject"``, written in
+    the same atomic step).  ``perform_later`` returns None for it.
     """
-    from django_bgjobs import batches
 
-    refused = set()
-    error = None
-    for (payload, _raw, dead_raw), answer in zip(locked, results):
-        status, holder = _text(answer[0]), _text(answer[1]) if len(answer) > 1 else None
-        jid = payload["jid"]
-        where = f"{payload['class']} jid={jid} ({payload['lock']} lock {payload['lock_digest']})"
-        if status == "pushed" or (status == "conflict" and holder == jid):
-            continue  # (its own lock: an enqueue tried again after a lost reply had gone through)
-        if status == "replaced":
-            holder_bid, removed = _text(answer[2]), int(answer[3])
-            logger.info("%s replaced jid=%s%s", where, holder, "" if removed else " (no longer waiting)")
-            if removed and holder_bid:
-                batches.forget(holder_bid, holder)  # it will never run: do not wait for it
-            continue
-        refused.add(jid)
-        if status == "rejected":
-            logger.warning("%s moved to the dead set: duplicate of jid=%s", where, holder)
-            reason = json.loads(dead_raw)["dead_reason"]
-            signals.notify(signals.job_died, job_class, payload=json.loads(dead_raw), exception=None, reason=reason)
-        elif job_class._lock_options.client_conflict == "raise" and not deferred:
-            if error is None:
-                error = UniqueJobError(f"{where} not enqueued: jid={holder} holds the lock", holder, payload["lock_digest"])
-        else:
-            log = logger.error if job_class._lock_options.client_conflict == "raise" else logger.info
-            log("%s not enqueued: jid=%s holds the lock", where, holder)
-    return refused, error
+    def __init__(self, call_next):
+        self.call_next = call_next
+
+    def __call__(self, payload):
+        if "lock_digest" not in payload:
+            return self.call_next(payload)
+        payload = self.call_next(payload)
+        if payload is None or "lock_digest" not in payload:
+            return payload
+        push = client.current_push()
+        if push is None:  # a chain called by hand, outside client.push: nothing to write with
+            return payload
+        options = _options(push.job_class, payload)
+        if options is None or options.client_conflict is None:
+            return payload  # while_executing: its lock is taken when it starts
+        push.guard(payload["jid"], _guard(options, payload), on_result=settle)
+        for command in _lock_writes(options, payload):
+            push.write(payload["jid"], *command)
+        return payload
 
 
-def _text(value):
-    return value.decode() if isinstance(value, bytes) else value
+def _options(job_class, payload):
+    """The lock options of the payload's class (None when unknown or without a lock)."""
+    if job_class is None or job_class.name != payload.get("class"):
+        try:
+            job_class = registry.get(payload.get("class"))
+        except UnknownJobError:
+            return None
+    options = job_class._lock_options
+    return options if options is not None and options.lock == payload.get("lock") else None
+
+
+def _guard(options, payload):
+    key = keys.unique_lock(payload["lock_digest"])
+    jid = payload["jid"]
+    if options.client_conflict == "replace":
+        return client.Guard.absent(key, "jid", jid, evict=(keys.queue(payload["queue"]), keys.schedule(), "raw", "at"))
+    if options.client_conflict == "reject":
+        now = now_s()
+        return client.Guard.absent(key, "jid", jid, refused=[
+            ("ZADD", keys.dead(), now, dumps(_dead_entry(options, payload, now))),
+            ("ZREMRANGEBYSCORE", keys.dead(), "-inf", now - conf.get("DEAD_TIMEOUT_S")),
+            ("ZREMRANGEBYRANK", keys.dead(), 0, -conf.get("DEAD_MAX_JOBS") - 1),
+        ])
+    return client.Guard.absent(key, "jid", jid)
+
+
+def _dead_entry(options, payload, now):
+    """The payload as it goes to the dead set when ``on_conflict = "reject"`` refuses it."""
+    reason = f"a job with the same {options.lock} lock is already enqueued (unique lock {payload['lock_digest']})"
+    return dict(payload, error_class="django_bgjobs.errors.UniqueJobError", error_message=reason, failed_at=now,
+                dead_reason=reason)
+
+
+def _lock_writes(options, payload):
+    """The writes that take the lock, done with the push: the hash (its ``raw`` kept for
+    ``"replace"``, to find the job again) and its TTL, counted from when the job is due."""
+    now = now_s()
+    at = payload.get("at")
+    key = keys.unique_lock(payload["lock_digest"])
+    fields = ["jid", payload["jid"], "class", payload["class"], "queue", payload["queue"], "lock", options.lock,
+              "at", "" if at is None else repr(float(at)), "bid", payload.get("bid") or "",
+              "locked_at", repr(float(now))]
+    if options.client_conflict == "replace":
+        fields += ["raw", client.PAYLOAD]
+    return [("HSET", key, *fields), ("PEXPIRE", key, options.ttl_ms(0 if at is None else at - now))]
+
+
+def settle(push, payload, result):
+    """Act on the fate of a payload whose lock was checked (see :class:`UniqueLocks`); return
+    the :class:`UniqueJobError` to raise, or None."""
+    options = _options(push.job_class, payload)
+    if options is None:
+        return None
+    jid = payload["jid"]
+    where = f"{payload['class']} jid={jid} ({payload['lock']} lock {payload['lock_digest']})"
+    if result.written:
+        if result.guard is not None:  # replaced: the holder's waiting payload was removed
+            logger.info("%s replaced jid=%s%s", where, result.current, "" if result.evicted else " (no longer waiting)")
+        return None
+    if result.guard is None:
+        return None  # refused by another guard (a recurring tick already taken): not the lock's doing
+    holder = result.current
+    if options.client_conflict == "reject":
+        logger.warning("%s moved to the dead set: duplicate of jid=%s", where, holder)
+        dead = json.loads(result.guard.spec["refused"][0][3])  # the ZADD of _guard's refused writes
+        signals.notify(signals.job_died, push.job_class, payload=dead, exception=None, reason=dead["dead_reason"])
+    elif options.client_conflict == "raise" and not push.deferred:
+        return UniqueJobError(f"{where} not enqueued: jid={holder} holds the lock", holder, payload["lock_digest"])
+    else:
+        log = logger.error if options.client_conflict == "raise" else logger.info
+        log("%s not enqueued: jid=%s holds the lock", where, holder)
+    return None

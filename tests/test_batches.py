@@ -9,6 +9,7 @@ End-to-end runs with real ``runjobs`` processes (1,000 children, kill -9) are in
 import json
 import sys
 import threading
+import time
 import types
 
 import pytest
@@ -17,6 +18,7 @@ from django.db import transaction
 from django_bgjobs import Batch, BatchStatus, Job, keys
 from django_bgjobs.api import BatchSet
 from django_bgjobs.batches import CALLBACK_JOB_NAME, BatchCallbackJob, current_bid, resolve_callback
+from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, ConfigurationError, UnknownJobError
 from django_bgjobs.testing import capture_jobs
 from django_bgjobs.worker.fetcher import Fetcher
@@ -82,6 +84,43 @@ def test_jobs_enqueued_inside_the_block_carry_the_bid_and_are_counted_in_the_pus
     assert status.description == "three ways"
     assert not status.complete and not status.success
     assert status.open_blocks == 0
+
+
+def test_a_bulk_push_into_a_batch_counts_its_jobs_in_one_step_with_one_sadd(redis):
+    # Given: the push script loaded, the batch created, Redis's command counts reset
+    batch = Batch()
+    RecordJob.perform_later("warm-up")
+    with batch.jobs():
+        redis.config_resetstat()
+
+        # When
+        handles = RecordJob.perform_bulk([(n,) for n in range(1000)])
+
+        # Then: one script call, with one push of the 1,000 jobs and one write of their counts
+        calls = {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in redis.info("commandstats").items()}
+    assert calls.get("evalsha") == 1 and "multi" not in calls
+    assert calls.get("sadd") == 2 and calls.get("hincrby") == 1  # SADD queues, SADD b-BID-jids
+    assert calls.get("lpush") == 1 and calls.get("expire") == 2
+    status = batch.status()
+    assert (status.total, status.pending) == (1000, 1000)
+    assert set(status.jids()) == {h.jid for h in handles}
+
+
+def test_bulk_pushes_into_a_batch_keep_their_order_and_due_times_past_one_commands_worth(redis):
+    # Given: more payloads than one Lua command takes at once (1,000), to the queue and scheduled
+    batch = Batch()
+
+    # When
+    with batch.jobs():
+        now = RecordJob.perform_bulk([(n,) for n in range(2500)])
+        later = RecordJob.set(wait=60).perform_bulk([(n,) for n in range(2500)])
+
+    # Then
+    assert [json.loads(raw)["jid"] for raw in reversed(redis.lrange("queue:default", 0, -1))] == [h.jid for h in now]
+    scheduled = redis.zrange("schedule", 0, -1, withscores=True)
+    assert sorted(json.loads(raw)["jid"] for raw, _ in scheduled) == sorted(h.jid for h in later)
+    assert all(json.loads(raw)["at"] == score for raw, score in scheduled)
+    assert batch.status().total == 5000
 
 
 def test_empty_batch_completes_and_succeeds_when_its_block_ends(redis):
@@ -364,6 +403,99 @@ def test_callback_jids_are_fixed_by_batch_event_and_index(redis):
 
     jids = [p["jid"] for p in callback_payloads(redis)]
     assert len(set(jids)) == 2 and all(len(jid) == 24 for jid in jids)
+
+
+def record_outcome_unpushed(op, bid, jid):
+    """An outcome written as a worker's MULTI writes it, by a process that then dies before
+    pushing the callbacks it fired: they stay in the outbox."""
+    from django_bgjobs import scripts
+    from django_bgjobs.batches import script_args
+
+    return scripts.run("batch", *script_args(op, bid, [jid]))
+
+
+def test_callbacks_left_in_the_outbox_by_a_writer_that_died_are_pushed_once_by_the_next_drains(redis):
+    # Given: 50 batches whose last job's success was recorded by a process that died at once
+    from django_bgjobs.batches import push_fired_callbacks
+
+    batches = [make_batch(redis, 1, events=("success", "complete")) for _ in range(50)]
+    for batch, [jid] in batches:
+        assert record_outcome_unpushed("success", batch.bid, jid)
+    assert callback_payloads(redis) == [] and redis.zcard(keys.batch_callbacks()) == 100
+
+    # When: two workers' heartbeats drain the outbox at the same instant
+    start = threading.Barrier(2)
+    pushed = []
+
+    def drain():
+        start.wait()
+        pushed.append(push_fired_callbacks())
+
+    threads = [threading.Thread(target=drain) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then: each callback once, in the order its batch fired them
+    assert sum(pushed) == 100
+    assert sorted(fired_events(redis)) == sorted((b.bid, e) for b, _ in batches for e in ("complete", "success"))
+    assert redis.zcard(keys.batch_callbacks()) == 0
+    for batch, _ in batches:
+        assert [p["args"][1] for p in reversed(callback_payloads(redis)) if p["args"][0] == batch.bid] == [
+            "complete", "success"]
+    assert push_fired_callbacks() == 0
+
+
+def test_a_callback_taken_by_a_drain_that_died_is_pushed_once_its_claim_has_lapsed(redis):
+    # Given: a fired callback, taken from the outbox by a drain that died before pushing it
+    from django_bgjobs.batches import CLAIM_S, _script, push_fired_callbacks
+
+    batch, [jid] = make_batch(redis, 1, events=("success",))
+    record_outcome_unpushed("success", batch.bid, jid)
+    now = time.time()
+    assert len(_script("claim", "", [repr(now + CLAIM_S), 10], get_redis(), now=now)) == 1
+
+    # When: the next drains run before and after the claim lapses
+    before = push_fired_callbacks(now=now + 1)
+    after = push_fired_callbacks(now=now + CLAIM_S + 1)
+
+    # Then
+    assert (before, after) == (0, 1)
+    assert fired_events(redis) == [(batch.bid, "success")]
+
+
+def test_a_workers_heartbeat_pushes_the_callbacks_a_dead_process_left_in_the_outbox(redis):
+    # Given: a batch whose end was recorded by a process that died before pushing its callback
+    from django_bgjobs.worker.launcher import Launcher
+
+    batch, [jid] = make_batch(redis, 1, events=("success",))
+    record_outcome_unpushed("success", batch.bid, jid)
+
+    # When: a worker's heartbeat does its duties
+    Launcher(queues=["default"], concurrency=1, schedule=False)._heartbeat_step()
+
+    # Then
+    assert fired_events(redis) == [(batch.bid, "success")]
+    assert redis.zcard(keys.batch_callbacks()) == 0
+
+
+def test_a_callback_pushed_inside_another_batchs_block_does_not_join_that_batch(redis):
+    # Given: a batch that ended, its callback waiting in the outbox
+    from django_bgjobs.batches import push_fired_callbacks
+
+    ended, [jid] = make_batch(redis, 1, events=("success",))
+    record_outcome_unpushed("success", ended.bid, jid)
+
+    # When: the outbox is drained from inside an unrelated batch's jobs() block
+    other = Batch()
+    with other.jobs():
+        assert push_fired_callbacks() == 1
+
+    # Then
+    [callback] = callback_payloads(redis)
+    assert "bid" not in callback
+    assert other.status().total == 0
 
 
 # -- nesting ----------------------------------------------------------------------------------

@@ -481,6 +481,26 @@ def test_enqueue_raises_payload_too_large_and_writes_nothing_when_a_payload_pass
     assert len(queued(redis)) == 1
 
 
+def test_nothing_is_written_when_one_payload_of_a_push_with_locks_and_a_batch_is_too_large(redis, raw_redis):
+    # Given: an open batch (its counts) and unique jobs (their locks): the push's planned form
+    from django_bgjobs import Batch
+    from tests.helpers import snapshot
+    from tests.testapp.unique_batch_jobs import UntilExecutedJob
+
+    batch = Batch()
+    with batch.jobs():
+        before = snapshot(raw_redis)
+
+        # When
+        with bgjobs(MAX_PAYLOAD_BYTES=1000), pytest.raises(PayloadTooLargeError):
+            UntilExecutedJob.perform_bulk([("small",), ("x" * 1000,)])
+        after = snapshot(raw_redis)
+
+    # Then: no job, no lock, no count
+    assert after == before
+    assert redis.keys("unique:*") == []
+
+
 def test_any_payload_size_is_accepted_when_max_payload_bytes_is_none(redis):
     with bgjobs(MAX_PAYLOAD_BYTES=None):
         RecordJob.perform_later("x" * 2_000_000)

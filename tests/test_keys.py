@@ -31,6 +31,7 @@ PINNED = [
     (keys.batch_jids, ("b7e2",), "b-b7e2-jids"),
     (keys.batch_failures, ("b7e2",), "b-b7e2-failinfo"),
     (keys.batch_dead, ("b7e2",), "b-b7e2-died"),
+    (keys.batch_callbacks, (), "batch-callbacks"),
     (keys.crashes, (), "crashes"),
     (keys.cron_schedules, (), "cron:schedules"),
     (keys.cron_state, ("daily_report",), "cron:state:daily_report"),

@@ -16,7 +16,7 @@ from django.db import transaction
 from django_bgjobs import Job, UniqueJobError, keys, serialization, unique, unique_server
 from django_bgjobs.api import UniqueLocks
 from django_bgjobs.connection import get_redis
-from django_bgjobs.errors import ConfigurationError, Discard
+from django_bgjobs.errors import ConfigurationError, Discard, EnqueueError
 from django_bgjobs.testing import capture_jobs
 from django_bgjobs.worker.attempt import Attempt
 from django_bgjobs.worker.fetcher import Fetcher
@@ -332,6 +332,36 @@ def test_exactly_one_of_many_threads_enqueues_when_they_race_for_one_lock(redis)
           f"{len(queued(redis))} queued")
     assert len(accepted) == 1
     assert len(queued(redis)) == 1
+
+
+def test_no_lock_is_left_without_its_job_when_redis_refuses_the_push(redis):
+    # Given: the queue's key holds a string, so the push of the job fails in its atomic step
+    redis.set("queue:default", "not a list")
+
+    # When
+    with pytest.raises(EnqueueError, match="WRONGTYPE"):
+        UntilExecutedJob.perform_later("report")
+
+    # Then: no lock, so the same job can be enqueued once the queue is usable again
+    assert redis.keys("unique:*") == []
+    redis.delete("queue:default")
+    assert UntilExecutedJob.perform_later("report") is not None
+    assert len(queued(redis)) == 1 and len(redis.keys("unique:*")) == 1
+
+
+def test_a_lost_reply_tried_again_counts_the_job_once_as_enqueued(redis):
+    # Given: a job whose push went through, its reply lost: the client tries the same push again
+    from django_bgjobs import client
+
+    payload = UntilExecutedJob.set().build_payloads([(("report",), {})])[0]
+    first = client.push(UntilExecutedJob, [dict(payload)], defer=False)
+
+    # When
+    again = client.push(UntilExecutedJob, [dict(payload)], defer=False)
+
+    # Then: its own lock does not refuse it, and it is not written twice
+    assert first[0]["jid"] == again[0]["jid"] == payload["jid"]
+    assert [p["jid"] for p in queued(redis)] == [payload["jid"]]
 
 
 def test_lock_keys_live_in_keys_py_and_take_the_prefix(settings, redis):

@@ -6,10 +6,11 @@ import threading
 import pytest
 from django.test import override_settings
 
-from django_bgjobs import keys
+from django_bgjobs import keys, signals
 from django_bgjobs.worker.cron import Scheduler
 
 NOOP = "tests.testapp.jobs.NoopJob"
+UNTIL_EXECUTED = "tests.testapp.unique_batch_jobs.UntilExecutedJob"
 T0 = 1_800_000_000.0  # a fixed clock, on a whole minute
 
 
@@ -79,26 +80,99 @@ def test_disabled_schedule_enqueues_nothing(redis):
     assert queued(redis) == []
 
 
+def race(count, seconds):
+    """``count`` schedulers (as in as many workers) check the same ``seconds`` after T0 at once,
+    every half second."""
+    Scheduler().sync(now=T0)
+    schedulers = [Scheduler() for _ in range(count)]
+    barrier = threading.Barrier(count)
+
+    def run(scheduler):
+        barrier.wait()
+        for step in range(1, 2 * seconds + 1):
+            scheduler.enqueue_due(now=T0 + step * 0.5)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in schedulers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_racing_schedulers_enqueue_each_tick_exactly_once(redis):
     # Given 3 schedulers (as in 3 workers) over a schedule firing every second
     with schedule_settings(every_second={"cron": "* * * * * *", "class": NOOP}):
-        Scheduler().sync(now=T0)
-        schedulers = [Scheduler() for _ in range(3)]
-        barrier = threading.Barrier(3)
-
-        def run(scheduler):
-            barrier.wait()
-            for step in range(1, 41):
-                scheduler.enqueue_due(now=T0 + step * 0.5)
-
         # When they all check the same 20 seconds at once
-        threads = [threading.Thread(target=run, args=(s,)) for s in schedulers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        race(3, 20)
     # Then each of the 20 ticks is in the queue exactly once
     assert len(queued(redis)) == 20
+
+
+def test_recurring_job_with_an_until_executed_lock_is_queued_once_while_the_first_one_waits(redis, caplog):
+    # Given a schedule every minute of a job whose class sets lock = "until_executed"
+    with schedule_settings(locked={"cron": "* * * * *", "class": UNTIL_EXECUTED, "args": ["report"]}):
+        scheduler = Scheduler()
+        scheduler.sync(now=T0)
+
+        # When two ticks pass while the first job still waits in its queue
+        counts = [scheduler.enqueue_due(now=T0 + 60), scheduler.enqueue_due(now=T0 + 120)]
+        again = scheduler.enqueue_due(now=T0 + 121)
+
+    # Then one job, holding the one lock; the second tick is used up (logged), not offered again
+    assert (counts, again) == ([1, 0], 0)
+    [job] = queued(redis)
+    assert job["lock"] == "until_executed" and job["cron_at"] == T0 + 60
+    assert redis.keys("unique:*") == [keys.unique_lock(job["lock_digest"])]
+    assert redis.hget(keys.unique_lock(job["lock_digest"]), "jid") == job["jid"]
+    assert float(redis.hget("cron:state:locked", "last_tick")) == T0 + 120
+    assert redis.hget("cron:state:locked", "last_jid") == job["jid"]
+    assert f"jid={job['jid']} holds the lock" in caplog.text
+
+
+def test_racing_schedulers_over_a_locked_job_queue_it_once_and_use_up_every_tick(redis):
+    # Given 3 schedulers over a schedule firing every second, of a job with a lock
+    with schedule_settings(locked={"cron": "* * * * * *", "class": UNTIL_EXECUTED, "args": ["race"]}):
+        # When they check the same 10 seconds at once
+        race(3, 10)
+
+    # Then the first tick's job is the only one, with its lock, and every tick is taken
+    [job] = queued(redis)
+    assert job["cron_at"] == T0 + 1
+    assert redis.keys("unique:*") == [keys.unique_lock(job["lock_digest"])]
+    assert float(redis.hget("cron:state:locked", "last_tick")) == T0 + 10
+
+
+def test_a_recurring_tick_sends_job_enqueued_once_its_job_is_written(redis):
+    seen = []
+
+    def receiver(sender, payload, **kwargs):
+        seen.append((sender.name, payload["jid"], bool(redis.lrange(keys.queue("default"), 0, -1))))
+
+    signals.job_enqueued.connect(receiver)
+    try:
+        with schedule_settings(every_minute={"cron": "* * * * *", "class": NOOP}):
+            scheduler = Scheduler()
+            scheduler.sync(now=T0)
+            scheduler.enqueue_due(now=T0 + 60)
+    finally:
+        signals.job_enqueued.disconnect(receiver)
+
+    [job] = queued(redis)
+    assert seen == [(NOOP, job["jid"], True)]
+
+
+def test_a_recurring_tick_over_max_payload_bytes_writes_nothing_and_keeps_the_tick(redis, caplog):
+    with schedule_settings(big={"cron": "* * * * *", "class": NOOP, "args": ["x" * 2000]}):
+        from django.conf import settings
+
+        with override_settings(BGJOBS={**settings.BGJOBS, "MAX_PAYLOAD_BYTES": 1000}):
+            scheduler = Scheduler()
+            scheduler.sync(now=T0)
+            assert scheduler.enqueue_due(now=T0 + 60) == 0
+
+    assert queued(redis) == []
+    assert float(redis.hget("cron:state:big", "last_tick")) == T0
+    assert "MAX_PAYLOAD_BYTES" in caplog.text
 
 
 def test_sync_removes_entries_that_left_the_settings(redis):

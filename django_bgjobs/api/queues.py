@@ -6,10 +6,11 @@ is the oldest job and the next to run.  Listing pages through the list with
 while workers take jobs may skip or repeat one.
 """
 
-from django_bgjobs import keys
+from django_bgjobs import client, keys, registry
 from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, configured_queue_names, text
 from django_bgjobs.api.records import JobRecord, clear_jobs
-from django_bgjobs.payload import QUEUE_NAME_RE, dumps, now_s
+from django_bgjobs.errors import UnknownJobError
+from django_bgjobs.payload import QUEUE_NAME_RE, dumps
 
 
 class Queue(RedisUser):
@@ -118,23 +119,28 @@ class Queue(RedisUser):
 
     def push(self, item):
         """Push a copy of the payload dict ``item`` to the head of this queue, to run after the jobs
-        already waiting; return the :class:`JobRecord` written.
+        already waiting; return the :class:`JobRecord` written, or None when it was not written.
 
         For re-running a job whose payload was kept elsewhere (a ``FailedJob`` row): its
-        ``queue`` becomes this queue's name, ``enqueued_at`` is now, ``at`` is dropped.  The
-        payload is not checked against a Job class; a worker buries it if it cannot run.
+        ``queue`` becomes this queue's name, ``at`` is dropped and ``enqueued_at`` is the time of
+        the push.  It goes through the one push (``client.push``) as any new job does: the client
+        middleware runs (and may stop it), its unique lock is taken when its class has one (a
+        held lock refuses it as ``on_conflict`` says), its size is checked.  Its ``bid`` is kept
+        but not counted again.  The payload is not checked against a Job class; a worker buries
+        it if it cannot run.
         """
         if not QUEUE_NAME_RE.match(self.name):
             raise ValueError(f"queue name {self.name!r} is invalid")
-        payload = {k: v for k, v in item.items() if k != "at"}
+        payload = {k: v for k, v in item.items() if k not in ("at", "enqueued_at")}
         payload["queue"] = self.name
-        payload["enqueued_at"] = now_s()
-        raw = dumps(payload)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.sadd(keys.queues(), self.name)
-        pipe.lpush(self.key, raw)
-        pipe.execute()
-        return JobRecord(raw, self.name, parent=self, client=self._client)
+        try:
+            job_class = registry.get(payload.get("class"))
+        except UnknownJobError:
+            job_class = None
+        [written] = client.push(job_class, [payload], defer=False, redis_client=self.redis)
+        if written is None:
+            return None
+        return JobRecord(dumps(written), self.name, parent=self, client=self._client)
 
     def pause(self):
         """Make every worker skip this queue until :meth:`resume`."""

@@ -19,7 +19,7 @@ import time
 
 import redis
 
-from django_bgjobs import job_end, keys, moves, registry, retry, signals
+from django_bgjobs import batches, job_end, keys, moves, registry, retry, signals
 from django_bgjobs.job_end import Outcome
 from django_bgjobs.api._common import backtrace_lines, epoch_s, queue_name_of, text
 from django_bgjobs.connection import get_redis
@@ -161,6 +161,11 @@ class JobRecord:
         """Queue on ``pipe`` the unique-lock and batch bookkeeping of this job ended by hand."""
         job_end.queue_writes(pipe, job_end.End(outcome, self.item))
 
+    def push_fired_callbacks(self):
+        """Once the write :meth:`queue_end` joined has run: push the callbacks its batch fired."""
+        if "bid" in self.item:
+            batches.push_fired_callbacks(self.redis)
+
 
 class SortedEntry(JobRecord):
     """A record in the schedule, retry or dead set, with its score (epoch seconds)."""
@@ -184,6 +189,8 @@ class SortedEntry(JobRecord):
             removed = move_watched(
                 self.redis, self.parent.key, [self.raw], lambda pipe, _present: self.queue_end(pipe, Outcome.DELETED),
             ) > 0
+            if removed:
+                self.push_fired_callbacks()
         if removed:
             _note_removed(self.parent)
         return removed
@@ -213,6 +220,7 @@ class SortedEntry(JobRecord):
 
         moved = move_watched(self.redis, self.parent.key, [self.raw], to_dead)
         if moved:
+            self.push_fired_callbacks()
             _note_removed(self.parent)
             notify_died([dead_raw], reason)
         return bool(moved)

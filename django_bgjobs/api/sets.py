@@ -136,6 +136,9 @@ class SortedSet(RedisUser):
 
             count = move_watched(self.redis, self.key, list(dead_raws), to_dead)
             if count:
+                batched = [by_raw[member] for member in written if "bid" in by_raw[member].item]
+                if batched:
+                    batched[0].push_fired_callbacks()  # one drain pushes what all of them fired
                 notify_died([dead_raws[member] for member in written], reason)
             moved += count
             budget -= len(entries)

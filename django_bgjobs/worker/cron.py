@@ -2,10 +2,15 @@
 
 Runs in one thread per worker process (unless ``runjobs --no-schedule``), started by the
 :class:`~django_bgjobs.worker.launcher.Launcher`.  There is no leader and no separate
-beat process: every worker checks every schedule, and ``lua/cron_enqueue.lua`` lets one
-call take each tick, because a tick is taken only if it is later than the schedule's
-``last_tick`` and the claim and the push are one atomic step.  Each worker offers the
-ticks of a schedule in ascending order, so none is skipped by a faster peer.
+beat process: every worker checks every schedule, and one call takes each tick, because
+the tick's job is pushed through the one push (``client.push``) with a guard that claims
+the tick only if it is later than the schedule's ``last_tick``: the claim and the push are
+one atomic step.  Each worker offers the ticks of a schedule in ascending order, so none is
+skipped by a faster peer.
+
+A tick's job is built and pushed as any enqueue is: the client middleware runs, its unique
+lock is taken (when the lock is held, the tick is used up and nothing is pushed: logged),
+its size is checked and ``job_enqueued`` is sent.
 
 Duties:
 
@@ -16,7 +21,7 @@ Duties:
    edited in the admin takes effect without a restart) and, for each enabled schedule,
    enqueue the ticks due since its last tick.  A tick older than ``CRON_GRACE_S`` was
    missed while no worker ran: the last missed one is enqueued if the schedule has
-   ``catch_up``, and skipped otherwise; never a backlog.
+   ``catch_up``, and skipped otherwise (claimed without a job); never a backlog.
 
 A schedule that cannot be used (unknown class, bad cron) is logged and skipped, never
 raised: one bad entry must not stop the others or the worker.
@@ -25,10 +30,12 @@ raised: one bad entry must not stop the others or the worker.
 import logging
 import threading
 
-from django_bgjobs import client, conf, keys, schedules, scripts
+import redis
+
+from django_bgjobs import client, conf, keys, schedules
 from django_bgjobs.connection import get_redis
-from django_bgjobs.errors import BgJobsError
-from django_bgjobs.payload import dumps, now_s
+from django_bgjobs.errors import BgJobsError, EnqueueError, UniqueJobError
+from django_bgjobs.payload import now_s
 from django_bgjobs.worker.backoff import Reconnect, repeat
 
 logger = logging.getLogger(__name__)
@@ -107,10 +114,18 @@ class Scheduler:
                 continue
             try:
                 enqueued += self._enqueue_schedule(schedule, last_tick, now, grace_s)
+            except EnqueueError as exc:
+                if isinstance(exc.__cause__, redis.RedisError):
+                    raise exc.__cause__  # Redis is down: the thread's loop waits it out
+                self._report(schedule.name, str(exc))
             except BgJobsError as exc:
                 self._report(schedule.name, str(exc))
             except (ValueError, KeyError) as exc:
                 self._report(schedule.name, f"cannot compute its ticks: {exc}")
+            except redis.RedisError:
+                raise
+            except Exception as exc:  # a client middleware's error must not end the thread
+                self._report(schedule.name, f"{type(exc).__name__}: {exc}")
         return enqueued
 
     def _enqueue_schedule(self, schedule, last_tick, now, grace_s):
@@ -133,23 +148,51 @@ class Scheduler:
         return enqueued
 
     def _offer(self, schedule, tick, now, mark_only=False):
-        """Try to take ``tick`` for ``schedule``; push its job if this call took it."""
-        raw, jid, queue = "", "", schedule.queue or "default"
-        if not mark_only:
-            job_class = schedule.job_class()
-            configured = job_class.set(queue=schedule.queue) if schedule.queue else job_class.set()
-            payload = client.build_payloads(configured, [(tuple(schedule.args), dict(schedule.kwargs))])[0]
-            payload["cron"] = schedule.name
-            payload["cron_at"] = tick  # the tick this run stands for
-            payload["enqueued_at"] = now
-            raw, jid, queue = dumps(payload), payload["jid"], payload["queue"]
-        taken = scripts.run(
-            "cron_enqueue", [keys.cron_state(schedule.name), keys.queue(queue), keys.queues()],
-            [repr(float(tick)), raw, queue, jid, repr(float(now))], client=self.client,
-        )
-        if taken and not mark_only:
-            logger.info("recurring job %s enqueued %s jid=%s", schedule.name, schedule.job_name, jid)
-        return int(taken) if not mark_only else 0
+        """Try to take ``tick`` for ``schedule`` and push its job (``mark_only``: a missed tick,
+        only taken); return 1 if this call pushed a job, else 0."""
+        if mark_only:
+            self._claim(schedule, tick)
+            return 0
+        job_class = schedule.job_class()
+        configured = job_class.set(queue=schedule.queue) if schedule.queue else job_class.set()
+        [payload] = configured.build_payloads([(tuple(schedule.args), dict(schedule.kwargs))])
+        payload["cron"] = schedule.name
+        payload["cron_at"] = tick  # the tick this run stands for
+        jid, state = payload["jid"], keys.cron_state(schedule.name)
+        try:
+            [written] = client.push(
+                job_class, [payload], defer=False, redis_client=self.client,
+                guards={jid: [client.Guard.above(state, "last_tick", tick)]},
+                writes={jid: [("HSET", state, "last_enqueued_at", repr(float(now)), "last_jid", jid)]},
+            )
+        except UniqueJobError as exc:  # on_conflict = "raise": the tick is used up, no job
+            logger.info("recurring job %s: tick at %s not enqueued: %s", schedule.name, tick, exc)
+            return 0
+        if written is None:
+            # Taken by another worker, or its lock was held (the tick is used up then), or a
+            # client middleware stopped it: the tick must not be offered again either way.
+            self._claim(schedule, tick)
+            return 0
+        logger.info("recurring job %s enqueued %s jid=%s", schedule.name, schedule.job_name, jid)
+        return 1
+
+    def _claim(self, schedule, tick):
+        """Take ``tick`` without a job, if no later one is taken: True when this call took it."""
+        key = keys.cron_state(schedule.name)
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    last = pipe.hget(key, "last_tick")
+                    if last is not None and float(last) >= tick:
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, "last_tick", repr(float(tick)))
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
     def _report(self, name, message):
         if name not in self._reported:

@@ -138,27 +138,32 @@ class UnitOfWork:
     def write(self, build, fetch_next=False):
         """End the job: the commands ``build(pipe)`` queues and the removal from the in-flight
         list, in one MULTI, retried until written (``build`` is called again for a retry, so
-        it must only queue commands).  When it queues none, the removal joins the next
+        it must only queue commands); then the follow-ups ``build`` returned (those of
+        :func:`job_end.queue_writes`), with the MULTI's results.  When it queues none, the removal joins the next
         ``fetch.lua`` call (see :meth:`acknowledge`)."""
-        pipe = self._fetcher.client.pipeline(transaction=True)
-        build(pipe)
+        client = self._fetcher.client
+        pipe = client.pipeline(transaction=True)
+        follow_ups = build(pipe)
         if not len(pipe):
             self._fetcher.ack(self.queue, self.raw, fetch_next=fetch_next)
             self._until_written(self._fetcher.write_acks)
             return
         pipe.lrem(self._fetcher._inflight[self.queue], 1, self.raw)
         built = [pipe]
+        written = []  # (follow-ups, results) of the MULTI that went through
 
         def execute():
             if built:
-                built.pop().execute()
+                written[:] = [(follow_ups, built.pop().execute())]
                 return
-            again = self._fetcher.client.pipeline(transaction=True)
-            build(again)
+            again = client.pipeline(transaction=True)
+            again_follow_ups = build(again)
             again.lrem(self._fetcher._inflight[self.queue], 1, self.raw)
-            again.execute()
+            written[:] = [(again_follow_ups, again.execute())]
 
         self._until_written(execute)
+        if written:
+            job_end.run_follow_ups(client, *written[0])
 
     def _until_written(self, write):
         """Run a Redis write until it succeeds (giving up, with an error logged, after 1000
