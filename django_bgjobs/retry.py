@@ -190,7 +190,8 @@ def fail(work, exc, job=None):
     ``work`` is the attempt's unit of work (``worker/fetcher.py``): it gives ``raw``,
     ``queue``, ``payload`` (raising :class:`InvalidPayloadError` when the raw payload is not
     a JSON object) and ``write(build)``, which runs the commands ``build(pipe)`` queues in
-    one MULTI with the job's removal from the in-flight list.  ``job``: the Job instance
+    one MULTI with the job's removal from the in-flight list (``build`` returns the
+    follow-ups of :func:`job_end.queue_writes`, run once that MULTI is written).  ``job``: the Job instance
     that ran, if one was made.  The decision is taken once, whatever Redis does (the unit
     retries its write), so ``retry_in`` and ``retries_exhausted`` run once.  A payload whose
     own fields break the rules (``"retry_count": "x"``) is buried as unreadable, rather than

@@ -120,7 +120,11 @@ class UnitOfWork:
         """Put the job back unrun in the schedule set, due at ``at_s``, as ``payload`` (a dict:
         the fields it should carry then), in one MULTI with the removal."""
         entry = dumps(payload)
-        self.write(lambda pipe: pipe.zadd(keys.schedule(), {entry: at_s}))
+
+        def build(pipe):
+            pipe.zadd(keys.schedule(), {entry: at_s})  # no end writes: the job has not ended
+
+        self.write(build)
 
     def requeue(self):
         """Push the job back unrun to the tail of its queue (it runs next); True when it was
