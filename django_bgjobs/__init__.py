@@ -6,6 +6,9 @@ Import the public names from here::
     from django_bgjobs import Batch, UniqueJobError
 """
 
+# The feature packages first: importing one adds its checks to every Job subclass made after
+# (job.class_checks), and batches makes a Job subclass itself.
+from django_bgjobs import unique  # noqa: F401  (isort: skip)
 from django_bgjobs.batches import Batch, BatchStatus
 from django_bgjobs.errors import (
     BgJobsError,

@@ -178,7 +178,7 @@ def check_schedules(app_configs=None, **kwargs):
 
     if not isinstance(getattr(settings, "BGJOBS", None) or {}, dict):
         return []  # E001 already says so
-    from django_bgjobs import schedules
+    from django_bgjobs.cron import definitions as schedules
 
     errors = []
     schedules.configured(include_database=False, errors=errors)

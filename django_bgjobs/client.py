@@ -1,7 +1,7 @@
 """The client side: the one way a new payload gets into Redis.
 
 Every producer calls :func:`push`: ``Job.perform_later`` and friends (``job.py``), recurring
-ticks (``worker/cron.py``), batch callbacks (``batches.py``), the ``django.tasks`` backend
+ticks (``cron/server.py``), batch callbacks (``batches/client.py``), the ``django.tasks`` backend
 (``tasks.py``) and ``api.Queue.push``.  For each call:
 
 1. With ``BGJOBS["DEFER_ON_COMMIT"]`` (default on) inside ``transaction.atomic()``, the Redis

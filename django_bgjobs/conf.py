@@ -83,9 +83,9 @@ DEFAULTS = {
 #: the lock see it), then the class's ``before_enqueue``, then the unique lock, innermost, so
 #: its guard is built on the payload as it will be written.
 CLIENT_BUILTINS = [
-    "django_bgjobs.batches.BatchMembership",
+    "django_bgjobs.batches.client.BatchMembership",
     "django_bgjobs.job.EnqueueCallbacks",
-    "django_bgjobs.unique.UniqueLocks",
+    "django_bgjobs.unique.client.UniqueLocks",
 ]
 
 #: The built-in server middleware, outermost first: what wraps every attempt of a job (in a
@@ -96,8 +96,8 @@ CLIENT_BUILTINS = [
 #: the job (django_bgjobs.job_end).
 SERVER_BUILTINS = [
     "django_bgjobs.expiry.Expiry",
-    "django_bgjobs.unique_server.LockRules",
-    "django_bgjobs.batches_server.BatchEnds",
+    "django_bgjobs.unique.server.LockRules",
+    "django_bgjobs.batches.server.BatchEnds",
     "django_bgjobs.metrics.RecordMetrics",
     "django_bgjobs.execution.Timeout",
     "django_bgjobs.callbacks.PerformCallbacks",

@@ -30,11 +30,20 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
-from django_bgjobs import callbacks, client, execution, registry, unique
+from django_bgjobs import callbacks, client, execution, registry
 from django_bgjobs.errors import ConfigurationError, Discard, InvalidOptionError
 from django_bgjobs.payload import QUEUE_NAME_RE, option_seconds
 
 logger = logging.getLogger(__name__)
+
+#: What a feature adds to every concrete Job subclass, without this module importing it:
+#: ``check(cls, where)`` runs when the class is created, may set the class's checked options
+#: (``_lock_options``) and raises :class:`ConfigurationError` on a mistake.  A feature package
+#: adds its check when it is imported; ``django_bgjobs/__init__.py`` imports them all first.
+class_checks = []
+#: ``stamp(payload, job_class, args, kwargs)`` for each payload a Job builds, with the call's
+#: own arguments (a unique lock's digest may cover ``lock_args(*args)``); added likewise.
+payload_stamps = []
 
 # Names users reach for from other libraries, mapped to ours.
 _MISSPELLINGS = {
@@ -113,7 +122,7 @@ class Job:
     lock_ttl = None
     # Define ``lock_args(self, *args, **kwargs)`` returning the arguments the lock covers
     # (default: all of them).
-    _lock_options = None  # the checked lock options (unique.LockOptions), set at class creation
+    _lock_options = None  # the checked lock options (unique.LockOptions), set at class creation by unique
 
     #: ActiveJob's ``retry_on``: a list of ``RetryOn(ExceptionClass, wait=..., attempts=...)``.
     retry_on = ()
@@ -157,7 +166,8 @@ class Job:
             raise ConfigurationError(str(exc)) from None
         cls._has_perform_callbacks = callbacks.overrides(cls, callbacks.PERFORM_HOOKS, Job)
         cls._has_enqueue_callbacks = callbacks.overrides(cls, callbacks.ENQUEUE_HOOKS, Job)
-        cls._lock_options = unique.options_for(cls, where)
+        for check in class_checks:
+            check(cls, where)
         perform = getattr(cls, "perform", None)
         if not callable(perform) or perform is Job.perform:
             raise ConfigurationError(f"{where} must define a perform(self, ...) method")
@@ -304,12 +314,12 @@ class ConfiguredJob:
 
     def build_payloads(self, items):
         """The payloads for ``items`` (``(args, kwargs)`` pairs), checked and encoded, each with
-        its lock digest when the class has a ``lock``; nothing written.  Every producer of a
+        what the features stamp on it (:data:`payload_stamps`: a ``lock``'s digest); nothing written.  Every producer of a
         Job's payloads (``perform_later``, recurring ticks, ``django.tasks``) builds them here."""
         payloads = client.build_payloads(self, items)
-        if self.job_class._lock_options is not None:
+        for stamp in payload_stamps:
             for payload, (args, kwargs) in zip(payloads, items):
-                unique.stamp(payload, self.job_class, args, kwargs)
+                stamp(payload, self.job_class, args, kwargs)
         return payloads
 
     def perform_later(self, *args, **kwargs):

@@ -115,36 +115,36 @@ def unique_run_lock(digest):
 
 def batches():
     """Sorted set of batch ids scored by creation time (epoch seconds), for listing.
-    Written by ``lua/batch.lua`` when a batch is created; pruned there of old entries."""
+    Written by ``batches/batch.lua`` when a batch is created; pruned there of old entries."""
     return _k("batches")
 
 
 def batch(bid):
     """Hash of one batch: description, created_at, callbacks, parent, counters and the
-    times its callbacks fired.  Written by ``lua/batch.lua`` and the client's push (its total)."""
+    times its callbacks fired.  Written by ``batches/batch.lua`` and the client's push (its total)."""
     return _k(f"b-{bid}")
 
 
 def batch_jids(bid):
     """Set of the jids of a batch's jobs that have not succeeded yet. Written by the client's
-    push (SADD, ``batches.BatchMembership``) and ``lua/batch.lua`` (SREM on success)."""
+    push (SADD, ``batches.BatchMembership``) and ``batches/batch.lua`` (SREM on success)."""
     return _k(f"b-{bid}-jids")
 
 
 def batch_failures(bid):
     """Hash of jid -> JSON of the last error of each of a batch's jobs that failed and has
-    not succeeded since. Written by ``lua/batch.lua``."""
+    not succeeded since. Written by ``batches/batch.lua``."""
     return _k(f"b-{bid}-failinfo")
 
 
 def batch_dead(bid):
-    """Set of the jids of a batch's jobs that went to the dead set. Written by ``lua/batch.lua``."""
+    """Set of the jids of a batch's jobs that went to the dead set. Written by ``batches/batch.lua``."""
     return _k(f"b-{bid}-died")
 
 
 def batch_callbacks():
     """Sorted set, the outbox of batch callbacks fired and not pushed yet: JSON entries scored by
-    when a drain may take them (epoch seconds).  Written by ``lua/batch.lua`` when a batch
+    when a drain may take them (epoch seconds).  Written by ``batches/batch.lua`` when a batch
     fires; emptied by ``batches.push_fired_callbacks`` through the one push."""
     return _k("batch-callbacks")
 

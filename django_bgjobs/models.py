@@ -108,10 +108,10 @@ class Schedule(models.Model):
         return row
 
     def to_schedule(self):
-        """This row as a checked :class:`django_bgjobs.schedules.Schedule`."""
-        from django_bgjobs.schedules import Schedule as Definition
+        """This row as a checked :class:`django_bgjobs.cron.definitions.CronDefinition`."""
+        from django_bgjobs.cron.definitions import CronDefinition
 
-        return Definition.from_definition(self.name, {
+        return CronDefinition.from_definition(self.name, {
             "cron": self.cron, "class": self.job_class, "queue": self.queue or None, "args": self.args,
             "kwargs": self.kwargs, "enabled": self.enabled, "timezone": self.timezone,
             "catch_up": self.catch_up, "description": self.description,
@@ -120,7 +120,7 @@ class Schedule(models.Model):
     def clean(self):
         from django.core.exceptions import ValidationError
 
-        from django_bgjobs.schedules import ScheduleError
+        from django_bgjobs.cron.definitions import ScheduleError
 
         if not isinstance(self.args, list):
             raise ValidationError({"args": "Give a JSON list."})
@@ -135,7 +135,7 @@ class Schedule(models.Model):
 def _schedule_saved(sender, instance, **kwargs):
     from django.db import transaction
 
-    from django_bgjobs.schedules import sync_row
+    from django_bgjobs.cron.definitions import sync_row
 
     transaction.on_commit(lambda: sync_row(instance), using=kwargs.get("using"))
 
@@ -143,7 +143,7 @@ def _schedule_saved(sender, instance, **kwargs):
 def _schedule_deleted(sender, instance, **kwargs):
     from django.db import transaction
 
-    from django_bgjobs.schedules import sync_row
+    from django_bgjobs.cron.definitions import sync_row
 
     transaction.on_commit(lambda: sync_row(instance, deleted=True), using=kwargs.get("using"))
 

@@ -17,14 +17,20 @@ _scripts = {}
 
 
 def get_script(name, client=None):
-    """Return the ``redis.commands.core.Script`` for ``lua/<name>.lua`` (one per process;
-    it is always called with an explicit client, so it outlives a connection reset)."""
+    """Return the ``redis.commands.core.Script`` for script ``name`` (one per process; it is
+    always called with an explicit client, so it outlives a connection reset).
+
+    A plain name is a core script, ``lua/<name>.lua``; a feature's script is named by its path
+    in the package, ``"unique/start"`` for ``django_bgjobs/unique/start.lua``, next to the
+    module that calls it."""
     script = _scripts.get(name)
     if script is None:
         with _lock:
             script = _scripts.get(name)
             if script is None:
-                source = resources.files("django_bgjobs").joinpath("lua", f"{name}.lua").read_text()
+                folder, _, base = name.rpartition("/")
+                source = resources.files("django_bgjobs").joinpath(*(folder or "lua").split("/"), f"{base}.lua")
+                source = source.read_text()
                 script = _scripts[name] = (client or get_redis()).register_script(source)
     return script
 

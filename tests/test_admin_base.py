@@ -6,7 +6,8 @@ import pytest
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from django_bgjobs import conf, connection, schedules
+from django_bgjobs import conf, connection
+from django_bgjobs.cron import definitions as schedules
 from django_bgjobs.api import DeadSet, Queue
 from django_bgjobs.payload import dumps
 from tests.admin_support import (  # noqa: F401 - fixtures
@@ -37,7 +38,7 @@ def seed_everything(redis):
         "queue": "default", "run_at": 1_700_000_050.0, "payload": dumps(payload(1)),
     }})
     pipe = redis.pipeline()
-    schedules.store(schedules.Schedule.from_definition(
+    schedules.store(schedules.CronDefinition.from_definition(
         "report", {"cron": "0 6 * * *", "class": "tests.testapp.jobs.NoopJob"}, "settings"), pipe, 1_700_000_000.0)
     pipe.execute()
 

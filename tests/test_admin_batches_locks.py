@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from django_bgjobs import Batch
-from django_bgjobs.batches import _run
+from django_bgjobs.batches.client import _run
 from tests.admin_support import (  # noqa: F401 - fixtures
     messages_of,
     operator,

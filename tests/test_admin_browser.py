@@ -30,7 +30,7 @@ from django_bgjobs.models import FailedJob
 from django_bgjobs.models import Schedule as ScheduleRow
 from django_bgjobs.payload import dumps, now_s
 from django_bgjobs.worker.fetcher import Fetcher
-from django_bgjobs.worker.cron import Scheduler
+from django_bgjobs.cron.server import Scheduler
 from django_bgjobs.worker.processor import Processor
 from django_bgjobs.worker.queues import QueueOrder
 from tests.helpers import start_worker, stop_worker, wait_until

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django_bgjobs.models import FailedJob
 from django_bgjobs.models import Schedule as ScheduleRow
 from django_bgjobs.payload import now_s
-from django_bgjobs.worker.cron import Scheduler
+from django_bgjobs.cron.server import Scheduler
 from tests.admin_support import (  # noqa: F401 - fixtures
     client_for,
     messages_of,

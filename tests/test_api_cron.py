@@ -5,7 +5,7 @@ import json
 from django.test import override_settings
 
 from django_bgjobs.api import CronSet
-from django_bgjobs.worker.cron import Scheduler
+from django_bgjobs.cron.server import Scheduler
 
 NOOP = "tests.testapp.jobs.NoopJob"
 T0 = 1_800_000_000.0

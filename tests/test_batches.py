@@ -17,7 +17,7 @@ from django.db import transaction
 
 from django_bgjobs import Batch, BatchStatus, Job, keys
 from django_bgjobs.api import BatchSet
-from django_bgjobs.batches import CALLBACK_JOB_NAME, BatchCallbackJob, current_bid, resolve_callback
+from django_bgjobs.batches.client import CALLBACK_JOB_NAME, BatchCallbackJob, current_bid, resolve_callback
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, ConfigurationError, UnknownJobError
 from django_bgjobs.testing import capture_jobs
@@ -47,7 +47,7 @@ def callback_payloads(redis):
 
 def record_outcome(op, bid, jid, info=None):
     """Run one worker-side outcome through lua/batch.lua, as the worker's ack would."""
-    from django_bgjobs.batches import _run
+    from django_bgjobs.batches.client import _run
 
     extra = [jid] if op == "success" else [jid, json.dumps(info or {"error_class": "JobFailure"})]
     return _run(op, bid, extra)
@@ -409,14 +409,14 @@ def record_outcome_unpushed(op, bid, jid):
     """An outcome written as a worker's MULTI writes it, by a process that then dies before
     pushing the callbacks it fired: they stay in the outbox."""
     from django_bgjobs import scripts
-    from django_bgjobs.batches import script_args
+    from django_bgjobs.batches.client import script_args
 
-    return scripts.run("batch", *script_args(op, bid, [jid]))
+    return scripts.run("batches/batch", *script_args(op, bid, [jid]))
 
 
 def test_callbacks_left_in_the_outbox_by_a_writer_that_died_are_pushed_once_by_the_next_drains(redis):
     # Given: 50 batches whose last job's success was recorded by a process that died at once
-    from django_bgjobs.batches import push_fired_callbacks
+    from django_bgjobs.batches.client import push_fired_callbacks
 
     batches = [make_batch(redis, 1, events=("success", "complete")) for _ in range(50)]
     for batch, [jid] in batches:
@@ -449,7 +449,7 @@ def test_callbacks_left_in_the_outbox_by_a_writer_that_died_are_pushed_once_by_t
 
 def test_a_callback_taken_by_a_drain_that_died_is_pushed_once_its_claim_has_lapsed(redis):
     # Given: a fired callback, taken from the outbox by a drain that died before pushing it
-    from django_bgjobs.batches import CLAIM_S, _script, push_fired_callbacks
+    from django_bgjobs.batches.client import CLAIM_S, _script, push_fired_callbacks
 
     batch, [jid] = make_batch(redis, 1, events=("success",))
     record_outcome_unpushed("success", batch.bid, jid)
@@ -482,7 +482,7 @@ def test_a_workers_heartbeat_pushes_the_callbacks_a_dead_process_left_in_the_out
 
 def test_a_callback_pushed_inside_another_batchs_block_does_not_join_that_batch(redis):
     # Given: a batch that ended, its callback waiting in the outbox
-    from django_bgjobs.batches import push_fired_callbacks
+    from django_bgjobs.batches.client import push_fired_callbacks
 
     ended, [jid] = make_batch(redis, 1, events=("success",))
     record_outcome_unpushed("success", ended.bid, jid)

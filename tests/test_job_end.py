@@ -8,7 +8,7 @@ import pytest
 
 from django_bgjobs import Batch, BgJobsError
 from django_bgjobs.api import DeadSet, Queue, RetrySet, ScheduledSet
-from django_bgjobs.batches import CALLBACK_JOB_NAME
+from django_bgjobs.batches.client import CALLBACK_JOB_NAME
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.processor import Processor
 from django_bgjobs.worker.queues import QueueOrder

@@ -17,10 +17,10 @@ from django.test import override_settings
 
 from django_bgjobs import Batch, BatchStatus, keys
 from django_bgjobs.api import DeadSet, Queue, RetrySet, ScheduledSet
-from django_bgjobs.batches import CALLBACK_JOB_NAME
+from django_bgjobs.batches.client import CALLBACK_JOB_NAME
 from django_bgjobs.errors import ConfigurationError
 from django_bgjobs.testing import capture_jobs
-from django_bgjobs.worker.cron import Scheduler
+from django_bgjobs.cron.server import Scheduler
 from tests.helpers import snapshot
 from tests.testapp import client_middleware as middleware
 from tests.testapp.jobs import RecordJob, performed

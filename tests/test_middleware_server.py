@@ -203,7 +203,7 @@ def test_the_users_middleware_go_around_the_built_ins_by_default(settings):
 @pytest.mark.parametrize("placed_inside_the_lock_rules", [False, True])
 def test_a_middleware_listed_after_a_built_in_runs_inside_it(redis, settings, placed_inside_the_lock_rules):
     # Given: the probe either around everything (the default) or named after two built-ins
-    before = ["django_bgjobs.expiry.Expiry", "django_bgjobs.unique_server.LockRules"]
+    before = ["django_bgjobs.expiry.Expiry", "django_bgjobs.unique.server.LockRules"]
     use(settings, *(before if placed_inside_the_lock_rules else []), MW + "LockProbe")
     unique = WhileExecutingJob.perform_later("k")
     late = RecordJob.set(expires_in=0.05).perform_later("too late")

@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from django_bgjobs.models import Schedule as ScheduleRow
-from django_bgjobs.worker.cron import Scheduler
+from django_bgjobs.cron.server import Scheduler
 
 pytestmark = pytest.mark.django_db(transaction=True)  # rows reach Redis when their transaction commits
 

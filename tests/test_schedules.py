@@ -6,15 +6,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.test import override_settings
 
-from django_bgjobs import schedules
-from django_bgjobs.schedules import Schedule, ScheduleError, describe_cron
+from django_bgjobs.cron import definitions as schedules
+from django_bgjobs.cron.definitions import CronDefinition, ScheduleError, describe_cron
 
 NOOP = "tests.testapp.jobs.NoopJob"
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def make(cron="0 6 * * *", **extra):
-    return Schedule.from_definition("report", {"cron": cron, "class": NOOP, **extra}, "settings")
+    return CronDefinition.from_definition("report", {"cron": cron, "class": NOOP, **extra}, "settings")
 
 
 def local(t):
@@ -36,7 +36,7 @@ def test_invalid_cron_is_refused_when_defined(cron):
 
 def test_unknown_class_is_refused_with_a_hint_when_defined():
     with pytest.raises(ScheduleError, match="not a registered Job"):
-        Schedule.from_definition("x", {"cron": "@daily", "class": "os.system"}, "file")
+        CronDefinition.from_definition("x", {"cron": "@daily", "class": "os.system"}, "file")
 
 
 def test_unknown_field_and_bad_zone_and_bad_queue_are_refused():
@@ -60,7 +60,7 @@ def test_a_single_arg_is_wrapped_in_a_list_like_sidekiq_cron():
 def test_json_round_trip_keeps_every_field():
     schedule = make(queue="low", args=[30], kwargs={"a": 1}, description="d", enabled=False,
                     timezone="Europe/Berlin", catch_up=True)
-    assert Schedule.from_json(schedule.to_json()) == schedule
+    assert CronDefinition.from_json(schedule.to_json()) == schedule
 
 
 # -- ticks -----------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import pytest
 import redis as redis_lib
 from django.db import transaction
 
-from django_bgjobs import Job, UniqueJobError, keys, serialization, unique, unique_server
+from django_bgjobs import Job, UniqueJobError, keys, serialization, unique
+from django_bgjobs.unique import server as unique_server
 from django_bgjobs.api import UniqueLocks
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import ConfigurationError, Discard, EnqueueError

@@ -7,7 +7,7 @@ import pytest
 from django.test import override_settings
 
 from django_bgjobs import keys, signals
-from django_bgjobs.worker.cron import Scheduler
+from django_bgjobs.cron.server import Scheduler
 
 NOOP = "tests.testapp.jobs.NoopJob"
 UNTIL_EXECUTED = "tests.testapp.unique_batch_jobs.UntilExecutedJob"

@@ -7,7 +7,7 @@ from django.http import Http404
 
 from django_bgjobs.admin.base import JobsPage, paginate
 from django_bgjobs.api import BatchSet
-from django_bgjobs.batches import BID_RE
+from django_bgjobs.batches.client import BID_RE
 
 #: The most pending jids a batch's page lists.
 MAX_PENDING_SHOWN = 100

@@ -12,7 +12,7 @@ import json
 from django.contrib import messages
 from django.utils import timezone
 
-from django_bgjobs import schedules
+from django_bgjobs.cron import definitions as schedules
 from django_bgjobs.admin.base import JobsPage, admin_url, redirect_back
 from django_bgjobs.api import CronSet
 from django_bgjobs.errors import UnknownJobError

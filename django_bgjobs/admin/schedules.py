@@ -12,7 +12,7 @@ from django.utils.html import format_html
 
 from django_bgjobs import registry
 from django_bgjobs.models import Schedule
-from django_bgjobs.schedules import describe_cron
+from django_bgjobs.cron.definitions import describe_cron
 from django_bgjobs.templatetags.bgjobs_admin import timeago
 
 

@@ -30,7 +30,7 @@ from django_bgjobs.api.records import JobRecord, SortedEntry
 from django_bgjobs.api.sets import DeadSet, RetrySet, ScheduledSet, SortedSet
 from django_bgjobs.api.stats import Stats
 from django_bgjobs.api.unique import UniqueLock, UniqueLocks
-from django_bgjobs.batches import BatchStatus
+from django_bgjobs.batches.client import BatchStatus
 
 __all__ = [
     "BatchSet", "BatchStatus", "ClassMetrics", "CronEntry", "CronSet", "DeadSet", "JobMetrics", "JobRecord",

@@ -7,7 +7,7 @@ expired (``BATCH_TTL_S`` after it ended) is skipped when listed.  Each batch is 
 
 from django_bgjobs import keys
 from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, text
-from django_bgjobs.batches import BatchStatus
+from django_bgjobs.batches.client import BatchStatus
 
 
 class BatchSet(RedisUser):

@@ -1,6 +1,7 @@
 """Recurring jobs as stored in Redis: list them, enqueue one now, disable or enable one."""
 
-from django_bgjobs import keys, schedules
+from django_bgjobs import keys
+from django_bgjobs.cron import definitions as schedules
 from django_bgjobs.api._common import RedisUser, text, to_float
 from django_bgjobs.payload import now_s
 
@@ -62,7 +63,7 @@ class CronSet(RedisUser):
         entries = []
         for name, state in zip(names, states):
             try:
-                schedule = schedules.Schedule.from_json(by_name[name])
+                schedule = schedules.CronDefinition.from_json(by_name[name])
             except (ValueError, TypeError):
                 continue
             entries.append(CronEntry(schedule, {text(k): v for k, v in state.items()}, self._client))
@@ -80,4 +81,4 @@ class CronSet(RedisUser):
         if raw is None:
             return None
         state = {text(k): v for k, v in self.redis.hgetall(keys.cron_state(name)).items()}
-        return CronEntry(schedules.Schedule.from_json(raw), state, self._client)
+        return CronEntry(schedules.CronDefinition.from_json(raw), state, self._client)

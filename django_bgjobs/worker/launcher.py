@@ -49,7 +49,7 @@ from django_bgjobs.worker import metrics
 from django_bgjobs.worker.backoff import Reconnect, repeat
 from django_bgjobs.worker.fetcher import Fetcher
 from django_bgjobs.worker.manager import Manager
-from django_bgjobs.worker.cron import Scheduler
+from django_bgjobs.cron.server import Scheduler
 from django_bgjobs.worker.poller import Poller
 from django_bgjobs.worker.queues import QueueOrder
 from django_bgjobs.worker.watchdog import Guard, Watchdog

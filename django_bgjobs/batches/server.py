@@ -1,9 +1,9 @@
 """Batches, the server side: the built-in server middleware :class:`BatchEnds`.
 
-The client side (``Batch``, its jobs' ``bid``, the callbacks) is ``batches.py``.  A batch
+The client side (``Batch``, its jobs' ``bid``, the callbacks) is ``batches/client.py``.  A batch
 learns how each of its jobs ended from :meth:`BatchEnds.end_writes`, the
 :mod:`~django_bgjobs.job_end` seam: the Lua step that records the outcome
-(``lua/batch.lua``, which enqueues the batch's callbacks when this was its last job) is
+(``batches/batch.lua``, which enqueues the batch's callbacks when this was its last job) is
 queued in the MULTI that ends the job, in a worker or through the API.  A worker killed
 before that MULTI leaves the job in flight and its batch waiting; the job is pushed back,
 runs again, and its end is counted once (by jid).
@@ -50,12 +50,12 @@ class BatchEnds:
             op, extra = ("dead" if end.outcome in _DEATHS else "failure"), [jid, _failure_info(payload)]
         script_keys, args = batches.script_args(op, bid, extra)
         index = len(pipe)
-        scripts.run("batch", script_keys, args, client=pipe)
+        scripts.run("batches/batch", script_keys, args, client=pipe)
         return lambda client, results: _push_fired(client, results[index])
 
 
 def _push_fired(client, fired):
-    """Follow-up of an end write: when ``lua/batch.lua`` fired callbacks (it answered with the
+    """Follow-up of an end write: when ``batches/batch.lua`` fired callbacks (it answered with the
     list of them), push them now (they wait in the outbox: every heartbeat pushes what a
     process that died here left)."""
     if fired:

@@ -44,7 +44,7 @@ class ScheduleError(ConfigurationError):
 
 
 @dataclass(frozen=True)
-class Schedule:
+class CronDefinition:
     name: str
     cron: str
     job_name: str
@@ -187,7 +187,7 @@ def _build_all(raw, source, errors):
     built = []
     for name, data in raw.items():
         try:
-            built.append(Schedule.from_definition(str(name), data, source))
+            built.append(CronDefinition.from_definition(str(name), data, source))
         except ScheduleError as exc:
             if errors is None:
                 raise
@@ -228,7 +228,7 @@ def from_database(errors=None):
     from django.apps import apps
 
     built = []
-    # Through the app registry: models.py imports this module (a row is checked as a Schedule).
+    # Through the app registry: models.py imports this module (a row is checked as a CronDefinition).
     for row in apps.get_model("django_bgjobs", "Schedule").objects.all():
         try:
             built.append(row.to_schedule())

@@ -1,4 +1,4 @@
--- unique_end.lua: what a unique job's end does to its locks.  Queued by the worker inside
+-- unique/end.lua: what a unique job's end does to its locks.  Queued by the worker inside
 -- the MULTI that acknowledges the job or writes its retry or dead entry, so the lock
 -- changes and that write happen together or not at all.
 --

@@ -17,7 +17,7 @@ its ``lock_args`` (all its arguments by default) as JSON.  The lock is a hash na
 job holding it, and always has a TTL: ``lock_ttl``, or ``BGJOBS["UNIQUE_LOCK_TTL_S"]``
 (24 h), counted from when the job is due, so a lock never outlives its job for long.  The
 payload carries ``lock`` and ``lock_digest`` so the worker needs nothing else to release it
-(``worker/hooks.py``).  Lock types and what releases them:
+(``unique/server.py``).  Lock types and what releases them:
 
 ``until_executing``
     Enqueue refused while an equal job waits; freed when a worker starts it.
@@ -40,7 +40,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from django_bgjobs import client, conf, keys, registry, serialization, signals
+from django_bgjobs import client, conf, job, keys, registry, serialization, signals
 from django_bgjobs.errors import ConfigurationError, InvalidOptionError, UniqueJobError, UnknownJobError
 from django_bgjobs.payload import dumps, now_s, option_seconds
 
@@ -158,8 +158,11 @@ def lock_digest(job_class, queue, args, kwargs, encoded_args):
 
 
 def stamp(payload, job_class, args, kwargs):
-    """Add ``lock`` and ``lock_digest`` to a payload being built (``ConfiguredJob.build_payloads``,
-    where the arguments are still Python values for ``lock_args``)."""
+    """Add ``lock`` and ``lock_digest`` to a payload being built for a class with a ``lock``
+    (one of ``job.payload_stamps``, run by ``ConfiguredJob.build_payloads``, where the
+    arguments are still Python values for ``lock_args``)."""
+    if job_class._lock_options is None:
+        return
     payload["lock"] = job_class._lock_options.lock
     payload["lock_digest"] = lock_digest(job_class, payload["queue"], args, kwargs, payload["args"])
 
@@ -271,3 +274,12 @@ def settle(push, payload, result):
         log = logger.error if options.client_conflict == "raise" else logger.info
         log("%s not enqueued: jid=%s holds the lock", where, holder)
     return None
+
+
+def _check_class(cls, where):
+    """One of ``job.class_checks``: a Job subclass's lock options, checked as it is created."""
+    cls._lock_options = options_for(cls, where)
+
+
+job.class_checks.append(_check_class)
+job.payload_stamps.append(stamp)

@@ -32,7 +32,8 @@ import threading
 
 import redis
 
-from django_bgjobs import client, conf, keys, schedules
+from django_bgjobs import client, conf, keys
+from django_bgjobs.cron import definitions as schedules
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, EnqueueError, UniqueJobError
 from django_bgjobs.payload import now_s
@@ -72,7 +73,7 @@ class Scheduler:
             if name in wanted:
                 continue
             try:
-                source = schedules.Schedule.from_json(raw).source
+                source = schedules.CronDefinition.from_json(raw).source
             except (ValueError, TypeError):
                 source = "unknown"
             if source != "database" or database_ok:
@@ -90,7 +91,7 @@ class Scheduler:
         for name, raw in self.client.hgetall(keys.cron_schedules()).items():
             name = name.decode()
             try:
-                loaded[name] = schedules.Schedule.from_json(raw)
+                loaded[name] = schedules.CronDefinition.from_json(raw)
             except (ValueError, TypeError) as exc:
                 self._report(name, f"unreadable definition in Redis: {exc}")
         return loaded

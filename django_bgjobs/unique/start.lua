@@ -1,5 +1,5 @@
--- unique_start.lua: what a unique job does to its locks as a worker starts it, in one
--- atomic step.  Run by the worker's unique-lock server middleware (unique_server.py)
+-- unique/start.lua: what a unique job does to its locks as a worker starts it, in one
+-- atomic step.  Run by the worker's unique-lock server middleware (unique/server.py)
 -- before `perform`.
 --
 -- KEYS[1]  the enqueue lock hash (unique:DIGEST)

@@ -1,16 +1,16 @@
 """Unique jobs, the server side: the built-in server middleware :class:`LockRules`.
 
-The client side (lock options, digest, the enqueue that takes the lock) is ``unique.py``.
+The client side (lock options, digest, the enqueue that takes the lock) is ``unique/client.py``.
 A payload carries ``lock`` and ``lock_digest``; every other payload costs this middleware
 one dict look-up per attempt.  Duties, in a worker:
 
-1. As the job starts (:meth:`LockRules.__call__`, in one Lua call, ``lua/unique_start.lua``):
+1. As the job starts (:meth:`LockRules.__call__`, in one Lua call, ``unique/start.lua``):
    free an ``until_executing`` lock, or take a ``while_executing`` run lock.  When the run
    lock is held by a live job the default is to put the job back in the schedule set, due
    in about ``UNIQUE_RESCHEDULE_S``, through its unit of work (``attempt.reschedule``): no
    thread waits.  Other strategies raise, and the job takes the failure path.
 2. As the job ends (:meth:`LockRules.end_writes`, the :mod:`~django_bgjobs.job_end` seam):
-   queue the lock changes (``lua/unique_end.lua``, compare-and-delete by jid) in the MULTI
+   queue the lock changes (``unique/end.lua``, compare-and-delete by jid) in the MULTI
    that ends the job, so a worker killed before it leaves the job in flight with its locks
    held: it is pushed back, runs again, and its end frees them once.  The API's
    hand-removals (``KILLED``, ``DELETED``) go through the same method.
@@ -26,11 +26,11 @@ from django_bgjobs import conf, execution, keys, registry, scripts
 from django_bgjobs.errors import Discard, UniqueJobError, UniqueJobRejected, UnknownJobError
 from django_bgjobs.job_end import NEVER_RAN, Outcome
 from django_bgjobs.payload import now_s
-from django_bgjobs.unique import LockOptions
+from django_bgjobs.unique.client import LockOptions
 
 logger = logging.getLogger(__name__)
 
-#: The lock types with a run lock, and how ``lua/unique_start.lua`` treats each as a job starts.
+#: The lock types with a run lock, and how ``unique/start.lua`` treats each as a job starts.
 RUN_LOCKS = {"while_executing": "run", "until_and_while_executing": "release_run"}
 
 # A payload whose class is unknown here still has its locks released.
@@ -69,12 +69,12 @@ class JobLock:
         self.run_key = keys.unique_run_lock(digest)
 
     def start(self, identity, now):
-        """Run ``lua/unique_start.lua``; return "run" or "busy" (the run lock is held)."""
+        """Run ``unique/start.lua``; return "run" or "busy" (the run lock is held)."""
         mode = "release" if self.lock == "until_executing" else RUN_LOCKS.get(self.lock)
         if mode is None:
             return "run"
         answer = scripts.run(
-            "unique_start", [self.lock_key, self.run_key],
+            "unique/start", [self.lock_key, self.run_key],
             [mode, self.jid, keys.process(identity), self.options.ttl_ms(), self.klass, repr(float(now))],
         )
         return answer.decode() if isinstance(answer, bytes) else answer
@@ -92,7 +92,7 @@ class JobLock:
         release_run = "1" if self.lock in RUN_LOCKS else "0"
         if release == "0" and extend_ms == 0 and release_run == "0":
             return
-        scripts.run("unique_end", [self.lock_key, self.run_key], [self.jid, release, extend_ms, release_run],
+        scripts.run("unique/end", [self.lock_key, self.run_key], [self.jid, release, extend_ms, release_run],
                     client=pipe)
 
 

@@ -1,4 +1,4 @@
--- batch.lua: every change to a batch that can end it, and the record of the callbacks it ends
+-- batches/batch.lua: every change to a batch that can end it, and the record of the callbacks it ends
 -- with, in one atomic step: each callback is recorded exactly once, however many workers
 -- finish a batch's last jobs at the same instant.  Run by the client (create, open, seal) and
 -- by the worker (success, failure, dead), the latter inside the MULTI that acknowledges the

@@ -13,7 +13,7 @@
 
 Lifecycle of a batch, all of it in Redis (keys ``b-BID...``, see ``keys.py``):
 
-1. The first ``jobs()`` block creates it, open (``lua/batch.lua`` "create"); a batch created
+1. The first ``jobs()`` block creates it, open (``batches/batch.lua`` "create"); a batch created
    inside another batch's ``jobs()`` block, or inside a job of another batch, is that
    batch's child.
 2. Each job enqueued inside the block gets the payload field ``"bid"``, and the push that
@@ -23,7 +23,7 @@ Lifecycle of a batch, all of it in Redis (keys ``b-BID...``, see ``keys.py``):
    whose push waits for the commit are counted first).  A block that raises does not seal
    it: the batch then never fires, and expires.
 4. The worker records each job's end in the MULTI that acknowledges it or writes its retry
-   or dead entry (``worker/hooks.py``).  The Lua step that records the last outcome records
+   or dead entry (``unique/server.py`` and ``batches/server.py``).  The Lua step that records the last outcome records
    the callbacks in an outbox, each exactly once; right after, the process that wrote it
    pushes them through the one push, as jobs of :class:`BatchCallbackJob`
    (:func:`push_fired_callbacks`, which every worker's heartbeat also runs, for a process
@@ -167,7 +167,7 @@ class Batch:
 
 
 def _run(op, bid, extra, client_=None):
-    """Run ``lua/batch.lua`` operation ``op`` on batch ``bid`` with the rest of its ARGV; push
+    """Run ``batches/batch.lua`` operation ``op`` on batch ``bid`` with the rest of its ARGV; push
     at once the callbacks it fired (see :func:`push_fired_callbacks`)."""
     client_ = client_ or get_redis()
     answer = _script(op, bid, extra, client_)
@@ -177,15 +177,15 @@ def _run(op, bid, extra, client_=None):
 
 
 def _script(op, bid, extra, client_, now=None):
-    return scripts.run("batch", *script_args(op, bid, extra, now), client=client_)
+    return scripts.run("batches/batch", *script_args(op, bid, extra, now), client=client_)
 
 
-# The operations of lua/batch.lua that can fire callbacks.
+# The operations of batches/batch.lua that can fire callbacks.
 _ENDING_OPS = frozenset(("seal", "success", "failure", "dead", "dropped"))
 
 
 def script_args(op, bid, extra, now=None):
-    """``(keys, args)`` for a ``lua/batch.lua`` call."""
+    """``(keys, args)`` for a ``batches/batch.lua`` call."""
     return (
         [keys.batches(), keys.batch_callbacks()],
         [op, bid, repr(float(now_s() if now is None else now)), keys.batch(_BID_PLACEHOLDER),
@@ -260,7 +260,7 @@ def push_fired_callbacks(client_=None, now=None):
     """Push the batch callbacks waiting in the outbox (``keys.batch_callbacks()``) through the
     one push, each exactly once; return how many this call pushed.
 
-    ``lua/batch.lua`` records a callback there in the atomic step that ends its batch.  The
+    ``batches/batch.lua`` records a callback there in the atomic step that ends its batch.  The
     process that wrote that end calls this right after (the worker after its acknowledgement,
     the client after a seal); every worker's heartbeat calls it too, for entries whose writer
     died in between.  Each entry is taken for :data:`CLAIM_S` (so two drains do not run the
