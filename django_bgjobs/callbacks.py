@@ -149,6 +149,11 @@ class PerformCallbacks:
     def __init__(self, call_next):
         self.call_next = call_next
 
+    @classmethod
+    def applies_to(cls, job_class):
+        """Only around the jobs of a class that defines a perform callback."""
+        return job_class._has_perform_callbacks
+
     def __call__(self, job, payload):
         if not job._has_perform_callbacks:
             return self.call_next(job, payload)

@@ -120,10 +120,10 @@ def call_async_perform(job, payload):
 
 
 def server_chain(job):
-    """The server middleware chain for ``job``'s class (built once per process)."""
+    """The server middleware chain for ``job``'s class (built once per process and class)."""
     if job.is_async:
-        return middleware.chain(middleware.SERVER, call_async_perform, for_async=True)
-    return middleware.chain(middleware.SERVER, call_perform)
+        return middleware.chain(middleware.SERVER, call_async_perform, True, type(job))
+    return middleware.chain(middleware.SERVER, call_perform, False, type(job))
 
 
 # -- one attempt ------------------------------------------------------------------------------
@@ -138,12 +138,9 @@ def run(job, args, kwargs, attempt=None):
     started_at = started(job)
     running, in_attempt = _running.set(job), _attempt.set(attempt)
     try:
-        if job.is_async:
-            result = middleware.chain(middleware.SERVER, call_async_perform, for_async=True)(job, job.payload)
-            if inspect.isawaitable(result):
-                result = async_to_sync(_await)(result)
-        else:
-            result = middleware.chain(middleware.SERVER, call_perform)(job, job.payload)
+        result = server_chain(job)(job, job.payload)
+        if job.is_async and inspect.isawaitable(result):
+            result = async_to_sync(_await)(result)
     except (KeyboardInterrupt, Shutdown):
         raise  # the worker stopping, not the job failing
     except BaseException as exc:
@@ -222,6 +219,11 @@ class Timeout:
 
     def __init__(self, call_next):
         self.call_next = call_next
+
+    @classmethod
+    def applies_to(cls, job_class):
+        """Only around the jobs of a class with a ``timeout``."""
+        return bool(job_class.timeout)
 
     def __call__(self, job, payload):
         timeout_s = job.timeout

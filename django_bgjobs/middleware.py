@@ -20,6 +20,10 @@ The order is one list per side: the built-in middleware (:data:`conf.CLIENT_BUIL
 built-ins); a built-in that the user's list names runs at that place instead, so a
 middleware can be put between two built-ins.  :func:`order` gives the result.
 
+The server chain is built once per job class: a middleware class may define a classmethod
+``applies_to(job_class)``, and is left out of the chain of the classes for which it returns
+False (the built-ins do, so a job that uses none of their features pays nothing for them).
+
 A path that cannot be imported, or a class that does not take ``call_next``, is the system
 check error ``django_bgjobs.E060`` (``runjobs`` then refuses to start); the chain raises
 :class:`~django_bgjobs.errors.ConfigurationError` with the same message when it is built.
@@ -96,30 +100,36 @@ def problems(side):
     return found
 
 
-def build(side, endpoint, for_async=False):
+def build(side, endpoint, for_async=False, job_class=None):
     """Wrap ``endpoint`` in the middleware of ``side``; return the outermost callable.
 
     ``for_async`` (server side): the chain for async jobs, where ``endpoint`` returns a
     coroutine and ``async def __call__`` middleware take part; otherwise those are left out.
+    ``job_class`` (server side): the chain for that class's jobs, without the middleware whose
+    ``applies_to(job_class)`` is False (a built-in that has nothing to do for the class:
+    its jobs do not pay for it).
     """
     handler = endpoint
     for path in reversed(order(side)):
         factory = load(path, side)
         if not for_async and _is_async(factory):
             continue
+        applies_to = getattr(factory, "applies_to", None)
+        if job_class is not None and applies_to is not None and not applies_to(job_class):
+            continue
         handler = factory(handler)
     return handler
 
 
-def chain(side, endpoint, for_async=False):
+def chain(side, endpoint, for_async=False, job_class=None):
     """:func:`build`, cached per process (cleared when ``BGJOBS`` changes, by :func:`reset`)."""
-    key = (side, endpoint, for_async)
+    key = (side, endpoint, for_async, job_class)
     built = _built.get(key)
     if built is None:
         with _lock:
             built = _built.get(key)
             if built is None:
-                built = _built[key] = build(side, endpoint, for_async)
+                built = _built[key] = build(side, endpoint, for_async, job_class)
     return built
 
 

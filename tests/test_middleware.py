@@ -140,3 +140,34 @@ def test_runjobs_refuses_to_start_with_the_check_error_when_a_middleware_cannot_
     assert "django_bgjobs.E060" in result.stderr
     assert "'myapp.missing.TenantServer' cannot be imported" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_middleware_is_left_out_of_the_chain_of_the_job_classes_it_does_not_apply_to():
+    # Given
+    from django_bgjobs import Job
+
+    class Quick(Job):
+        name = "tests.test_middleware.Quick"
+
+        def perform(self):
+            return None
+
+    class Bounded(Job):
+        name = "tests.test_middleware.Bounded"
+        timeout = 5
+
+        def perform(self):
+            return None
+
+    with bgjobs(SERVER_MIDDLEWARE=[f"{MW}.OnlyForTimeouts", f"{MW}.First"]):
+        # When
+        middleware.chain(middleware.SERVER, _endpoint, False, Quick)(Quick(), {})
+        quick_calls = list(recorded.calls)
+        recorded.calls.clear()
+        middleware.chain(middleware.SERVER, _endpoint, False, Bounded)(Bounded(), {})
+
+    # Then
+    assert [c for c in quick_calls if c[0] != "endpoint"] == [("first", "in"), ("first", "out")]
+    assert [c for c in recorded.calls if c[0] != "endpoint"] == [
+        ("only-timeouts", "in"), ("first", "in"), ("first", "out"), ("only-timeouts", "out"),
+    ]

@@ -33,6 +33,12 @@ class BatchEnds:
     def __init__(self, call_next):
         self.call_next = call_next
 
+    @classmethod
+    def applies_to(cls, job_class):
+        """Never in a job's chain: its work is the end writes, which ``job_end`` finds in the
+        middleware list whatever the chain holds."""
+        return False
+
     def __call__(self, job, payload):
         return self.call_next(job, payload)
 

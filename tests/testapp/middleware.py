@@ -64,3 +64,13 @@ class AsyncOnly:
 
 
 NOT_A_CLASS = 42
+
+
+class OnlyForTimeouts(_Recording):
+    """A server middleware that leaves out the jobs of classes without a ``timeout``."""
+
+    label = "only-timeouts"
+
+    @classmethod
+    def applies_to(cls, job_class):
+        return bool(job_class.timeout)
