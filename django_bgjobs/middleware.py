@@ -80,8 +80,18 @@ def load(path, side):
         raise ConfigurationError(
             f"{where} cannot be built as {path}(call_next): its signature is {signature}"
         ) from None
-    if isinstance(factory, type) and _instance_call(factory) is None:
-        raise ConfigurationError(f"{where} defines no __call__ method")
+    if isinstance(factory, type):
+        call = _instance_call(factory)
+        if call is None:
+            raise ConfigurationError(f"{where} defines no __call__ method")
+        arguments = ("self", "payload") if side == CLIENT else ("self", "job", "payload")
+        try:
+            inspect.signature(call).bind(*arguments)
+        except (TypeError, ValueError):
+            shape = "__call__(self, payload)" if side == CLIENT else "__call__(self, job, payload)"
+            raise ConfigurationError(
+                f"{where}: its __call__{inspect.signature(call)} does not take what {side} passes: {shape}"
+            ) from None
     return factory
 
 
@@ -117,8 +127,22 @@ def build(side, endpoint, for_async=False, job_class=None):
         applies_to = getattr(factory, "applies_to", None)
         if job_class is not None and applies_to is not None and not applies_to(job_class):
             continue
-        handler = factory(handler)
+        handler = factory(_awaitable(handler) if _is_async(factory) else handler)
     return handler
+
+
+def _awaitable(handler):
+    """``handler`` for an ``async def __call__`` middleware to await: a sync middleware inside
+    it may return a plain value instead of the job's coroutine (it ended the attempt unrun:
+    an expired job, a held run lock)."""
+    if inspect.iscoroutinefunction(handler) or _is_async(type(handler)):
+        return handler
+
+    async def call_next(job, payload):
+        value = handler(job, payload)
+        return await value if inspect.isawaitable(value) else value
+
+    return call_next
 
 
 def chain(side, endpoint, for_async=False, job_class=None):

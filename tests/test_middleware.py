@@ -115,6 +115,18 @@ def test_e060_names_the_entry_and_the_chain_raises_the_same_when_an_entry_is_bro
             middleware.build(side, _endpoint)
 
 
+@pytest.mark.parametrize("side, path", [
+    ("SERVER_MIDDLEWARE", f"{MW}.ClientShaped"),
+    ("CLIENT_MIDDLEWARE", f"{MW}.ServerShaped"),
+])
+def test_e060_when_the_call_does_not_take_what_its_chain_passes(side, path):
+    with bgjobs(**{side: [path]}):
+        messages = check_middleware()
+
+    assert [m.id for m in messages] == ["django_bgjobs.E060"]
+    assert "does not take what" in messages[0].msg and repr(path) in messages[0].msg
+
+
 def test_e060_when_the_setting_is_not_a_list():
     with bgjobs(CLIENT_MIDDLEWARE=f"{MW}.First"):
         messages = check_middleware()

@@ -279,3 +279,25 @@ def test_a_job_ends_with_one_outcome_name_wherever_it_is_read(redis, settings):
 
     assert retry.RetryIn.outcome is job_end.Outcome.RETRIED is Outcome.RETRIED
     assert Outcome("dead") is Outcome.DEAD and Outcome.DEAD == "dead"
+
+
+class AsyncExpiringJob(Job):
+    async def perform(self):
+        await asyncio.sleep(0)
+
+
+def test_an_async_middleware_around_a_built_in_that_drops_the_job_lets_it_drop(redis, settings):
+    # Given: an async user middleware outside the built-ins, and an async job past its expires_in
+    settings.BGJOBS = {**settings.BGJOBS, "SERVER_MIDDLEWARE": [MW + "AsyncRecording"]}
+    AsyncExpiringJob.set(expires_in=0.01).perform_later()
+    deadline = time.monotonic() + 5
+    while time.time() < json.loads(redis.lindex("queue:default", 0))["expiry"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    # When
+    with worker_manager("mw:1:expiry") as manager:
+        run_queued(manager)
+
+    # Then: dropped unrun, as without the middleware; nothing retried or dead
+    assert redis.zcard("retry") == 0 and redis.zcard("dead") == 0 and redis.llen("queue:default") == 0
+    assert [entry[:2] for entry in SEEN if entry[0] == "async"] == [("async", "before"), ("async", "after")]

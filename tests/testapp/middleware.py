@@ -74,3 +74,23 @@ class OnlyForTimeouts(_Recording):
     @classmethod
     def applies_to(cls, job_class):
         return bool(job_class.timeout)
+
+
+class ClientShaped:
+    """A client middleware (``__call__(payload)``): wrong in SERVER_MIDDLEWARE."""
+
+    def __init__(self, call_next):
+        self.call_next = call_next
+
+    def __call__(self, payload):
+        return self.call_next(payload)
+
+
+class ServerShaped:
+    """A server middleware (``__call__(job, payload)``): wrong in CLIENT_MIDDLEWARE."""
+
+    def __init__(self, call_next):
+        self.call_next = call_next
+
+    def __call__(self, job, payload):
+        return self.call_next(job, payload)
