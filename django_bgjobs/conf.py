@@ -90,13 +90,15 @@ CLIENT_BUILTINS = [
 
 #: The built-in server middleware, outermost first: what wraps every attempt of a job (in a
 #: worker, the inline backend and the test helpers; not perform_now).  Expiry first, so a job
-#: too late is dropped before it takes a lock; the timeout innermost but for the perform
+#: too late is dropped before it takes a lock; job_started after the two that may end an
+#: attempt unrun (so such an attempt sends no signal); the timeout innermost but for the perform
 #: callbacks, so the watchdog's JobTimeout lands in the job's own code, never in a Redis write.
 #: A built-in may also define ``end_writes(pipe, end)``: its writes join the MULTI that ends
 #: the job (django_bgjobs.job_end).
 SERVER_BUILTINS = [
     "django_bgjobs.expiry.Expiry",
     "django_bgjobs.unique.server.LockRules",
+    "django_bgjobs.execution.Started",
     "django_bgjobs.batches.server.BatchEnds",
     "django_bgjobs.metrics.RecordMetrics",
     "django_bgjobs.execution.Timeout",

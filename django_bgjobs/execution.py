@@ -133,9 +133,11 @@ def run(job, args, kwargs, attempt=None):
     """Run one attempt of ``job`` through the server chain with its signals; return its result.
 
     ``attempt``: the worker's (:func:`current_attempt` inside), None elsewhere.  An async job
-    is awaited here, on an event loop of its own (``async_to_sync``)."""
+    is awaited here, on an event loop of its own (``async_to_sync``).  ``job_started`` is sent
+    by the built-in :class:`Started` inside the chain, so an attempt that a built-in outside it
+    ends unrun (expired, put back because its run lock is held) sends no signal at all."""
     job._perform_args = (args, kwargs)
-    started_at = started(job)
+    job._started_at = None
     running, in_attempt = _running.set(job), _attempt.set(attempt)
     try:
         result = server_chain(job)(job, job.payload)
@@ -144,33 +146,60 @@ def run(job, args, kwargs, attempt=None):
     except (KeyboardInterrupt, Shutdown):
         raise  # the worker stopping, not the job failing
     except BaseException as exc:
-        ended(job, started_at, exception=exc)
+        end(job, exception=exc)
         raise
     finally:
         _attempt.reset(in_attempt)
         _running.reset(running)
-    ended(job, started_at, result=result)
+    end(job, result=result)
     return result
 
 
 def begin(job, attempt):
-    """Start an async job's attempt in a worker: send ``job_started`` and call the server chain
-    here (its sync middleware run in this thread); return ``(started_at, value)``, ``value``
-    being the coroutine to await on the event loop, or what a middleware returned without
-    calling on.  Sends ``job_failed`` and raises when the chain raises here.
+    """Start an async job's attempt in a worker: call the server chain here (its sync
+    middleware, :class:`Started` among them, run in this thread); return ``(started_at,
+    value)``, ``value`` being the coroutine to await on the event loop, or what a middleware
+    returned without calling on (``started_at`` is None when no ``job_started`` was sent: it
+    ended unrun).  Sends ``job_failed`` and raises when the chain raises here.
 
     The caller runs it in the job's own ``contextvars.Context`` (the task runs in a copy), so
     :func:`current_job` and :func:`current_attempt` are set for the rest of the attempt."""
     _running.set(job)
     _attempt.set(attempt)
-    started_at = started(job)
+    job._started_at = None
     try:
-        return started_at, server_chain(job)(job, job.payload)
+        value = server_chain(job)(job, job.payload)
+        return job._started_at, value
     except (KeyboardInterrupt, Shutdown):
         raise
     except BaseException as exc:
-        ended(job, started_at, exception=exc)
+        end(job, exception=exc)
         raise
+
+
+def end(job, result=None, exception=None):
+    """Send the end signal of an attempt: ``job_failed`` when ``exception`` is given (after
+    ``job_started``, when a middleware outside :class:`Started` failed the job before it was
+    sent: signals always pair), else ``job_succeeded`` -- unless no ``job_started`` was sent
+    (a middleware ended the attempt unrun), then nothing."""
+    if job._started_at is None:
+        if exception is None:
+            return
+        job._started_at = started(job)
+    ended(job, job._started_at, result=result, exception=exception)
+
+
+class Started:
+    """Built-in server middleware: sends ``job_started``.  Inside the built-ins that may end an
+    attempt without running it (expiry, unique locks), so such an attempt sends no signal;
+    ``job_succeeded`` / ``job_failed`` follow when the chain returns or raises."""
+
+    def __init__(self, call_next):
+        self.call_next = call_next
+
+    def __call__(self, job, payload):
+        job._started_at = started(job)
+        return self.call_next(job, payload)
 
 
 def started(job):

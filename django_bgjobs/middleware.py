@@ -114,14 +114,20 @@ def build(side, endpoint, for_async=False, job_class=None):
     """Wrap ``endpoint`` in the middleware of ``side``; return the outermost callable.
 
     ``for_async`` (server side): the chain for async jobs, where ``endpoint`` returns a
-    coroutine and ``async def __call__`` middleware take part; otherwise those are left out.
+    coroutine and ``async def __call__`` middleware take part, innermost, after every sync one
+    (so the sync ones run in the worker's thread, not on its event loop); otherwise they are
+    left out.
     ``job_class`` (server side): the chain for that class's jobs, without the middleware whose
     ``applies_to(job_class)`` is False (a built-in that has nothing to do for the class:
     its jobs do not pay for it).
     """
+    factories = [load(path, side) for path in order(side)]
+    if for_async:
+        # ``async def`` middleware innermost, in their own order: every sync one (the built-ins'
+        # Redis calls, job_started's receivers) then runs in the processor thread, never on the loop.
+        factories = [f for f in factories if not _is_async(f)] + [f for f in factories if _is_async(f)]
     handler = endpoint
-    for path in reversed(order(side)):
-        factory = load(path, side)
+    for factory in reversed(factories):
         if not for_async and _is_async(factory):
             continue
         applies_to = getattr(factory, "applies_to", None)

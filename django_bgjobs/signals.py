@@ -3,13 +3,14 @@
 Receivers get ``payload`` (the dict), plus:
 
 * ``job_enqueued``: ``scheduled_at`` (epoch seconds or None); sent by the client after the push.
-* ``job_started``: ``job`` (the instance); sent before the server middleware and ``perform``.
-* ``job_succeeded``: ``job``, ``result``, ``duration_s``; sent when the chain returned, also
-  for an attempt a middleware ended without running ``perform`` (expired, rescheduled
-  because its run lock was held; ``result`` is then None).
+* ``job_started``: ``job`` (the instance); sent by the built-in server middleware
+  ``execution.Started``, inside the built-ins that may end an attempt unrun (a job past its
+  ``expires_in``, one put back because its run lock is held), which therefore sends no signal.
+* ``job_succeeded``: ``job``, ``result``, ``duration_s``; sent when the chain returned.
 * ``job_failed``: ``job``, ``exception``, ``duration_s``; sent for every failed attempt,
-  whether ``perform`` or a server middleware raised.  Each ``job_started`` is followed by
-  exactly one of ``job_succeeded`` / ``job_failed``.
+  whether ``perform`` or a server middleware raised (after a ``job_started`` of its own when a
+  middleware outside ``Started`` raised).  Each ``job_started`` is followed by exactly one of
+  ``job_succeeded`` / ``job_failed``.
 * ``job_retried``: ``exception``, ``retry_at`` (epoch seconds); the attempt went to the retry set.
 * ``job_died``: ``exception``, ``reason``; the job went to the dead set (``sender`` is None when
   the payload named no registered class).  Sent by the worker after its dead-set write, and

@@ -72,13 +72,24 @@ def test_chain_calls_middleware_outermost_first_and_returns_the_endpoints_result
     ]
 
 
-def test_async_middleware_is_left_out_of_the_chain_for_sync_jobs_and_kept_for_async_ones():
+def _layers(handler):
+    """The middleware classes of a chain, outermost first."""
+    found = []
+    while hasattr(handler, "call_next"):
+        found.append(type(handler))
+        handler = handler.call_next
+    return found
+
+
+def test_async_middleware_is_left_out_of_sync_jobs_chains_and_innermost_in_async_ones(monkeypatch):
+    monkeypatch.setattr(conf, "SERVER_BUILTINS", [f"{MW}.Second"])
     with bgjobs(SERVER_MIDDLEWARE=[f"{MW}.AsyncOnly", f"{MW}.First"]):
         sync_chain = middleware.build(middleware.SERVER, _endpoint)
         async_chain = middleware.build(middleware.SERVER, _endpoint, for_async=True)
 
-    assert isinstance(sync_chain, recorded.First)
-    assert isinstance(async_chain, recorded.AsyncOnly)
+    assert _layers(sync_chain) == [recorded.First, recorded.Second]
+    # the sync ones (built-ins included) run first, in the worker's thread; the async one around the coroutine
+    assert _layers(async_chain) == [recorded.First, recorded.Second, recorded.AsyncOnly]
 
 
 def test_cached_chain_is_rebuilt_when_the_setting_changes():

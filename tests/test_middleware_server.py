@@ -286,8 +286,8 @@ class AsyncExpiringJob(Job):
         await asyncio.sleep(0)
 
 
-def test_an_async_middleware_around_a_built_in_that_drops_the_job_lets_it_drop(redis, settings):
-    # Given: an async user middleware outside the built-ins, and an async job past its expires_in
+def test_an_async_middleware_runs_inside_the_sync_built_ins_so_a_job_they_drop_is_dropped(redis, settings):
+    # Given: an async user middleware (listed outside the built-ins), and an async job past its expires_in
     settings.BGJOBS = {**settings.BGJOBS, "SERVER_MIDDLEWARE": [MW + "AsyncRecording"]}
     AsyncExpiringJob.set(expires_in=0.01).perform_later()
     deadline = time.monotonic() + 5
@@ -298,6 +298,37 @@ def test_an_async_middleware_around_a_built_in_that_drops_the_job_lets_it_drop(r
     with worker_manager("mw:1:expiry") as manager:
         run_queued(manager)
 
-    # Then: dropped unrun, as without the middleware; nothing retried or dead
+    # Then: dropped unrun by the expiry built-in, as without the middleware, which never saw it
     assert redis.zcard("retry") == 0 and redis.zcard("dead") == 0 and redis.llen("queue:default") == 0
-    assert [entry[:2] for entry in SEEN if entry[0] == "async"] == [("async", "before"), ("async", "after")]
+    assert [entry for entry in SEEN if entry[0] == "async"] == []
+
+
+def test_a_job_a_built_in_drops_unrun_sends_no_signal_and_a_job_that_runs_sends_the_pair(redis):
+    # Given: one job past its expires_in, one that runs
+    seen = []
+
+    def receiver(signal, sender, payload, **kwargs):
+        seen.append((signal, payload["args"]))
+
+    handlers = {sig: (lambda sender, payload, sig=sig, **kw: receiver(sig, sender, payload))
+                for sig in (signals.job_started, signals.job_succeeded, signals.job_failed)}
+    for sig, handler in handlers.items():
+        sig.connect(handler, weak=False)
+    try:
+        RecordJob.set(expires_in=0.01).perform_later("late")
+        deadline = time.monotonic() + 5
+        while time.time() < json.loads(redis.lindex("queue:default", 0))["expiry"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        RecordJob.perform_later("on time")
+
+        # When
+        with worker_manager("mw:1:signals") as manager:
+            run_queued(manager)
+    finally:
+        for sig, handler in handlers.items():
+            sig.disconnect(handler)
+
+    # Then
+    assert [(sig, args) for sig, args in seen] == [
+        (signals.job_started, ["on time"]), (signals.job_succeeded, ["on time"]),
+    ]

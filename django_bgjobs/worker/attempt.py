@@ -37,7 +37,7 @@ class Attempt:
     """A fetched job from the moment it is taken until its end is written."""
 
     __slots__ = ("unit", "queue", "raw", "run_at", "started", "identity", "metrics", "guard", "payload", "job",
-                 "args", "kwargs", "signalled_at", "context", "abandoned", "outcome")
+                 "args", "kwargs", "context", "abandoned", "outcome")
 
     def __init__(self, unit, identity, metrics=None, guard=None):
         self.unit = unit
@@ -51,7 +51,6 @@ class Attempt:
         #: The processor's watchdog :class:`~django_bgjobs.worker.watchdog.Guard`, or None.
         self.guard = guard
         self.payload = self.job = self.args = self.kwargs = None
-        self.signalled_at = None  # execution.started()'s value once job_started was sent
         self.context = None  # an async job's contextvars.Context (worker/event_loop.py)
         #: Set at shutdown once the job has been pushed back to its queue (or given up on by
         #: the watchdog): the attempt still running must then write nothing.
@@ -102,14 +101,14 @@ class Attempt:
         """Begin an async job's attempt in the calling thread, in ``self.context``
         (:func:`django_bgjobs.execution.begin`); return the coroutine to await, or what a
         middleware returned without calling on."""
-        self.signalled_at, value = self.context.run(execution.begin, self.job, self)
+        _, value = self.context.run(execution.begin, self.job, self)
         return value
 
     def end_signal(self, result=None, exception=None):
         """Send the end signal of a begun async attempt, in its context.  A receiver that
         raises makes the attempt fail with its error (returned), as in a thread."""
         try:
-            self.context.run(execution.ended, self.job, self.signalled_at, result=result, exception=exception)
+            self.context.run(execution.end, self.job, result=result, exception=exception)
         except Exception as exc:
             return exc
         return exception
