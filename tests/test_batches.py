@@ -1,5 +1,5 @@
 """Batches: the client side (``Batch``, ``jobs()``, counters in the push's MULTI), the Lua step
-that records outcomes and fires callbacks (``lua/batch.lua``), callback lookup, and the
+that records outcomes and fires callbacks (``batches/batch.lua``), callback lookup, and the
 worker side driven through :meth:`Processor.process_one` with a fixed poller step.
 
 End-to-end runs with real ``runjobs`` processes (1,000 children, kill -9) are in
@@ -46,7 +46,7 @@ def callback_payloads(redis):
 
 
 def record_outcome(op, bid, jid, info=None):
-    """Run one worker-side outcome through lua/batch.lua, as the worker's ack would."""
+    """Run one worker-side outcome through batches/batch.lua, as the worker's ack would."""
     from django_bgjobs.batches.client import _run
 
     extra = [jid] if op == "success" else [jid, json.dumps(info or {"error_class": "JobFailure"})]

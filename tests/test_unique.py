@@ -1,5 +1,5 @@
-"""Unique jobs: lock options checked at class creation, the enqueue side (``lua/unique_push.lua``)
-and the worker side (``unique_server.py``'s server middleware, driven through :meth:`Processor.process_one`).
+"""Unique jobs: lock options checked at class creation, the enqueue side (``unique/client.py``: a guard on ``lua/push.lua``)
+and the worker side (``unique/server.py``'s server middleware, driven through :meth:`Processor.process_one`).
 
 End-to-end races with real ``runjobs`` processes are in ``test_unique_e2e.py``.
 """
@@ -602,7 +602,7 @@ def test_recovered_job_takes_its_own_run_lock_back_after_its_worker_was_killed(r
     dead = Processor(Fetcher(OTHER, QueueOrder(["default"])))
     unit = dead.fetcher.fetch(block=False)
     redis.hset(keys.process(OTHER), "beat", 1)
-    assert unique_server.take_start_locks(unit.payload, OTHER) == "run"
+    assert unique_server.JobLock.of(unit.payload).start(OTHER, time.time()) == "run"
     redis.hset(keys.inflight_owners(), OTHER, json.dumps(["default"]))
     redis.delete(keys.process(OTHER))  # its heartbeat expires
 

@@ -139,10 +139,3 @@ class LockRules:
         lock = JobLock.of(end.payload)
         if lock is not None:
             lock.queue_end(pipe, end.outcome, end.retry_at)
-
-
-def take_start_locks(payload, identity):
-    """Apply ``payload``'s lock rules at start as a worker ``identity`` would; return "run"
-    or "busy".  (What :class:`LockRules` does before it reschedules or fails a busy job.)"""
-    lock = JobLock.of(payload)
-    return "run" if lock is None else lock.start(identity, now_s())

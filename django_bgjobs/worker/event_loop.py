@@ -42,6 +42,8 @@ import time
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
+from django_bgjobs.job_end import Outcome
+
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.5
@@ -151,9 +153,9 @@ class EventLoop:
         if exception is None:
             self.processed += attempt.succeeded()
             return
-        self.processed += 1
-        self.failed += 1
-        attempt.failed(exception)
+        if attempt.failed(exception) is not Outcome.RESCHEDULED:  # put back by its run lock: not a failure
+            self.processed += 1
+            self.failed += 1
 
     # -- lifecycle and reports ---------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from django.db import close_old_connections
 
 from django_bgjobs import conf
 from django_bgjobs.errors import Shutdown
+from django_bgjobs.job_end import Outcome
 from django_bgjobs.worker.attempt import Attempt
 from django_bgjobs.worker.backoff import Reconnect
 
@@ -115,8 +116,8 @@ class Processor:
         except (Shutdown, KeyboardInterrupt):
             raise  # leave the job in the in-flight list: it is pushed back at shutdown
         except BaseException as exc:  # SystemExit from a job too: a failure, and the thread lives on
-            counted = True
-            self.failed += 1
+            counted = attempt.outcome is not Outcome.RESCHEDULED  # put back by its run lock: not a failure
+            self.failed += counted
             if not self.abandoned:
                 attempt.failed(exc)
         else:
