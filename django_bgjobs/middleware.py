@@ -110,6 +110,19 @@ def problems(side):
     return found
 
 
+def duties(name):
+    """The static methods called ``name`` of the server middleware classes, in chain order:
+    what features ask the worker to run besides wrapping attempts (``"heartbeat"``: called
+    with the Redis client at every heartbeat).  Found through the middleware list, so the
+    worker imports no feature."""
+    found = []
+    for path in order(SERVER):
+        duty = getattr(load(path, SERVER), name, None)
+        if duty is not None:
+            found.append(duty)
+    return found
+
+
 def build(side, endpoint, for_async=False, job_class=None):
     """Wrap ``endpoint`` in the middleware of ``side``; return the outermost callable.
 

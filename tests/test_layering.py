@@ -197,6 +197,21 @@ def test_the_core_imports_no_feature():
     assert offending(core, lambda imported: top(imported) not in FEATURES) == {}
 
 
+#: The one place the worker names a feature: the launcher starts the recurring jobs' Scheduler
+#: thread (a thread of its own, not a middleware).
+WORKER_IMPORTS_OF_FEATURES = {("django_bgjobs.worker.launcher", "django_bgjobs.cron.server")}
+
+
+def test_the_worker_imports_no_feature_but_the_launcher_starting_the_scheduler():
+    worker = [name for name in MODULES if top(name) == "worker"]
+    assert "django_bgjobs.worker.fetcher" in worker
+
+    found = {
+        (name, imported) for name in worker for imported in GRAPH[name] if top(imported) in FEATURES
+    }
+    assert found == WORKER_IMPORTS_OF_FEATURES
+
+
 def test_client_side_imports_no_server_or_web_side():
     client_side = [name for name in MODULES if not is_server(name) and not is_web(name)]
     assert [name for name in client_side if top(name) in FEATURES], "no feature module counted as client side"

@@ -43,6 +43,12 @@ class BatchEnds:
         return self.call_next(job, payload)
 
     @staticmethod
+    def heartbeat(client):
+        """A worker duty at every heartbeat (``middleware.duties``): push the callbacks a
+        process left in the outbox when it died between its end write and their push."""
+        batches.push_fired_callbacks(client)
+
+    @staticmethod
     def end_writes(pipe, end):
         """The :mod:`~django_bgjobs.job_end` seam: record ``end`` in the job's batch; the
         follow-up pushes the callbacks that this end fired."""

@@ -17,8 +17,8 @@ Duties:
    worker died ``MAX_CRASHES`` times while running it is a poison job: the dead set.
    Then :meth:`reclaim_stranded` pushes back jobs in this worker's own in-flight lists that
    none of its threads holds: a fetch whose reply was lost with its connection left them.
-   Then batch callbacks left in the outbox by a process that died right after its batch
-   ended are pushed (:func:`django_bgjobs.batches.push_fired_callbacks`).
+   Then the ``heartbeat`` duties of the server middleware (``middleware.duties``): batches
+   push the callbacks left in their outbox by a process that died right after its batch ended.
    The :class:`Scheduler` thread (unless ``runjobs --no-schedule``) enqueues recurring jobs.
 4. :meth:`stop`: stop fetching, give running jobs ``shutdown_timeout_s`` to finish, push
    the unfinished and the prefetched ones back to their queues, flush the counts and leave
@@ -40,7 +40,7 @@ import time
 
 import redis
 
-from django_bgjobs import __version__, batches, conf, job_end, keys, registry, signals
+from django_bgjobs import __version__, conf, job_end, keys, middleware, registry, signals
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import JobTimeout, PoisonJobError, UnknownJobError
 from django_bgjobs.job_end import Outcome
@@ -248,7 +248,8 @@ class Launcher:
         self.manager.event_loop.check_blocked()
         self.recover_orphans()
         self.reclaim_stranded()
-        batches.push_fired_callbacks(self.client)
+        for duty in middleware.duties("heartbeat"):  # the features' own (batches: the callback outbox)
+            duty(self.client)
 
     def act_on(self, commands):
         """Obey remote commands returned by :meth:`beat`: ``TSTP`` quiets, ``TERM`` stops."""
