@@ -287,11 +287,16 @@ def _lookup(payload):
 
 def _bare_job(payload):
     """An instance of the payload's class to ask ``retry_in`` and tell ``retries_exhausted``,
-    when the failure came before the worker made one (None when the class is unknown)."""
+    when the failure came before the worker made one (None when the class is unknown, or
+    cannot be made)."""
     job_class = _lookup(payload)
     if job_class is None:
         return None
-    job = job_class()
+    try:
+        job = job_class()
+    except Exception:  # a class whose __init__ fails still gets the retry rules, without its hooks
+        logger.exception("%s() raised; its failure is retried by the default rules", job_class.name)
+        return None
     job.jid, job.payload = payload.get("jid"), payload
     return job
 
