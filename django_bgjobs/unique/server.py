@@ -105,6 +105,12 @@ class LockRules:
     def __init__(self, call_next):
         self.call_next = call_next
 
+    @classmethod
+    def applies_to(cls, job_class):
+        """Only around the jobs of a class with a ``lock`` (the end writes, found through
+        ``job_end``, still free the lock a payload carries whatever its class says now)."""
+        return job_class._lock_options is not None
+
     def __call__(self, job, payload):
         if "lock_digest" not in payload:
             return self.call_next(job, payload)
