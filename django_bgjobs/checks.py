@@ -5,6 +5,7 @@
   name or ``name,weight`` entry.
 * ``django_bgjobs.E003``: ``BGJOBS["BACKEND"]`` is neither ``"redis"`` nor ``"inline"``.
 * ``django_bgjobs.E004``: ``BGJOBS["CONCURRENCY"]`` or ``["ASYNC_CONCURRENCY"]`` is not a whole number >= 1.
+* ``django_bgjobs.E070``: ``BGJOBS["SIDEKIQ_VERSION"]`` is not 6, 7 or 8.
 * ``django_bgjobs.E030``: ``BGJOBS["PREFETCH"]`` is neither None nor a whole number >= 0.
 * ``django_bgjobs.E040``: ``BGJOBS["UNIQUE_LOCK_TTL_S"]``, ``["UNIQUE_RESCHEDULE_S"]``, ``["BATCH_TTL_S"]``
   or ``["BATCH_UNFINISHED_TTL_S"]`` is not a number of seconds above 0.
@@ -75,6 +76,12 @@ def check_settings(app_configs=None, **kwargs):
         concurrency = conf.get(name)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             errors.append(Error(f"BGJOBS[{name!r}] is {concurrency!r}.", hint=hint, id="django_bgjobs.E004"))
+    if conf.get("SIDEKIQ_VERSION") not in conf.SIDEKIQ_VERSIONS or isinstance(conf.get("SIDEKIQ_VERSION"), bool):
+        errors.append(Error(
+            f"BGJOBS['SIDEKIQ_VERSION'] is {conf.get('SIDEKIQ_VERSION')!r}.",
+            hint="6, 7 or 8: the Sidekiq whose forms are written where they differ (docs/redis-layout.rst).",
+            id="django_bgjobs.E070",
+        ))
     prefetch = conf.get("PREFETCH")
     if prefetch is not None and (not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0):
         errors.append(Error(

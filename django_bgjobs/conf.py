@@ -15,6 +15,8 @@ from django.dispatch import receiver
 from django_bgjobs.errors import ConfigurationError
 
 DAY_S = 24 * 60 * 60
+#: The values ``BGJOBS["SIDEKIQ_VERSION"]`` takes.
+SIDEKIQ_VERSIONS = (6, 7, 8)
 
 DEFAULTS = {
     # Connection: REDIS_URL (env var REDIS_URL wins when set), or REDIS = {"CACHE": alias}
@@ -22,6 +24,9 @@ DEFAULTS = {
     "REDIS_URL": "redis://localhost:6379/0",
     "REDIS": None,
     "KEY_PREFIX": "",
+    # The Sidekiq version whose forms we write where they differ (6, 7 or 8; see
+    # docs/redis-layout.rst): timestamps, the busy-jobs key.  Every version's form is read.
+    "SIDEKIQ_VERSION": 7,
     # A client we build gives up connecting / waiting for a reply after these many seconds;
     # an enqueue that hits a connection error or timeout is tried this many more times.
     "SOCKET_CONNECT_TIMEOUT_S": 2,

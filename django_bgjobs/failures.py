@@ -27,12 +27,11 @@ from django.utils import timezone
 
 from django_bgjobs import conf
 from django_bgjobs.job import Job
+from django_bgjobs.payload import backtrace_lines, epoch_s
 
 logger = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 60 * 60
-# Sidekiq 7+ writes created_at in milliseconds; no epoch-seconds value is this big before 5138.
-_MS_THRESHOLD = 100_000_000_000
 _MAX_FIELD_CHARS = {"jid": 64, "job_class": 255, "queue": 128, "error_class": 255}
 
 _prune_lock = threading.Lock()
@@ -65,9 +64,7 @@ def row_fields(payload, exception=None, reason=""):
     if error_class is None and exception is not None:
         error_class = type(exception).__name__
         error_message = str(exception)
-    backtrace = payload.get("error_backtrace")
-    if isinstance(backtrace, list):
-        backtrace = "\n".join(str(line) for line in backtrace)
+    backtrace = "\n".join(backtrace_lines(payload.get("error_backtrace")))
     retry_count = payload.get("retry_count")
     fields = {
         "jid": _text(payload.get("jid")),
@@ -77,7 +74,7 @@ def row_fields(payload, exception=None, reason=""):
         "payload": json.loads(json.dumps(payload, default=str)),
         "error_class": _text(error_class),
         "error_message": _text(error_message),
-        "backtrace": _text(backtrace),
+        "backtrace": backtrace,
         "retry_count": retry_count if isinstance(retry_count, int) and not isinstance(retry_count, bool) else None,
         "reason": _text(reason or payload.get("dead_reason")),
         "first_enqueued_at": _datetime(payload.get("created_at") or payload.get("enqueued_at")),
@@ -158,9 +155,9 @@ def _text(value):
 
 def _datetime(value):
     """A payload timestamp (epoch seconds, or milliseconds) as an aware datetime, or None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    seconds = epoch_s(value)
+    if seconds is None:
         return None
-    seconds = value / 1000.0 if value > _MS_THRESHOLD else float(value)
     try:
         return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
     except (OverflowError, OSError, ValueError):

@@ -72,8 +72,20 @@ def process(identity):
 
 
 def work(identity):
-    """Hash of thread id -> JSON of the job that thread runs now. Written by the worker's heartbeat."""
+    """Hash of thread id -> JSON of the job that thread runs now (Sidekiq 7's name and later).
+    Written by the worker's heartbeat (under :func:`own_work`'s name)."""
     return _k(f"{identity}:work")
+
+
+def workers(identity):
+    """Sidekiq 6's name for :func:`work`."""
+    return _k(f"{identity}:workers")
+
+
+def own_work(identity):
+    """The name of :func:`work` that this process writes, by ``BGJOBS["SIDEKIQ_VERSION"]``
+    (readers look at both)."""
+    return workers(identity) if conf.get("SIDEKIQ_VERSION") == 6 else work(identity)
 
 
 def process_signals(identity):

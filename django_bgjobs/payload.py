@@ -1,20 +1,23 @@
 """A job's payload: the one JSON object stored in Redis, in Sidekiq's format.
 
 Fields written at enqueue: ``class``, ``args``, ``jid`` (24 hex chars), ``queue``,
-``retry``, ``created_at``, ``enqueued_at`` (epoch seconds, floats, as Sidekiq 6)
-and ``at`` for a scheduled job.  The worker adds ``retry_count``,
-``error_class``, ``error_message``, ``failed_at``, ``retried_at`` on failure, and
-``error_backtrace`` (a list of lines; Sidekiq stores it compressed, we keep it
-readable).  :func:`dumps` always writes ``enqueued_at`` last, so the Lua poller
+``retry``, ``created_at``, ``enqueued_at`` and ``at`` for a scheduled job.  The worker
+adds ``retry_count``, ``error_class``, ``error_message``, ``failed_at``, ``retried_at``
+on failure, and ``error_backtrace`` compressed as Sidekiq does (:func:`compress_backtrace`;
+:func:`backtrace_lines` reads that and the plain list that Sidekiq before 6.0, and this
+app before 0.2, wrote).  Times are written as ``BGJOBS["SIDEKIQ_VERSION"]`` says and read
+in every version's form (:func:`epoch_s`).  :func:`dumps` always writes ``enqueued_at`` last, so the Lua poller
 can refresh it in place without re-encoding the arguments (see ``lua/move_to_queue.lua``).
 """
 
+import base64
 import datetime
 import json
 import math
 import re
 import secrets
 import time
+import zlib
 
 from django_bgjobs import conf
 from django_bgjobs.errors import InvalidOptionError, InvalidPayloadError
@@ -55,6 +58,42 @@ def new_jids(count):
 def now_s():
     """Epoch seconds as a float: the unit of every payload time and sorted-set score."""
     return time.time()
+
+
+# Sidekiq 8 writes times as integer epoch milliseconds; no epoch-seconds value is this big
+# before the year 5138, so a bigger number is read as milliseconds.
+_MS_THRESHOLD = 100_000_000_000
+
+
+def epoch_s(value):
+    """A payload time (epoch seconds as Sidekiq up to 7 writes them, or Sidekiq 8's integer
+    milliseconds) as float epoch seconds; None when absent or not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value / 1000.0 if abs(value) > _MS_THRESHOLD else float(value)
+
+
+def compress_backtrace(lines):
+    """``error_backtrace`` as Sidekiq writes it (``job_retry.rb`` since 6.0): Base64 of the
+    zlib-deflated JSON list.  Sidekiq 7 and later can read no other form."""
+    return base64.b64encode(zlib.compress(_encode(list(lines)).encode())).decode()
+
+
+def backtrace_lines(value):
+    """An ``error_backtrace`` as a list of lines, in any form: Sidekiq's compressed one (Ruby's
+    ``Base64.encode64`` breaks it into lines of 60 characters, which are skipped), a plain list,
+    or other text (its lines)."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(line) for line in value]
+    if not isinstance(value, str):
+        return [str(value)]
+    try:
+        decoded = json.loads(zlib.decompress(base64.b64decode("".join(value.split()), validate=True)))
+    except (ValueError, zlib.error):
+        return value.splitlines()
+    return [str(line) for line in decoded] if isinstance(decoded, list) else [str(decoded)]
 
 
 # One encoder for every payload: json.dumps with non-default options builds a new one per call.

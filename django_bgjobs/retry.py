@@ -38,7 +38,7 @@ from typing import ClassVar
 from django_bgjobs import callbacks, conf, keys, registry, signals
 from django_bgjobs.errors import Discard, InvalidPayloadError, Retry, UniqueJobRejected, UnknownJobError
 from django_bgjobs.job_end import End, Outcome, queue_writes
-from django_bgjobs.payload import describe, dumps, new_jid, now_s
+from django_bgjobs.payload import compress_backtrace, describe, dumps, new_jid, now_s
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def record_error(payload, exc, now):
     payload["error_class"] = error_class_name(exc)
     payload["error_message"] = str(exc)[:MAX_MESSAGE_CHARS]
     frames = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=MAX_BACKTRACE_FRAMES)
-    payload["error_backtrace"] = "".join(frames).splitlines()[-4 * MAX_BACKTRACE_FRAMES:]
+    payload["error_backtrace"] = compress_backtrace("".join(frames).splitlines()[-4 * MAX_BACKTRACE_FRAMES:])
     if "retry_count" in payload:
         payload["retry_count"] += 1
         payload["retried_at"] = now

@@ -92,6 +92,8 @@ BGJOBS = {
     "UNIQUE_RESCHEDULE_S": 0.1,
 }
 # A worker subprocess of tests/test_middleware.py is started with a broken middleware path.
+if os.environ.get("BGJOBS_TEST_SIDEKIQ_VERSION"):  # the Ruby interop tests' workers
+    BGJOBS["SIDEKIQ_VERSION"] = int(os.environ["BGJOBS_TEST_SIDEKIQ_VERSION"])
 if os.environ.get("BGJOBS_TEST_SERVER_MIDDLEWARE"):
     BGJOBS["SERVER_MIDDLEWARE"] = os.environ["BGJOBS_TEST_SERVER_MIDDLEWARE"].split(",")
 

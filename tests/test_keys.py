@@ -20,6 +20,8 @@ PINNED = [
     (keys.processes, (), "processes"),
     (keys.process, (IDENTITY,), IDENTITY),
     (keys.work, (IDENTITY,), f"{IDENTITY}:work"),
+    (keys.workers, (IDENTITY,), f"{IDENTITY}:workers"),
+    (keys.own_work, (IDENTITY,), f"{IDENTITY}:work"),  # SIDEKIQ_VERSION 7, the default
     (keys.process_signals, (IDENTITY,), f"{IDENTITY}-signals"),
     (keys.inflight, (IDENTITY, "default"), f"inflight:{IDENTITY}:default"),
     (keys.inflight_owners, (), "inflight-owners"),

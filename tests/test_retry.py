@@ -19,7 +19,7 @@ from django_bgjobs import Discard, Job, Retry, RetryOn, execution, keys, retry, 
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import InvalidPayloadError, UniqueJobRejected, UnknownJobError
 from django_bgjobs.job_end import Outcome
-from django_bgjobs.payload import dumps, loads, now_s
+from django_bgjobs.payload import backtrace_lines, dumps, loads, now_s
 from tests.helpers import unit_in_flight, wait_until
 from tests.testapp.jobs import FailingJob, JobFailure, NoopJob, NoRetryJob
 
@@ -122,7 +122,7 @@ def test_first_failure_goes_to_retry_set_with_count_zero_when_retries_remain(red
     assert "retried_at" not in payload
     assert payload["error_class"] == "tests.testapp.jobs.JobFailure"
     assert payload["error_message"] == "boom"
-    assert any("raise JobFailure(message)" in line for line in payload["error_backtrace"])
+    assert any("raise JobFailure(message)" in line for line in backtrace_lines(payload["error_backtrace"]))
     assert before + 15 <= score <= after + 25
     assert redis.llen(ACK) == 0
     assert payload["jid"] == loads(raw)["jid"]

@@ -92,7 +92,7 @@ def test_beat_reports_busy_threads_and_their_work_when_processors_run_jobs(redis
     # Then
     assert redis.hget(launcher.identity, "busy") == "1"
     work = {thread: json.loads(value) for thread, value in redis.hgetall(f"{launcher.identity}:work").items()}
-    assert work == {"p1": {"queue": "default", "payload": raw.decode(), "run_at": NOW_S - 3}}
+    assert work == {"p1": {"queue": "default", "payload": raw.decode(), "run_at": int(NOW_S - 3)}}  # whole seconds, as Sidekiq
     assert 0 < redis.ttl(f"{launcher.identity}:work") <= 2
 
 

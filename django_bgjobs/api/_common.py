@@ -1,17 +1,10 @@
 """Small helpers shared by the monitoring API's modules (no Redis access at import)."""
 
-import base64
-import json
-import zlib
-
 from django_bgjobs import conf
 from django_bgjobs.connection import get_redis
 from django_bgjobs.payload import QUEUE_NAME_RE
 
 DEFAULT_PAGE_SIZE = 100
-# Sidekiq 7+ stores ``created_at`` / ``enqueued_at`` as integer milliseconds; no epoch-seconds
-# value reaches this before the year 5138, so a bigger number is taken as milliseconds.
-_MS_THRESHOLD = 100_000_000_000
 
 
 class RedisUser:
@@ -51,15 +44,6 @@ def to_float(value):
         return None
 
 
-def epoch_s(value):
-    """A payload timestamp as epoch seconds (float), or None when absent or not a number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if value > _MS_THRESHOLD:
-        return value / 1000.0
-    return float(value)
-
-
 def queue_name_of(item):
     """The queue a payload belongs to, ``"default"`` when it names none (as Sidekiq's client does)."""
     name = item.get("queue")
@@ -80,19 +64,3 @@ def configured_queue_names():
 def glob_escape(substring):
     """Escape Redis glob characters so ``MATCH`` looks for ``substring`` literally."""
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in substring)
-
-
-def backtrace_lines(value):
-    """An ``error_backtrace`` as a list of lines: ours is a list; Sidekiq's is base64 of zlib'd JSON."""
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return [str(line) for line in value]
-    if isinstance(value, str):
-        try:
-            decoded = json.loads(zlib.decompress(base64.b64decode(value, validate=True)))
-        except (ValueError, zlib.error):
-            return value.splitlines()
-        if isinstance(decoded, list):
-            return [str(line) for line in decoded]
-    return [str(value)]

@@ -2,8 +2,8 @@
 
 Each ``runjobs`` process adds its identity to the ``processes`` set and, every
 heartbeat, rewrites the hash ``<identity>`` (``info`` JSON, ``busy``, ``beat``,
-``quiet``) and ``<identity>:work`` (thread id -> the job it runs), both with a
-short TTL.  A process that died without saying goodbye leaves its identity in
+``quiet``) and ``<identity>:work`` (thread id -> the job it runs; ``<identity>:workers``
+when it writes Sidekiq 6's form, and Ruby's Sidekiq 6 does), both with a short TTL.  A process that died without saying goodbye leaves its identity in
 the set after its hashes have expired: reads skip it, :meth:`ProcessSet.cleanup`
 removes it.  Remote commands go through the list ``<identity>-signals``.
 """
@@ -144,8 +144,11 @@ class WorkSet(RedisUser):
         identities = sorted(text(m) for m in self.redis.smembers(keys.processes()))
         pipe = self.redis.pipeline(transaction=False)
         for identity in identities:
-            pipe.hgetall(keys.work(identity))
-        for identity, threads in zip(identities, pipe.execute()):
+            pipe.hgetall(keys.work(identity))  # Sidekiq 7 and later, and ours by default
+            pipe.hgetall(keys.workers(identity))  # Sidekiq 6
+        replies = pipe.execute()
+        for identity, threads, threads_6 in zip(identities, replies[::2], replies[1::2]):
+            threads = {**threads_6, **threads}
             for thread_id in sorted(threads):
                 work = _work(threads[thread_id])
                 if work is not None:

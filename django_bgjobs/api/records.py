@@ -21,10 +21,10 @@ import redis
 
 from django_bgjobs import batches, job_end, keys, moves, registry, retry, signals
 from django_bgjobs.job_end import Outcome
-from django_bgjobs.api._common import backtrace_lines, epoch_s, queue_name_of, text
+from django_bgjobs.api._common import queue_name_of, text
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, InvalidPayloadError, UnknownJobError
-from django_bgjobs.payload import dumps, loads, now_s
+from django_bgjobs.payload import backtrace_lines, dumps, epoch_s, loads, now_s
 from django_bgjobs.serialization import TAG
 
 

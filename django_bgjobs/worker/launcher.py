@@ -168,7 +168,7 @@ class Launcher:
                 counts = self.manager.counts()
                 self._execute_with_metrics(self._flush_counts(self.client.pipeline(transaction=True), counts), now_s())
                 self._flushed = counts
-                self.client.delete(keys.process(self.identity), keys.work(self.identity))
+                self.client.delete(keys.process(self.identity), keys.own_work(self.identity))
                 # Finished jobs leave the in-flight list first, so only unfinished ones go back;
                 # prefetched ones go back with them (they are in the in-flight list too).
                 self.fetcher.flush()
@@ -275,21 +275,22 @@ class Launcher:
         """Write one heartbeat (see the module docstring); return the remote commands received."""
         now = now_s() if now is None else now
         ttl_s = max(1, int(round(conf.get("HEARTBEAT_TTL_S"))))
-        work = {
+        work = {  # run_at in whole seconds, as every Sidekiq writes it
             thread: json.dumps({"queue": queue, "payload": raw.decode() if isinstance(raw, bytes) else raw,
-                                "run_at": run_at})
+                                "run_at": int(run_at)})
             for thread, (queue, raw, run_at) in self.manager.busy_work().items()
         }
+        work_key = keys.own_work(self.identity)
         pipe = self.client.pipeline(transaction=True)
         pipe.sadd(keys.processes(), self.identity)
         pipe.hset(keys.process(self.identity), mapping={
             "info": json.dumps(self.info()), "busy": len(work), "beat": now, "quiet": str(self.quiet).lower(),
         })
         pipe.expire(keys.process(self.identity), ttl_s)
-        pipe.delete(keys.work(self.identity))
+        pipe.delete(work_key)
         if work:
-            pipe.hset(keys.work(self.identity), mapping=work)
-            pipe.expire(keys.work(self.identity), ttl_s)
+            pipe.hset(work_key, mapping=work)
+            pipe.expire(work_key, ttl_s)
         pipe.hset(keys.inflight_owners(), self.identity, json.dumps(self.queue_order.names))
         counts = self.manager.counts()
         self._flush_counts(pipe, counts, now)

@@ -152,3 +152,6 @@ class AsyncSleepJob(Job):
         started = time.time()
         await asyncio.sleep(seconds)
         await asyncio.to_thread(record, self.jid, [seconds], started=started, ended=time.time())
+
+# The jobs the Ruby interop tests share with Sidekiq, for worker subprocesses too.
+from tests.testapp import interop_jobs  # noqa: E402,F401

@@ -1,0 +1,159 @@
+"""Interop with Debian's real Ruby Sidekiq (6.4.1) on one Redis: each side reads, shows and
+runs what the other wrote.  Marked ``sidekiq`` (deselect with ``-m "not sidekiq"``); they
+run in CI, where ``.ci/run`` installs ``ruby-sidekiq`` and ``ruby-rack-test``.
+"""
+
+import html
+import time
+
+import pytest
+
+from django.urls import reverse
+
+from django_bgjobs import api, keys
+from django_bgjobs.connection import get_redis
+from django_bgjobs.job_end import Outcome
+from django_bgjobs.payload import loads
+from tests.admin_support import viewer_client  # noqa: F401 (fixture)
+from tests.helpers import start_worker, unit_in_flight, wait_until
+from tests.sidekiq_ruby import ruby, sidekiq_version, start_sidekiq  # noqa: F401 (fixture)
+from tests.testapp.interop_jobs import GATE_KEY, GateJob, InteropRecordJob, RubyRecordJob
+from tests.testapp.jobs import FailingJob, RecordJob, performed
+
+pytestmark = [pytest.mark.sidekiq, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sidekiq_version")]
+
+
+def fail_once(job_class, *args, dead=False):
+    """Enqueue ``job_class(*args)``, take it as a worker would and fail it: to retry (or dead)."""
+    handle = (job_class.set(retry=0) if dead else job_class).perform_later(*args)
+    inflight = keys.inflight("interop-host:1:test", handle.queue)
+    raw = get_redis().lmove(keys.queue(handle.queue), inflight, "LEFT", "LEFT")
+    outcome = unit_in_flight(raw, "interop-host:1:test", handle.queue).fail(ValueError(f"bad {args}"))
+    assert outcome == (Outcome.DEAD if dead else Outcome.RETRIED)
+    return handle.jid
+
+
+# -- Ruby reads what we wrote --------------------------------------------------------------
+
+
+def test_ruby_api_reads_our_queue_sets_and_stats():
+    # Given: a waiting job, a scheduled one, a retry and a dead entry, written by our client and worker
+    before = time.time()
+    waiting = RecordJob.perform_later(1, "two", {"three": [4.5]})
+    scheduled = RecordJob.set(wait=3600).perform_later(7)
+    retrying = fail_once(FailingJob, "once")
+    dead = fail_once(FailingJob, "dead", dead=True)
+
+    # When: Ruby's Sidekiq::API looks
+    seen = ruby("""
+        stats = Sidekiq::Stats.new
+        q = Sidekiq::Queue.new("default")
+        emit({
+          queues: Sidekiq::Queue.all.map(&:name),
+          waiting: q.map { |j| {klass: j.klass, args: j.args, jid: j.jid, queue: j.queue,
+                                enqueued_at: j.enqueued_at.to_f, created_at: j.created_at.to_f} },
+          latency: q.latency,
+          scheduled: Sidekiq::ScheduledSet.new.map { |e| {jid: e.jid, at: e.at.to_f, args: e.args} },
+          retries: Sidekiq::RetrySet.new.map { |e| {jid: e.jid, error_class: e["error_class"],
+              error_message: e["error_message"], retry_count: e["retry_count"], failed_at: e["failed_at"],
+              backtrace: e.error_backtrace} },
+          dead: Sidekiq::DeadSet.new.map { |e| {jid: e.jid, error_class: e["error_class"]} },
+          stats: {enqueued: stats.enqueued, scheduled: stats.scheduled_size, retry: stats.retry_size,
+                  dead: stats.dead_size},
+        })
+    """)
+
+    # Then: every job is there with its class, arguments and times
+    now = time.time()
+    assert seen["queues"] == ["default"]
+    [job] = seen["waiting"]
+    assert (job["klass"], job["args"], job["jid"], job["queue"]) == (
+        RecordJob.name, [1, "two", {"three": [4.5]}], waiting.jid, "default")
+    assert before - 1 <= job["enqueued_at"] <= now and before - 1 <= job["created_at"] <= now
+    assert 0 <= seen["latency"] < 60
+    [entry] = seen["scheduled"]
+    assert entry["jid"] == scheduled.jid and entry["args"] == [7]
+    assert before + 3599 <= entry["at"] <= now + 3601
+    [retry] = seen["retries"]
+    assert retry["jid"] == retrying and retry["error_class"] == "ValueError" and retry["retry_count"] == 0
+    assert before - 1 <= retry["failed_at"] <= now
+    assert any("ValueError" in line for line in retry["backtrace"])
+    assert [d["jid"] for d in seen["dead"]] == [dead]
+    assert seen["stats"] == {"enqueued": 1, "scheduled": 1, "retry": 1, "dead": 1}
+
+
+@pytest.mark.slow
+def test_ruby_sees_our_worker_and_the_job_it_runs():
+    # Given: our worker, writing Sidekiq 6's forms, running one job that waits for the test
+    worker = start_worker("-c", "2", "-q", "default", env={"BGJOBS_TEST_SIDEKIQ_VERSION": "6"})
+    handle = GateJob.perform_later("busy")
+    wait_until(lambda: any(r.get("phase") == "started" for r in performed()), timeout=20,
+               message="GateJob to start")
+    wait_until(lambda: any(True for _ in api.WorkSet()), timeout=10, message="the heartbeat to list the job")
+
+    # When: Ruby's ProcessSet and Workers look
+    seen = ruby("""
+        emit({
+          processes: Sidekiq::ProcessSet.new.map { |p| {identity: p.identity, hostname: p["hostname"],
+              concurrency: p["concurrency"], busy: p["busy"], queues: p["queues"], quiet: p.stopping?} },
+          workers_size: Sidekiq::Workers.new.size,
+          workers: Sidekiq::Workers.new.map { |process_id, thread_id, work|
+            {process: process_id, queue: work["queue"], payload: work["payload"],
+             run_at: work["run_at"], run_at_class: work["run_at"].class.name} },
+        })
+    """)
+
+    # Then: the process and its running job are listed, as Sidekiq's Busy page would show them
+    get_redis().rpush(GATE_KEY, "go")
+    [process] = seen["processes"]
+    assert process["concurrency"] == 2 and process["busy"] == 1 and process["queues"] == ["default"]
+    assert seen["workers_size"] == 1
+    [work] = seen["workers"]
+    assert work["process"] == process["identity"] and work["queue"] == "default"
+    assert work["payload"]["jid"] == handle.jid and work["payload"]["class"] == "InteropGateJob"
+    assert work["run_at_class"] == "Integer" and abs(work["run_at"] - time.time()) < 60
+    worker.terminate()
+
+
+@pytest.mark.slow
+def test_our_api_sees_the_job_ruby_sidekiq_runs():
+    # Given: Ruby's sidekiq running a job that waits for the test
+    sidekiq = start_sidekiq("-q", "ruby")
+    jid = ruby('emit(Sidekiq::Client.push("class" => "RubyGateJob", "queue" => "ruby", "args" => ["rb"]))')
+    wait_until(lambda: any(r.get("phase") == "started" for r in performed()), timeout=30,
+               message=f"RubyGateJob to start; sidekiq log:\n{sidekiq.log_path}")
+
+    # When: our API lists running work (Sidekiq's heartbeat writes every 5 s)
+    wait_until(lambda: any(True for _ in api.WorkSet()), timeout=15, message="WorkSet to list Ruby's job")
+    [(identity, thread_id, work)] = list(api.WorkSet())
+
+    # Then: it is Ruby's job, in Ruby's process, with its start time
+    get_redis().rpush(GATE_KEY, "go")
+    assert work["job"].jid == jid and work["job"].klass == "RubyGateJob" and work["queue"] == "ruby"
+    assert abs(work["run_at"] - time.time()) < 60
+    assert identity in [p.identity for p in api.ProcessSet()]
+    sidekiq.terminate()
+
+
+@pytest.mark.slow
+def test_sidekiq_compressed_backtrace_is_shown_as_lines_by_our_api_and_admin(viewer_client):
+    # Given: a Ruby job with `backtrace: true` failed in a real sidekiq: its entry holds
+    # Base64.encode64(zlib(JSON)) with a newline every 60 characters
+    sidekiq = start_sidekiq("-q", "ruby")
+    jid = ruby('emit(Sidekiq::Client.push("class" => "RubyFailJob", "queue" => "ruby", "args" => ["kaput"], '
+               '"retry" => 3, "backtrace" => true))')
+    wait_until(lambda: get_redis().zcard(keys.retry()) == 1, timeout=30, message="RubyFailJob in the retry set")
+    sidekiq.terminate()
+    [raw] = get_redis().zrange(keys.retry(), 0, -1)
+    assert "\n" in loads(raw)["error_backtrace"]  # Ruby's line-broken base64
+
+    # When: our API and the admin's job page read it
+    [entry] = list(api.RetrySet())
+    lines = entry.error_backtrace
+
+    # Then: the backtrace is Ruby's frames, one per line
+    assert entry.jid == jid and entry.item["error_class"] == "ArgumentError"
+    assert lines and all(isinstance(line, str) for line in lines)
+    assert any("jobs.rb" in line and "perform" in line for line in lines)
+    page = viewer_client.get(reverse("admin:django_bgjobs_retries_job", args=[jid])).content.decode()
+    assert html.escape("\n".join(lines)) in page  # the frames, a line each
