@@ -367,9 +367,10 @@ def _write(push_, payloads, client, attempt=0):
             if queue is None:
                 queue = payload["queue"]
             plain = plain and payload["queue"] == queue and not payload.get("priority", 0) > 0
-        else:
-            plain = False
-        raws.append(dumps(payload))
+            raws.append(dumps(payload))
+        else:  # stored without "at", as Sidekiq does: its score says when (Sidekiq's poller would
+            plain = False  # schedule a payload that carries "at" once more before running it)
+            raws.append(dumps({name: value for name, value in payload.items() if name != "at"}))
     _check_sizes(push_.job_class, payloads, raws)
     plain = plain and not push_._guards and not push_._writes
     try:

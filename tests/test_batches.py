@@ -119,7 +119,8 @@ def test_bulk_pushes_into_a_batch_keep_their_order_and_due_times_past_one_comman
     assert [json.loads(raw)["jid"] for raw in reversed(redis.lrange("queue:default", 0, -1))] == [h.jid for h in now]
     scheduled = redis.zrange("schedule", 0, -1, withscores=True)
     assert sorted(json.loads(raw)["jid"] for raw, _ in scheduled) == sorted(h.jid for h in later)
-    assert all(json.loads(raw)["at"] == score for raw, score in scheduled)
+    assert all(h.scheduled_at == later[0].scheduled_at for h in later)
+    assert all(score == later[0].scheduled_at for _, score in scheduled)
     assert batch.status().total == 5000
 
 

@@ -157,3 +157,81 @@ def test_sidekiq_compressed_backtrace_is_shown_as_lines_by_our_api_and_admin(vie
     assert any("jobs.rb" in line and "perform" in line for line in lines)
     page = viewer_client.get(reverse("admin:django_bgjobs_retries_job", args=[jid])).content.decode()
     assert html.escape("\n".join(lines)) in page  # the frames, a line each
+
+
+@pytest.mark.slow
+def test_real_sidekiq_runs_what_we_enqueue_schedule_and_retry():
+    # Given: a Ruby job enqueued, one scheduled a second ahead, and one in our retry set, due now
+    now_job = RubyRecordJob.perform_later(1, "now")
+    later_job = RubyRecordJob.set(wait=1).perform_later(2, "later")
+    retried = fail_once(RubyRecordJob, 3, "retried")
+    [raw] = get_redis().zrange(keys.retry(), 0, -1)
+    get_redis().zadd(keys.retry(), {raw: time.time()})  # due now
+
+    # When: Ruby's sidekiq serves the queue (its poller moves due entries)
+    sidekiq = start_sidekiq("-q", "ruby")
+    wait_until(lambda: len(performed()) >= 3, timeout=40, message="Ruby to run the three jobs")
+    time.sleep(2)  # a poll or two more: a job moved twice would run twice
+    sidekiq.terminate()
+
+    # Then: each ran once, in Ruby, with its arguments
+    runs = sorted((r["jid"], tuple(r["args"])) for r in performed())
+    assert runs == sorted([(now_job.jid, (1, "now")), (later_job.jid, (2, "later")), (retried, (3, "retried"))])
+    assert all(r["ruby"] for r in performed())
+    assert get_redis().zcard(keys.schedule()) == get_redis().zcard(keys.retry()) == 0
+
+
+@pytest.mark.slow
+def test_ruby_client_push_push_bulk_and_at_run_in_our_worker():
+    # Given: Ruby's client pushes to our job by its name: one job, a bulk of three, one for later
+    at = time.time() + 1
+    jids = ruby(f"""
+        one = Sidekiq::Client.push("class" => "InteropRecordJob", "args" => [1, "one", {{"k" => [1.5, nil]}}])
+        bulk = Sidekiq::Client.push_bulk("class" => "InteropRecordJob", "args" => [[2], [3], [4]])
+        later = Sidekiq::Client.push("class" => "InteropRecordJob", "args" => ["at"], "at" => {at!r})
+        emit([one, *bulk, later])
+    """)
+
+    # When: our worker runs
+    worker = start_worker("-c", "2", "-q", "default")
+    wait_until(lambda: len(performed()) == 5, timeout=30, message="our worker to run Ruby's five jobs")
+    worker.terminate()
+
+    # Then: each ran once with its arguments (a hash arrives as a dict)
+    runs = {r["jid"]: r["args"] for r in performed()}
+    assert runs == {jids[0]: [1, "one", {"k": [1.5, None]}], jids[1]: [2], jids[2]: [3], jids[3]: [4],
+                    jids[4]: ["at"]}
+    assert InteropRecordJob.name == "InteropRecordJob"
+
+
+@pytest.mark.slow
+def test_sidekiq_web_answers_200_on_every_page_with_our_data_and_shows_our_busy_job():
+    # Given: our data of every kind, and our worker (Sidekiq 6's forms) running a job
+    RecordJob.perform_later(1)
+    RecordJob.set(wait=3600).perform_later(2)
+    retry_jid = fail_once(FailingJob, "web")
+    dead_jid = fail_once(FailingJob, "dead", dead=True)
+    worker = start_worker("-c", "1", "-q", "busy", env={"BGJOBS_TEST_SIDEKIQ_VERSION": "6"})
+    busy = GateJob.set(queue="busy").perform_later("web")
+    wait_until(lambda: any(True for _ in api.WorkSet()), timeout=20, message="the worker to report its job")
+
+    # When: Sidekiq's Web UI renders every page
+    pages = ruby(f"""
+        $web = web_app
+        include Rack::Test::Methods
+        def app = $web
+        paths = ["/", "/busy", "/queues", "/queues/default", "/queues/busy", "/retries", "/scheduled",
+                 "/morgue", "/stats", "/stats/queues",
+                 *Sidekiq::RetrySet.new.map {{ |e| "/retries/#{{e.score}}-#{{e.jid}}" }},  # the links its list pages show
+                 *Sidekiq::DeadSet.new.map {{ |e| "/morgue/#{{e.score}}-#{{e.jid}}" }}]
+        emit(paths.to_h {{ |path| get(path); [path, {{status: last_response.status, body: last_response.body}}] }})
+    """)
+    get_redis().rpush(GATE_KEY, "go")
+    worker.terminate()
+
+    # Then: all answer 200, and the Busy page lists our job with its class and arguments
+    assert {path: page["status"] for path, page in pages.items()} == {path: 200 for path in pages}
+    assert "InteropGateJob" in pages["/busy"]["body"] and busy.jid not in pages["/queues/busy"]["body"]
+    assert retry_jid in pages[next(p for p in pages if p.startswith("/retries/"))]["body"]
+    assert dead_jid in pages[next(p for p in pages if p.startswith("/morgue/"))]["body"]
+    assert "tests.testapp.jobs.RecordJob" in pages["/queues/default"]["body"]
