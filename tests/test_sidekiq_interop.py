@@ -94,7 +94,8 @@ def test_ruby_sees_our_worker_and_the_job_it_runs():
     # When: Ruby's ProcessSet and Workers look
     seen = ruby("""
         emit({
-          processes: Sidekiq::ProcessSet.new.map { |p| {identity: p.identity, hostname: p["hostname"],
+          processes: Sidekiq::ProcessSet.new.map { |p| {identity: p.identity, hostname: p["hostname"], rss: p["rss"],
+              rtt_us: p["rtt_us"],
               concurrency: p["concurrency"], busy: p["busy"], queues: p["queues"], quiet: p.stopping?} },
           workers_size: Sidekiq::Workers.new.size,
           workers: Sidekiq::Workers.new.map { |process_id, thread_id, work|
@@ -107,6 +108,7 @@ def test_ruby_sees_our_worker_and_the_job_it_runs():
     get_redis().rpush(GATE_KEY, "go")
     [process] = seen["processes"]
     assert process["concurrency"] == 2 and process["busy"] == 1 and process["queues"] == ["default"]
+    assert 10_000 < process["rss"] < 2_000_000 and process["rtt_us"] > 0  # kB of a Python worker; µs
     assert seen["workers_size"] == 1
     [work] = seen["workers"]
     assert work["process"] == process["identity"] and work["queue"] == "default"

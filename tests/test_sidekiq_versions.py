@@ -89,3 +89,20 @@ def test_workset_lists_busy_jobs_of_sidekiq_6_and_7_processes_side_by_side(redis
     listed = {(identity, work["job"].args[0]) for identity, _thread, work in api.WorkSet()}
 
     assert listed == {("ruby6:1:a", "workers"), ("ruby7:2:b", "work")}
+
+
+def test_heartbeat_writes_rss_in_kb_and_the_redis_round_trip_as_sidekiq_does(redis):
+    # Given
+    launcher = Launcher(queues=["default"], concurrency=1)
+    with open("/proc/self/status") as status:
+        vm_rss_kb = int(next(line for line in status if line.startswith("VmRSS:")).split()[1])
+
+    # When
+    launcher.beat()
+
+    # Then: Sidekiq's fields, read back by our API
+    fields = redis.hgetall(launcher.identity)
+    assert abs(int(fields["rss"]) - vm_rss_kb) < vm_rss_kb * 0.2  # kB, this process's resident memory
+    assert 0 < int(fields["rtt_us"]) < 5_000_000
+    [process] = list(api.ProcessSet())
+    assert (process.rss_kb, process.rtt_us) == (int(fields["rss"]), int(fields["rtt_us"]))

@@ -20,7 +20,7 @@ SIGNAL_TTL_S = 60
 class Process(RedisUser):
     """One live worker process (``runjobs``), from its last heartbeat."""
 
-    def __init__(self, identity, info, busy=0, beat=None, quiet=False, client=None):
+    def __init__(self, identity, info, busy=0, beat=None, quiet=False, client=None, rss_kb=0, rtt_us=0):
         super().__init__(client)
         self.identity = identity
         #: The whole ``info`` dict the worker wrote (hostname, pid, tag, queues, ...).
@@ -31,6 +31,10 @@ class Process(RedisUser):
         self.beat = beat
         #: True once the process was told to stop taking jobs (quiet) or is shutting down.
         self.is_quiet = quiet
+        #: Its resident memory in kB and the round trip of its last PING to Redis in µs, at its
+        #: last heartbeat (0 when it did not say: an older version).
+        self.rss_kb = rss_kb
+        self.rtt_us = rtt_us
 
     def __repr__(self):
         return f"<Process {self.identity} busy={self.busy}/{self.concurrency}>"
@@ -90,7 +94,7 @@ class ProcessSet(RedisUser):
         pipe = self.redis.pipeline(transaction=False)
         for identity in identities:
             pipe.exists(keys.process(identity))
-            pipe.hmget(keys.process(identity), "info", "busy", "beat", "quiet")
+            pipe.hmget(keys.process(identity), "info", "busy", "beat", "quiet", "rss", "rtt_us")
         results = pipe.execute()
         for identity, exists, fields in zip(identities, results[::2], results[1::2]):
             if exists:
@@ -108,7 +112,7 @@ class ProcessSet(RedisUser):
         pipe = self.redis.pipeline(transaction=False)
         pipe.sismember(keys.processes(), identity)
         pipe.exists(keys.process(identity))
-        pipe.hmget(keys.process(identity), "info", "busy", "beat", "quiet")
+        pipe.hmget(keys.process(identity), "info", "busy", "beat", "quiet", "rss", "rtt_us")
         member, exists, fields = pipe.execute()
         return _process(identity, fields, self._client) if member and exists else None
 
@@ -171,14 +175,15 @@ class WorkSet(RedisUser):
 
 
 def _process(identity, fields, client):
-    info_raw, busy, beat, quiet = (text(f) for f in fields)
+    info_raw, busy, beat, quiet, rss, rtt = (text(f) for f in fields)
     try:
         info = json.loads(info_raw) if info_raw else {}
     except ValueError:
         info = {}
     if not isinstance(info, dict):
         info = {}
-    return Process(identity, info, to_int(busy), to_float(beat), quiet == "true", client=client)
+    return Process(identity, info, to_int(busy), to_float(beat), quiet == "true", client=client,
+                   rss_kb=to_int(rss), rtt_us=to_int(rtt))
 
 
 def _work(raw):

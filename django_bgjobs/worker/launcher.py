@@ -281,10 +281,12 @@ class Launcher:
             for thread, (queue, raw, run_at) in self.manager.busy_work().items()
         }
         work_key = keys.own_work(self.identity)
+        rtt_us = self._round_trip_us()
         pipe = self.client.pipeline(transaction=True)
         pipe.sadd(keys.processes(), self.identity)
         pipe.hset(keys.process(self.identity), mapping={
             "info": json.dumps(self.info()), "busy": len(work), "beat": now, "quiet": str(self.quiet).lower(),
+            "rss": rss_kb(), "rtt_us": rtt_us,  # as Sidekiq's heartbeat; its Web UI shows them
         })
         pipe.expire(keys.process(self.identity), ttl_s)
         pipe.delete(work_key)
@@ -301,6 +303,12 @@ class Launcher:
         results = self._execute_with_metrics(pipe, now)
         self._flushed = counts
         return [c.decode() if isinstance(c, bytes) else c for c in reversed(results[commands_at])]
+
+    def _round_trip_us(self):
+        """Microseconds a PING to Redis takes, as Sidekiq measures it each heartbeat."""
+        started = time.perf_counter()
+        self.client.ping()
+        return int((time.perf_counter() - started) * 1_000_000)
 
     def _execute_with_metrics(self, pipe, now):
         """Add to ``pipe`` the job metrics recorded since the last write, then run it; when it
@@ -400,6 +408,15 @@ class Launcher:
             # batches waiting; by jid, so writing it again changes nothing.
             job_end.record(self.client, buried, Outcome.DEAD)
         return moved
+
+
+def rss_kb():
+    """This process's resident memory in kB (Sidekiq's ``rss`` field), 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _job_class(payload):
