@@ -40,7 +40,7 @@ from django.dispatch import Signal
 from django_bgjobs import conf, execution, keys, middleware, scripts, serialization, signals
 from django_bgjobs.connection import describe, get_redis
 from django_bgjobs.errors import BgJobsError, ConfigurationError, EnqueueError, PayloadTooLargeError
-from django_bgjobs.payload import dumps, loads, new_jid, new_jids, now_s
+from django_bgjobs.payload import dumps, loads, new_jid, new_jids, now_s, stamp
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +206,7 @@ def build_payloads(configured, items):
     expires_in_s = configured.expires_in_s or job_class._expires_in_s
     # Sidekiq Pro's rule: the expiry counts from when the job is due, not from now.
     expiry = (max(at_s or created_at, created_at) + expires_in_s) if expires_in_s else None
+    created_stamp = stamp(created_at)
     payloads = []
     items = items if isinstance(items, list) else list(items)
     jids = new_jids(len(items)) if len(items) > 1 else [new_jid()]
@@ -216,7 +217,7 @@ def build_payloads(configured, items):
             "retry": retry,
             "queue": queue,
             "jid": jid,
-            "created_at": created_at,
+            "created_at": created_stamp,
         }
         if at_s is not None and at_s > created_at:
             payload["at"] = at_s
@@ -257,7 +258,7 @@ def push(job_class, payloads, *, guards=None, writes=None, defer=True, redis_cli
     if backend == "inline":
         accepted, kept = _run_chain(Push(job_class, False, guards, writes), payloads)
         for payload in kept:
-            payload["enqueued_at"] = now_s()
+            payload["enqueued_at"] = stamp(now_s())
             _notify(job_class, [payload])
             execution.perform_inline(loads(dumps(payload)))
         return accepted
@@ -357,13 +358,13 @@ def _write(push_, payloads, client, attempt=0):
     with a ``priority`` above 0 goes to the tail of its queue (the end workers take from), so
     it runs before the jobs already waiting.
     """
-    now = now_s()
+    enqueued_at = stamp(now_s())
     raws = []
     queue = None
     plain = True
     for payload in payloads:
         if "at" not in payload:
-            payload["enqueued_at"] = now
+            payload["enqueued_at"] = enqueued_at
             if queue is None:
                 queue = payload["queue"]
             plain = plain and payload["queue"] == queue and not payload.get("priority", 0) > 0

@@ -39,7 +39,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from django_bgjobs import callbacks, middleware, registry, serialization, signals
 from django_bgjobs.errors import InvalidPayloadError, JobTimeout, Shutdown
-from django_bgjobs.payload import new_jid, now_s
+from django_bgjobs.payload import new_jid, now_s, stamp
 
 # The job whose attempt runs in this thread or asyncio task.  Context variables, so each
 # coroutine on the event loop has its own.
@@ -367,6 +367,6 @@ def _job_for_now(job_class, args, kwargs):
     job._perform_args = (args, kwargs)
     job.payload = {
         "class": job_class.name, "args": list(args), "queue": job_class.queue, "jid": job.jid,
-        "created_at": now_s(), "enqueued_at": now_s(),
+        "created_at": stamp(now_s()), "enqueued_at": stamp(now_s()),
     }
     return job

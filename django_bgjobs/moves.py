@@ -23,10 +23,12 @@ through ``client``.  Core module: it imports no feature, nothing of ``worker`` o
 
 from collections.abc import Iterable
 
+import json
+
 import redis
 
 from django_bgjobs import keys, scripts
-from django_bgjobs.payload import dumps
+from django_bgjobs.payload import dumps, stamp
 
 SCRIPT = "move_to_queue"
 
@@ -39,7 +41,7 @@ def due(client: redis.Redis, set_key: str, *, now_s: float, limit: int) -> int:
     unchanged (the worker buries it in the dead set with the reason).  Call again while it
     returns ``limit``.
     """
-    return scripts.run(SCRIPT, [set_key, keys.queues()], ["due", _stamp_arg(now_s), keys.queue(""), limit],
+    return scripts.run(SCRIPT, [set_key, keys.queues()], ["due", *_now_args(now_s), keys.queue(""), limit],
                        client=client)
 
 
@@ -54,20 +56,20 @@ def member(client: redis.Redis, set_key: str, raw: str | bytes, *, payload: dict
 def members(client: redis.Redis, set_key: str, jobs: Iterable[tuple[str | bytes, dict]], *, now_s: float) -> int:
     """:func:`member` for each ``(raw, payload)`` of ``jobs``, in one script call; return how
     many moved.  Each is moved or skipped on its own, as :func:`member` would."""
-    args = ["members", _stamp_arg(now_s), keys.queue("")]
+    args = ["members", *_now_args(now_s), keys.queue("")]
     for raw, payload in jobs:
         args += [raw, payload["queue"], _unstamped(payload)]
-    if len(args) == 3:
+    if len(args) == 4:
         return 0
     return scripts.run(SCRIPT, [set_key, keys.queues()], args, client=client)
 
 
-def _stamp_arg(now_s: float) -> str:
-    # repr of a float is what json (payload.dumps) writes for the same value.
-    return repr(float(now_s))
+def _now_args(now_s: float) -> list[str]:
+    """The script's "due" bound (epoch seconds) and ``enqueued_at`` as JSON (:func:`stamp`)."""
+    return [repr(float(now_s)), json.dumps(stamp(float(now_s)))]
 
 
 def _unstamped(payload: dict) -> str:
     """``payload`` encoded without ``at`` and ``enqueued_at``, for the script to append the new
-    ``enqueued_at`` (an old one it could not recognise as a number would be left twice)."""
+    ``enqueued_at``."""
     return dumps({name: value for name, value in payload.items() if name not in ("at", "enqueued_at")})

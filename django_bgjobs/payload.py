@@ -73,6 +73,13 @@ def epoch_s(value):
     return value / 1000.0 if abs(value) > _MS_THRESHOLD else float(value)
 
 
+def stamp(seconds):
+    """A payload time (``created_at``, ``enqueued_at``, ``failed_at``, ``retried_at``) as we write
+    it: epoch seconds as a float for Sidekiq 6 and 7, integer epoch milliseconds for Sidekiq 8
+    (``BGJOBS["SIDEKIQ_VERSION"]``).  Sorted-set scores and ``at`` stay in seconds in all."""
+    return int(seconds * 1000) if conf.get("SIDEKIQ_VERSION") == 8 else seconds
+
+
 def compress_backtrace(lines):
     """``error_backtrace`` as Sidekiq writes it (``job_retry.rb`` since 6.0): Base64 of the
     zlib-deflated JSON list.  Sidekiq 7 and later can read no other form."""

@@ -38,7 +38,7 @@ from typing import ClassVar
 from django_bgjobs import callbacks, conf, keys, registry, signals
 from django_bgjobs.errors import Discard, InvalidPayloadError, Retry, UniqueJobRejected, UnknownJobError
 from django_bgjobs.job_end import End, Outcome, queue_writes
-from django_bgjobs.payload import compress_backtrace, describe, dumps, new_jid, now_s
+from django_bgjobs.payload import compress_backtrace, describe, dumps, new_jid, now_s, stamp
 
 logger = logging.getLogger(__name__)
 
@@ -170,10 +170,10 @@ def record_error(payload, exc, now):
     payload["error_backtrace"] = compress_backtrace("".join(frames).splitlines()[-4 * MAX_BACKTRACE_FRAMES:])
     if "retry_count" in payload:
         payload["retry_count"] += 1
-        payload["retried_at"] = now
+        payload["retried_at"] = stamp(now)
     else:
         payload["retry_count"] = 0
-        payload["failed_at"] = now
+        payload["failed_at"] = stamp(now)
 
 
 def add_to_dead(pipe, raw, now):
@@ -270,7 +270,7 @@ def _bury_unreadable(work, exc, now):
         original, encoding = raw, "utf-8"
     wrapper = {
         "class": "django_bgjobs.UnreadablePayload", "args": [], "retry": False, "queue": work.queue,
-        "jid": new_jid(), "created_at": now, "original_payload": original, "original_encoding": encoding,
+        "jid": new_jid(), "created_at": stamp(now), "original_payload": original, "original_encoding": encoding,
     }
     record_error(wrapper, exc, now)
     wrapper.pop("error_backtrace")

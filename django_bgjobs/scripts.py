@@ -1,10 +1,12 @@
 """Loads the Lua scripts in ``lua/`` once per process and runs them by name.
 
-Each ``.lua`` file opens with its contract (KEYS, ARGV, return value).  redis-py's
+Each ``.lua`` file opens with its contract (KEYS, ARGV, return value).  A line
+``--#include NAME`` is replaced by ``lua/NAME.lua`` (shared Lua functions).  redis-py's
 ``Script`` object sends EVALSHA and falls back to loading the script when the
 server does not know it yet (after a restart, say).
 """
 
+import re
 import threading
 from importlib import resources
 
@@ -29,10 +31,17 @@ def get_script(name, client=None):
             script = _scripts.get(name)
             if script is None:
                 folder, _, base = name.rpartition("/")
-                source = resources.files("django_bgjobs").joinpath(*(folder or "lua").split("/"), f"{base}.lua")
-                source = source.read_text()
+                source = _source(*(folder or "lua").split("/"), f"{base}.lua")
+                source = _INCLUDE.sub(lambda m: _source("lua", f"{m.group(1)}.lua"), source)
                 script = _scripts[name] = (client or get_redis()).register_script(source)
     return script
+
+
+_INCLUDE = re.compile(r"^--#include (\w+)$", re.MULTILINE)
+
+
+def _source(*path):
+    return resources.files("django_bgjobs").joinpath(*path).read_text()
 
 
 def run(name, keys=(), args=(), client=None):

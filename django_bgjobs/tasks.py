@@ -70,7 +70,7 @@ from django_bgjobs._tasks_compat import (
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, Shutdown, UnknownJobError
 from django_bgjobs.job import Job
-from django_bgjobs.payload import QUEUE_NAME_RE, now_s
+from django_bgjobs.payload import QUEUE_NAME_RE, epoch_s, now_s
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,8 @@ class RedisTaskBackend(BaseTaskBackend):
 
     def _ready_write(self, payload, record):
         """The write of the task's ``READY`` result, done in the atomic step that pushes its payload."""
-        wait_s = max(payload.get("at", payload["created_at"]) - payload["created_at"], 0)
+        created_at = epoch_s(payload["created_at"])
+        wait_s = max(payload.get("at", created_at) - created_at, 0)
         ttl_ms = max(int((self.result_ttl_s + wait_s) * 1000), 1)
         return ("SET", keys.task_result(payload["jid"]), json.dumps(record, separators=(",", ":")), "PX", ttl_ms)
 
@@ -342,7 +343,7 @@ def _record_from_payload(payload):
         "task": task_path, "backend": alias, "queue_name": payload["queue"],
         "priority": payload.get("priority", 0), "run_after": payload.get("run_after"),
         "status": TaskResultStatus.READY.value, "args": args, "kwargs": kwargs,
-        "enqueued_at": payload["created_at"], "started_at": None, "finished_at": None,
+        "enqueued_at": epoch_s(payload["created_at"]), "started_at": None, "finished_at": None,
         "last_attempted_at": None, "errors": [], "worker_ids": [], "return_value": None,
     }
 

@@ -4,6 +4,7 @@ form is read whatever the setting (without Ruby; tests/test_sidekiq_interop.py r
 import base64
 import json
 import textwrap
+import time
 import zlib
 
 import pytest
@@ -106,3 +107,121 @@ def test_heartbeat_writes_rss_in_kb_and_the_redis_round_trip_as_sidekiq_does(red
     assert 0 < int(fields["rtt_us"]) < 5_000_000
     [process] = list(api.ProcessSet())
     assert (process.rss_kb, process.rtt_us) == (int(fields["rss"]), int(fields["rtt_us"]))
+
+
+# -- payload edits in Lua: no key twice, every other byte kept ------------------------------
+
+
+def strict_loads(raw):
+    """json.loads that refuses a key written twice (as strict JSON parsers do)."""
+    def pairs(items):
+        names = [name for name, _ in items]
+        assert len(names) == len(set(names)), f"duplicate keys in {raw!r}"
+        return dict(items)
+    return json.loads(raw, object_pairs_hook=pairs)
+
+
+# A payload as Ruby's Sidekiq writes a retry entry: enqueued_at in the middle, error fields after,
+# and values that must survive byte for byte: a float created_at, big integers, tricky strings.
+RUBY_RETRY = (
+    '{"retry":true,"queue":"default","class":"tests.testapp.jobs.RecordJob",'
+    '"args":[9223372036854775807,1.0e+20,{"enqueued_at":1,"at":2},"x\\",\\"at\\":3}",[[]],"\\\\"],'
+    '"jid":"0123456789abcdef01234567","created_at":1700000000.1234567,"enqueued_at":1700000000.2345678,'
+    '"error_message":"boom","error_class":"RuntimeError","failed_at":1700000001.5,"retry_count":0}'
+)
+
+
+def test_poller_moves_a_ruby_retry_entry_with_one_enqueued_at_and_every_other_byte_kept(redis):
+    from django_bgjobs.worker.poller import Poller
+
+    redis.zadd(keys.retry(), {RUBY_RETRY: 1_700_000_010})
+
+    Poller().enqueue_due(now=1_700_000_020.25)
+
+    [raw] = redis.lrange("queue:default", 0, -1)
+    moved = strict_loads(raw)
+    assert moved["enqueued_at"] == 1_700_000_020.25
+    # Only the top-level enqueued_at left its place; the nested ones and the strings are untouched
+    assert raw == RUBY_RETRY.replace(',"enqueued_at":1700000000.2345678', "")[:-1] + ',"enqueued_at":1700000020.25}'
+    assert '"created_at":1700000000.1234567' in raw and "9223372036854775807" in raw and "1.0e+20" in raw
+
+
+@pytest.mark.parametrize("entry", [
+    '{"class":"X","jid":"a","at":5,"enqueued_at":4,"queue":"q1"}',  # both, "at" not last
+    '{"enqueued_at":4}',                                             # nothing else
+    '{ "class" : "X" , "at" : 5 , "args" : [ ] }',                   # spaces
+])
+def test_poller_never_writes_a_key_twice_whatever_the_order(redis, entry):
+    from django_bgjobs.worker.poller import Poller
+
+    redis.zadd(keys.schedule(), {entry: 1})
+    Poller().enqueue_due(now=2)
+
+    [raw] = redis.lrange(f"queue:{json.loads(entry).get('queue', 'default')}", 0, -1)
+    moved = strict_loads(raw)
+    assert moved["enqueued_at"] == 2.0 and "at" not in moved
+    assert {k: v for k, v in moved.items() if k != "enqueued_at"} == {
+        k: v for k, v in json.loads(entry).items() if k not in ("at", "enqueued_at")}
+
+
+def test_recovered_and_buried_jobs_hold_crashes_and_error_fields_once(redis):
+    from django_bgjobs.worker.fetcher import Fetcher
+    from django_bgjobs.worker.queues import QueueOrder
+
+    # Given: a dead worker's in-flight job that crashed before and failed before (Ruby's layout)
+    payload = RUBY_RETRY[:-1] + ',"crashes":1}'
+    jid = json.loads(payload)["jid"]
+    redis.rpush(keys.inflight("gone:1:a", "default"), payload)
+    redis.hset(keys.crashes(), mapping={jid: 1, f"{jid}:by": "gone:1:a"})  # it ran there
+    fetcher = Fetcher("me:2:b", QueueOrder(["default"]))
+
+    # When: its worker is found gone, once with crashes to spare, once at the limit
+    moved, buried, _ = fetcher.recover("gone:1:a", ["default"], max_crashes=3)
+    [pushed_back] = redis.lrange("queue:default", 0, -1)
+    redis.delete("queue:default")
+    redis.rpush(keys.inflight("gone:1:a", "default"), pushed_back)
+    redis.hset(keys.crashes(), f"{jid}:by", "gone:1:a")
+    _, [dead], reason = fetcher.recover("gone:1:a", ["default"], max_crashes=3)
+
+    # Then: one "crashes", one set of error fields, and the arguments byte for byte
+    assert moved == 1 and strict_loads(pushed_back)["crashes"] == 2
+    [raw_dead] = redis.zrange(keys.dead(), 0, -1)
+    entry = strict_loads(raw_dead)
+    assert entry["dead_reason"] == reason and entry["error_class"].endswith("PoisonJobError")
+    assert entry["crashes"] == 2 and entry == dead
+    assert '"args":[9223372036854775807,1.0e+20,{"enqueued_at":1,"at":2}' in raw_dead
+
+
+# -- Sidekiq 8: integer milliseconds ---------------------------------------------------------
+
+
+def test_sidekiq_8_times_are_written_in_integer_milliseconds_and_read_back_in_seconds(redis):
+    from django_bgjobs.worker.poller import Poller
+    from tests.testapp.jobs import FailingJob
+
+    with bgjobs(SIDEKIQ_VERSION=8):
+        # When: a job enqueued, one scheduled and moved by the poller, one failed
+        before_ms = int(time.time() * 1000)
+        now_job = RecordJob.perform_later(1)
+        later = RecordJob.set(wait=0.05).perform_later(2)
+        time.sleep(0.06)
+        Poller().enqueue_due()
+        failed = FailingJob.perform_later("x")
+        raw = redis.lmove(keys.queue("default"), keys.inflight("me:1:a", "default"), "LEFT", "LEFT")
+        from tests.helpers import unit_in_flight
+        unit_in_flight(raw, "me:1:a").fail(ValueError("x"))
+        after_ms = int(time.time() * 1000)
+
+    # Then: created_at, enqueued_at and failed_at are integer ms, as Sidekiq 8 writes them
+    queued = {p["jid"]: p for p in map(json.loads, redis.lrange("queue:default", 0, -1))}
+    [retry] = [json.loads(r) for r in redis.zrange(keys.retry(), 0, -1)]
+    for payload, fields in ((queued[now_job.jid], ("created_at", "enqueued_at")),
+                            (queued[later.jid], ("created_at", "enqueued_at")),
+                            (retry, ("created_at", "enqueued_at", "failed_at"))):
+        for field in fields:
+            assert isinstance(payload[field], int) and before_ms <= payload[field] <= after_ms, (field, payload)
+    assert retry["jid"] == failed.jid
+    # and read back as seconds by the API, whatever the setting
+    record = api.Queue("default").find_job(now_job.jid)
+    assert before_ms / 1000 <= record.enqueued_at <= after_ms / 1000
+    assert 0 <= record.latency < 60

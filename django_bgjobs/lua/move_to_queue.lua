@@ -7,34 +7,31 @@
 -- KEYS[1]  the sorted set holding the jobs, scored by epoch seconds
 -- KEYS[2]  the set of queue names (queues)
 -- ARGV[1]  the mode: "due" or "members" (below)
--- ARGV[2]  now, epoch seconds: the moved payloads' new enqueued_at
--- ARGV[3]  the queue key prefix, e.g. "queue:" (a queue's name is appended)
+-- ARGV[2]  now, epoch seconds (the "due" bound)
+-- ARGV[3]  the moved payloads' new enqueued_at, as JSON (payload.stamp: seconds or milliseconds)
+-- ARGV[4]  the queue key prefix, e.g. "queue:" (a queue's name is appended)
 --
--- mode "due": ARGV[4] is the most jobs to move.  Moves the members scored <= now, lowest score
+-- mode "due": ARGV[5] is the most jobs to move.  Moves the members scored <= now, lowest score
 --   first, each to the queue its payload names, or to "default" when it names none or is not a
 --   JSON object (left unchanged: the worker buries it in the dead set with the reason).
--- mode "members": ARGV[4], ARGV[5], ARGV[6] and so on, three per job: the exact member, its
+-- mode "members": ARGV[5], ARGV[6], ARGV[7] and so on, three per job: the exact member, its
 --   queue's name, and the payload to push for it (a JSON object with neither "at" nor
 --   "enqueued_at").  A member no longer in the set is skipped and nothing is written for it.
 --
 -- Returns the number of jobs moved.  Raises, with nothing written, when a queue to push to is a
 -- key of another type than a list (the job would leave the set and its push fail: lost).
 --
--- Both modes stamp enqueued_at the same way, without re-encoding the payload (cjson would
--- round large integers in the arguments): the trailing "at" or "enqueued_at" field, which
--- payload.dumps writes last, is replaced in place by the new "enqueued_at"; a payload without
--- one gets it appended.  This text edit of the payload's last field is the one exception to
--- "decode, change, encode", and only for that reason.
+-- Both modes stamp enqueued_at the same way, without re-encoding the payload (see
+-- json_members.lua): any "at" and "enqueued_at" members, wherever they are, are dropped and the
+-- new "enqueued_at" is appended, so a payload never holds a key twice.
+--#include json_members
 local set_key, queues_key = KEYS[1], KEYS[2]
-local mode, now, prefix = ARGV[1], ARGV[2], ARGV[3]
-local stamp = ',"enqueued_at":' .. now .. '}'
+local mode, now, prefix = ARGV[1], ARGV[2], ARGV[4]
+local stamp = ',"enqueued_at":' .. ARGV[3]
+local replaced = {at = true, enqueued_at = true}
 
 local function stamped(payload)
-  local s = string.find(payload, ',"enqueued_at":[%d%.eE%+%-]+}$') or string.find(payload, ',"at":[%d%.eE%+%-]+}$')
-  if s then
-    return string.sub(payload, 1, s - 1) .. stamp
-  end
-  return string.sub(payload, 1, -2) .. stamp
+  return with_fields(payload, replaced, stamp) or payload
 end
 
 -- The error to return when the key of one of the queues named in names is not a list (or
@@ -51,7 +48,7 @@ local function wrong_type(names)
 end
 
 if mode == "due" then
-  local jobs = redis.call("ZRANGEBYSCORE", set_key, "-inf", now, "LIMIT", 0, tonumber(ARGV[4]))
+  local jobs = redis.call("ZRANGEBYSCORE", set_key, "-inf", now, "LIMIT", 0, tonumber(ARGV[5]))
   if #jobs == 0 then
     return 0
   end
@@ -94,7 +91,7 @@ if mode == "due" then
   return #jobs
 elseif mode == "members" then
   local names, seen = {}, {}
-  for i = 5, #ARGV, 3 do
+  for i = 6, #ARGV, 3 do
     if not seen[ARGV[i]] then
       seen[ARGV[i]] = true
       names[#names + 1] = ARGV[i]
@@ -105,7 +102,7 @@ elseif mode == "members" then
     return refused
   end
   local moved = 0
-  for i = 4, #ARGV, 3 do
+  for i = 5, #ARGV, 3 do
     if redis.call("ZREM", set_key, ARGV[i]) == 1 then
       redis.call("LPUSH", prefix .. ARGV[i + 1], stamped(ARGV[i + 2]))
       redis.call("SADD", queues_key, ARGV[i + 1])

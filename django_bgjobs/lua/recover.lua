@@ -13,9 +13,10 @@
 -- ARGV[3]  now, epoch seconds: the dead entry's score
 -- ARGV[4]  DEAD_TIMEOUT_S and ARGV[5] DEAD_MAX_JOBS: the dead set's trimming, as retry.py does it
 -- ARGV[6]  seconds the crashes hash lives after its last change
--- ARGV[7]  the JSON members appended to a buried payload, starting with a comma
---          (',"dead_reason":...,"failed_at":...'); the payload itself is never re-encoded
---          (cjson would round large integers in the arguments), only cut before its last "}"
+-- ARGV[7]  the JSON members a buried payload gets, starting with a comma
+--          (',"dead_reason":...,"failed_at":...'), replacing any of the same names
+-- ARGV[8...] those members' names
+-- A payload is never re-encoded (see json_members.lua): members are dropped and appended.
 --
 -- Returns {moved, buried payload, buried payload, ...}: the number of jobs pushed back (-1
 -- when the worker is still alive), then the dead entry of each job buried as poison.
@@ -26,9 +27,15 @@
 -- running), and afterwards only a job this worker had started (the processor writes
 -- "<jid>:by" = its identity in the crashes hash before running a job whose payload carries
 -- "crashes"), so a job that was only taken ahead (prefetched) next to a poison job is not
--- counted again and again with it.  A counted job is pushed back with ',"crashes":N' added
--- before its last "}" (JSON's last member wins).  A payload that is not a JSON object with
--- a jid is pushed back uncounted (the worker buries it as unreadable, running nothing).
+-- counted again and again with it.  A counted job is pushed back with its "crashes" member
+-- set to N.  A payload that is not a JSON object with a jid is pushed back uncounted (the
+-- worker buries it as unreadable, running nothing).
+--#include json_members
+local death_fields = {}
+for i = 8, #ARGV do
+  death_fields[ARGV[i]] = true
+end
+local crash_fields = {crashes = true}
 if redis.call("EXISTS", KEYS[2]) == 1 then
   return {-1}
 end
@@ -48,24 +55,24 @@ for i = 5, #KEYS, 2 do
         jid = decoded["jid"]
       end
     end
-    local head = nil
+    local count = false
     local crashes = 0
     if jid then
       crashes = tonumber(redis.call("HGET", KEYS[3], jid)) or 0
       if crashes == 0 or redis.call("HGET", KEYS[3], jid .. ":by") == ARGV[1] then
         crashes = redis.call("HINCRBY", KEYS[3], jid, 1)
         counted = true
-        head = string.match(job, "^(.*)}%s*$")
+        count = json_members(job) ~= nil
       end
     end
-    if head and crashes >= max_crashes then
-      local entry = head .. ARGV[7] .. "}"
+    if count and crashes >= max_crashes then
+      local entry = with_fields(job, death_fields, ARGV[7])
       redis.call("ZADD", KEYS[4], ARGV[3], entry)
       redis.call("HDEL", KEYS[3], jid, jid .. ":by")
       buried[#buried + 1] = entry
     else
-      if head then
-        job = head .. ',"crashes":' .. crashes .. "}"
+      if count then
+        job = with_fields(job, crash_fields, ',"crashes":' .. crashes)
       end
       redis.call("RPUSH", KEYS[i + 1], job)
       moved = moved + 1

@@ -48,7 +48,7 @@ from django_bgjobs import conf, job_end, keys, retry, scripts
 from django_bgjobs.connection import blocking_wait_s, get_redis
 from django_bgjobs.errors import InvalidPayloadError, PoisonJobError
 from django_bgjobs.job_end import Outcome
-from django_bgjobs.payload import dumps, loads, now_s
+from django_bgjobs.payload import dumps, loads, now_s, stamp
 from django_bgjobs.worker.backoff import Reconnect
 
 logger = logging.getLogger(__name__)
@@ -331,13 +331,13 @@ class Fetcher:
             flat += (keys.inflight(identity, name), keys.queue(name))
         now = now_s()
         reason = f"its worker process died {max_crashes} times while running it (BGJOBS['MAX_CRASHES'])"
-        death = json.dumps({
+        death = {
             "dead_reason": reason, "error_class": retry.error_class_name(PoisonJobError(reason)),
-            "error_message": f"poison job: {reason}", "failed_at": now,
-        }, separators=(",", ":"))
+            "error_message": f"poison job: {reason}", "failed_at": stamp(now),
+        }
         moved, *buried = scripts.run("recover", flat, [
             identity, max_crashes, repr(now), conf.get("DEAD_TIMEOUT_S"), conf.get("DEAD_MAX_JOBS"),
-            CRASHES_TTL_S, "," + death[1:-1],
+            CRASHES_TTL_S, "," + dumps(death)[1:-1], *death,
         ], client=self.client)
         return moved, [json.loads(entry) for entry in buried], reason
 
