@@ -17,7 +17,7 @@ class BgJobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from django_bgjobs import checks  # noqa: F401  (registers the checks)
+        from django_bgjobs import activejob, checks  # noqa: F401  (the ActiveJob wrappers; the checks)
         from django_bgjobs import failures, signals
 
         signals.job_died.connect(failures.record_death, dispatch_uid="django_bgjobs.failures.record_death")

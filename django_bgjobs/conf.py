@@ -91,6 +91,7 @@ CLIENT_BUILTINS = [
     "django_bgjobs.batches.client.BatchMembership",
     "django_bgjobs.job.EnqueueCallbacks",
     "django_bgjobs.unique.client.UniqueLocks",
+    "django_bgjobs.activejob.ActiveJobForm",
 ]
 
 #: The built-in server middleware, outermost first: what wraps every attempt of a job (in a

@@ -37,7 +37,7 @@ from functools import lru_cache
 
 from asgiref.sync import async_to_sync, sync_to_async
 
-from django_bgjobs import callbacks, middleware, registry, serialization, signals
+from django_bgjobs import callbacks, middleware, registry, signals
 from django_bgjobs.errors import InvalidPayloadError, JobTimeout, Shutdown
 from django_bgjobs.payload import new_jid, now_s, stamp
 
@@ -95,9 +95,8 @@ def _positional_range(job_class):
 
 def instantiate(payload):
     """Return ``(job, args, kwargs)`` for a checked payload dict, ready for :func:`run`."""
-    job_class = registry.get(payload["class"])
     try:
-        args, kwargs = serialization.decode_args(payload["args"])
+        job_class, args, kwargs = registry.get(payload["class"]).resolve(payload)
     except (ValueError, TypeError, KeyError, LookupError) as exc:
         raise InvalidPayloadError(f"arguments cannot be decoded: {exc}") from None
     job = job_class()

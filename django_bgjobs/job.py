@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
-from django_bgjobs import callbacks, client, execution, registry
+from django_bgjobs import callbacks, client, execution, registry, serialization
 from django_bgjobs.errors import ConfigurationError, Discard, InvalidOptionError
 from django_bgjobs.payload import QUEUE_NAME_RE, option_seconds
 
@@ -108,6 +108,9 @@ class Job:
     _expires_in_s = None  # the checked expires_in, in seconds (set at class creation)
     #: True on a base class that must not be registered.
     abstract = False
+    #: True: ``perform_later`` writes Sidekiq's ActiveJob form, for a Rails worker (the Job's
+    #: ``name`` is the Rails class name); see ``django_bgjobs.activejob``.
+    activejob = False
     #: Unique jobs (see ``django_bgjobs.unique``): ``"until_executing"``, ``"until_executed"``,
     #: ``"while_executing"``, ``"until_and_while_executing"`` or ``"until_expired"``; None: no lock.
     lock = None
@@ -198,6 +201,12 @@ class Job:
     # ``batch`` (the Batch of ``bid``, to add jobs to it from ``perform``) is added to this
     # class by django_bgjobs.batches, which imports this module: a feature extends the Job
     # API, the Job API does not import the feature.
+
+    @classmethod
+    def resolve(cls, payload):
+        """``(job_class, args, kwargs)`` that runs ``payload``: this class and the payload's
+        decoded arguments.  A wrapper's payload names another class (``activejob``)."""
+        return (cls, *serialization.decode_args(payload["args"]))
 
     @classmethod
     def display_name(cls, payload):

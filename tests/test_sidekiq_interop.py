@@ -17,7 +17,7 @@ from django_bgjobs.payload import loads
 from tests.admin_support import viewer_client  # noqa: F401 (fixture)
 from tests.helpers import start_worker, unit_in_flight, wait_until
 from tests.sidekiq_ruby import ruby, sidekiq_version, start_sidekiq  # noqa: F401 (fixture)
-from tests.testapp.interop_jobs import GATE_KEY, GateJob, InteropRecordJob, RubyRecordJob
+from tests.testapp.interop_jobs import GATE_KEY, GateJob, InteropRecordJob, RubyRecordJob, ToRailsJob
 from tests.testapp.jobs import FailingJob, RecordJob, performed
 
 pytestmark = [pytest.mark.sidekiq, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sidekiq_version")]
@@ -237,3 +237,37 @@ def test_sidekiq_web_answers_200_on_every_page_with_our_data_and_shows_our_busy_
     assert retry_jid in pages[next(p for p in pages if p.startswith("/retries/"))]["body"]
     assert dead_jid in pages[next(p for p in pages if p.startswith("/morgue/"))]["body"]
     assert "tests.testapp.jobs.RecordJob" in pages["/queues/default"]["body"]
+
+
+@pytest.mark.slow
+def test_activejob_payloads_both_ways():
+    # Given: an ActiveJob payload built in Ruby as Sidekiq's ActiveJob adapter pushes it (no Rails
+    # here: the hash ActiveJob::Base#serialize makes, by hand), and one of our activejob = True jobs
+    jid = ruby("""
+        data = {"job_class" => "ReportJob", "job_id" => "3b0f7f3e-0000-4000-8000-000000000001",
+                "provider_job_id" => nil, "queue_name" => "default", "priority" => nil,
+                "arguments" => [7, {"a" => 1, "_aj_symbol_keys" => ["a"]},
+                                {"_aj_globalid" => "gid://shop/User/42"},
+                                {"mode" => "full", "_aj_ruby2_keywords" => ["mode"]}],
+                "executions" => 0, "exception_executions" => {}, "locale" => "en", "timezone" => "UTC",
+                "enqueued_at" => Time.now.utc.iso8601(9)}
+        emit(Sidekiq::Client.push("class" => "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper",
+                                  "wrapped" => "ReportJob", "queue" => "default", "args" => [data]))
+    """)
+    ours = ToRailsJob.set(queue="rails").perform_later(1, {"k": "v"}, mode="x")
+
+    # When: Ruby's API looks at ours, and our worker runs Ruby's
+    seen = ruby("""
+        job = Sidekiq::Queue.new("rails").first
+        emit({klass: job.klass, display_class: job.display_class, display_args: job.display_args, jid: job.jid})
+    """)
+    worker = start_worker("-c", "1", "-q", "default")
+    wait_until(lambda: len(performed()) == 1, timeout=30, message="our worker to run the ActiveJob payload")
+    worker.terminate()
+
+    # Then: Sidekiq shows ours as the Rails job with its arguments; ReportJob ran Ruby's
+    assert seen == {"klass": "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper",
+                    "display_class": "DigestMailerJob", "jid": ours.jid,
+                    "display_args": [1, {"k": "v", "_aj_symbol_keys": []}, {"mode": "x", "_aj_ruby2_keywords": ["mode"]}]}
+    [run] = performed()
+    assert run["jid"] == jid and run["args"] == [7, {"a": 1}, "gid://shop/User/42"] and run["kwargs"] == {"mode": "full"}

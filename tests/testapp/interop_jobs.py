@@ -6,6 +6,8 @@ classes in ``tests/ruby/jobs.rb``, which append to the same ledger as
 :func:`tests.testapp.jobs.record` (with ``"ruby": true``).
 """
 
+import json
+
 from django_bgjobs import Job
 from django_bgjobs.connection import get_redis
 from tests.testapp.jobs import record
@@ -42,3 +44,23 @@ class RubyRecordJob(Job):
 
     def perform(self, *args):
         raise NotImplementedError("RubyRecordJob runs in Ruby's sidekiq")
+
+
+class RailsStyleJob(Job):
+    """Named as a Rails ActiveJob class: runs ActiveJob payloads that Rails enqueued."""
+
+    name = "ReportJob"
+
+    def perform(self, *args, **kwargs):
+        # dates, decimals...: recorded as their repr
+        record(self.jid, json.loads(json.dumps(args, default=repr)), kwargs=json.loads(json.dumps(kwargs, default=repr)))
+
+
+class ToRailsJob(Job):
+    """Enqueued in ActiveJob's form (``activejob = True``), for a Rails worker."""
+
+    name = "DigestMailerJob"
+    activejob = True
+
+    def perform(self, *args, **kwargs):
+        record(self.jid, json.loads(json.dumps(args, default=repr)), kwargs=json.loads(json.dumps(kwargs, default=repr)))
