@@ -32,7 +32,7 @@ from asgiref.sync import sync_to_async
 
 from django_bgjobs import callbacks, client, execution, registry
 from django_bgjobs.errors import ConfigurationError, Discard, InvalidOptionError
-from django_bgjobs.payload import QUEUE_NAME_RE, option_seconds
+from django_bgjobs.payload import option_seconds, valid_queue_name
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ _MISSPELLINGS = {
 
 def check_queue_name(queue):
     """Raise :class:`InvalidOptionError` (a ``ValueError``) unless ``queue`` is a usable queue name."""
-    if not isinstance(queue, str) or not QUEUE_NAME_RE.match(queue):
+    if not valid_queue_name(queue):
         raise InvalidOptionError(
-            f"queue name {queue!r} is invalid: use 1 to 128 letters, digits, '_', '-' or '.'"
+            f"queue name {queue!r} is invalid: use 1 to 128 letters, digits, '_', '-' or '.' (not '.' or '..')"
         )
 
 

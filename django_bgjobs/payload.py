@@ -19,7 +19,15 @@ import time
 from django_bgjobs import conf
 from django_bgjobs.errors import InvalidOptionError, InvalidPayloadError
 
-QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+# Checked with fullmatch: ``$`` would also match before a trailing newline ("default\n").
+_QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+def valid_queue_name(name):
+    """True when ``name`` can name a queue: 1 to 128 letters, digits, ``_``, ``-`` or ``.``, and
+    not ``.`` or ``..`` (a browser rewrites those path segments, so no admin URL could reach them).
+    The one test of a queue name, for names given by callers and names read from Redis."""
+    return isinstance(name, str) and name not in (".", "..") and _QUEUE_NAME_RE.fullmatch(name) is not None
 
 
 def option_seconds(name, value, bound):

@@ -70,7 +70,7 @@ from django_bgjobs._tasks_compat import (
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, Shutdown, UnknownJobError
 from django_bgjobs.job import Job
-from django_bgjobs.payload import QUEUE_NAME_RE, now_s
+from django_bgjobs.payload import now_s, valid_queue_name
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ MAX_TRACEBACK_CHARS = 64 * 1024
 #: How long the worker keeps trying a result read or write while Redis fails.
 REDIS_PATIENCE_S = 30
 
-_RESULT_ID_RE = re.compile(r"^[0-9a-f]{24}$")
+_RESULT_ID_RE = re.compile(r"[0-9a-f]{24}")  # fullmatch: "$" would accept a trailing newline
 
 # module_path -> Task, filled by RedisTaskBackend.validate_task.  The worker runs only these.
 _tasks = {}
@@ -150,10 +150,10 @@ class RedisTaskBackend(BaseTaskBackend):
     def validate_task(self, task):
         """Django's checks, then this library's queue-name rule; a valid task is registered."""
         super().validate_task(task)
-        if not isinstance(task.queue_name, str) or not QUEUE_NAME_RE.match(task.queue_name):
+        if not valid_queue_name(task.queue_name):
             raise InvalidTask(
                 f"Queue {task.queue_name!r} is not a valid queue name for django-bgjobs: "
-                "use 1 to 128 letters, digits, '_', '-' or '.'."
+                "use 1 to 128 letters, digits, '_', '-' or '.' (not '.' or '..')."
             )
         register_task(task)
 
@@ -180,7 +180,7 @@ class RedisTaskBackend(BaseTaskBackend):
 
     def get_result(self, result_id):
         result_id = str(result_id)
-        raw = get_redis().get(keys.task_result(result_id)) if _RESULT_ID_RE.match(result_id) else None
+        raw = get_redis().get(keys.task_result(result_id)) if _RESULT_ID_RE.fullmatch(result_id) else None
         if raw is None:
             raise TaskResultDoesNotExist(result_id)
         record = json.loads(raw)

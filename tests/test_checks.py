@@ -46,8 +46,10 @@ def test_e001_when_bgjobs_is_not_a_dict(monkeypatch, value):
 
 @pytest.mark.parametrize(
     "queues",
-    [[], ["default", "has space"], ["x" * 129], "default", ["default", 5], ["default,abc"], ["default,0"]],
-    ids=["empty", "space", "too-long", "bare-string", "not-a-string", "bad-weight", "zero-weight"],
+    [[], ["default", "has space"], ["x" * 129], "default", ["default", 5], ["default,abc"], ["default,0"],
+     ["default", "."], ["..,2"]],
+    ids=["empty", "space", "too-long", "bare-string", "not-a-string", "bad-weight", "zero-weight",
+         "dot", "dot-dot"],
 )
 def test_e002_when_queues_is_not_a_list_of_valid_names(queues):
     with bgjobs(QUEUES=queues):

@@ -15,7 +15,7 @@ from tests.testapp.jobs import FailingJob, JobFailure, LowQueueJob, RecordJob, R
 # -- options checked when the class is created -------------------------------------------------
 
 
-@pytest.mark.parametrize("queue", ["has space", "x" * 129, "", "queue:colon", None, 5])
+@pytest.mark.parametrize("queue", ["has space", "x" * 129, "", "queue:colon", None, 5, "default\n", ".", ".."])
 def test_class_creation_fails_when_queue_name_is_invalid(queue):
     with pytest.raises(ConfigurationError, match=r"BadQueueJob: queue name .* is invalid"):
         type("BadQueueJob", (Job,), {"queue": queue, "perform": lambda self: None})
@@ -159,6 +159,9 @@ def test_set_returns_an_immutable_configured_job_when_options_are_valid():
     [
         ({"queue": "with space"}, ValueError, "queue name 'with space' is invalid"),
         ({"queue": "q" * 300}, ValueError, "is invalid"),
+        ({"queue": "default\n"}, ValueError, "queue name 'default\\\\n' is invalid"),
+        ({"queue": "."}, ValueError, "queue name '.' is invalid"),
+        ({"queue": ".."}, ValueError, "not '.' or '..'"),
         ({"retry": -2}, ValueError, "retry must be"),
         ({"wait": -1}, ValueError, "wait must be a finite number of seconds >= 0"),
         ({"wait": float("inf")}, ValueError, "finite"),

@@ -92,8 +92,11 @@ def test_spaces_around_a_name_are_ignored_when_parsing():
         (["bad name"], "invalid"),
         ([""], "invalid"),
         ([3], "not a string"),
+        (["."], "invalid"),
+        (["..,2"], "invalid"),
     ],
-    ids=["empty", "weight-not-int", "weight-zero", "weight-negative", "space-in-name", "empty-name", "not-str"],
+    ids=["empty", "weight-not-int", "weight-zero", "weight-negative", "space-in-name", "empty-name", "not-str",
+         "dot", "dot-dot"],
 )
 def test_init_raises_value_error_when_a_spec_is_invalid(specs, message):
     with pytest.raises(ValueError, match=message):

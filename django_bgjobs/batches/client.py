@@ -60,7 +60,13 @@ logger = logging.getLogger(__name__)
 
 EVENTS = ("success", "complete", "death")
 CALLBACK_JOB_NAME = "django_bgjobs.BatchCallback"
-BID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_BID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def valid_bid(bid):
+    """True when ``bid`` can be a batch id: 1 to 64 letters, digits, ``_`` or ``-`` (fullmatch:
+    ``$`` would accept a trailing newline)."""
+    return isinstance(bid, str) and _BID_RE.fullmatch(bid) is not None
 _BID_PLACEHOLDER = "{bid}"
 
 # The batches whose jobs() block runs here, innermost last: a context variable, so each
@@ -97,7 +103,7 @@ class Batch:
             #: The batch this one is a child of: the one whose jobs() block or job is running here.
             self.parent_bid = current_bid() or _running_bid()
         else:
-            if not isinstance(bid, str) or not BID_RE.match(bid):
+            if not valid_bid(bid):
                 raise ValueError(f"{bid!r} is not a batch id")
             self.bid = bid
             self._new = False
@@ -240,7 +246,7 @@ def _forget_evicted(sender, payload, **kwargs):
     """A waiting payload a push removed to make room (``client.payload_evicted``): its batch,
     if any, counts it as done."""
     bid = payload.get("bid")
-    if isinstance(bid, str) and BID_RE.match(bid) and isinstance(payload.get("jid"), str):
+    if valid_bid(bid) and isinstance(payload.get("jid"), str):
         forget(bid, payload["jid"])
 
 
