@@ -25,7 +25,6 @@ imports no worker code and opens no connection.
 import datetime
 import inspect
 import logging
-import math
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -76,8 +75,12 @@ def check_timeout(timeout):
     """Raise :class:`InvalidOptionError` unless ``timeout`` is None or a positive, finite number of seconds."""
     if timeout is None:
         return
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise InvalidOptionError(f"timeout must be None or a number of seconds > 0, not {timeout!r}")
+    try:
+        option_seconds("timeout", timeout, "> 0")
+    except InvalidOptionError as exc:
+        raise InvalidOptionError(f"timeout must be None or a number of seconds > 0: {exc}") from None
 
 
 def check_retry(retry):

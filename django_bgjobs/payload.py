@@ -30,22 +30,39 @@ def valid_queue_name(name):
     return isinstance(name, str) and name not in (".", "..") and _QUEUE_NAME_RE.fullmatch(name) is not None
 
 
+#: The longest duration an option may give (100 years): a longer one means a mistake, and
+#: would overflow the milliseconds Redis is given for a lock's or a result's expiry.
+MAX_OPTION_SECONDS = 100 * 365 * 24 * 3600
+
+
 def option_seconds(name, value, bound):
-    """An option given in seconds or as a timedelta (``wait``, ``expires_in``, ``lock_ttl``), in
-    seconds, checked finite and ``bound`` (``">= 0"`` or ``"> 0"``); None stays None.  Raises
-    :class:`InvalidOptionError` naming ``name``."""
+    """An option given in seconds or as a timedelta (``wait``, ``expires_in``, ``lock_ttl``,
+    ``timeout``), in seconds, checked finite, at most :data:`MAX_OPTION_SECONDS` and ``bound``
+    (``">= 0"`` or ``"> 0"``); None stays None.  Raises :class:`InvalidOptionError` naming
+    ``name``, never ``OverflowError`` (``wait=10**400``)."""
     if value is None:
         return None
     if isinstance(value, datetime.timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past float range
+            seconds = math.inf
     else:
         raise InvalidOptionError(f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}")
-    if not math.isfinite(seconds) or seconds < 0 or (bound == "> 0" and seconds == 0):
+    if not math.isfinite(seconds) or seconds < 0 or (bound == "> 0" and seconds == 0) or seconds > MAX_OPTION_SECONDS:
         wanted = "a finite number of seconds >= 0" if bound == ">= 0" else "more than 0 seconds, and finite"
-        raise InvalidOptionError(f"{name} must be {wanted}, got {value!r}")
+        raise InvalidOptionError(f"{name} must be {wanted}, at most 100 years, got {_shown(value)}")
     return seconds
+
+
+def _shown(value):
+    """``value`` for a message; a huge int by its size (its repr may be thousands of digits,
+    and past 4300 digits ``str()`` itself raises)."""
+    if isinstance(value, int) and abs(value) > 10**18:
+        return f"an integer of {value.bit_length()} bits"
+    return repr(value)
 
 
 def new_jid():

@@ -27,7 +27,7 @@ def test_class_creation_fails_when_retry_is_not_a_whole_number_or_bool(retry):
         type("BadRetryJob", (Job,), {"retry": retry, "perform": lambda self: None})
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "30", True])
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "30", True, pytest.param(10**400, id="10**400"), 1e308])
 def test_class_creation_fails_when_timeout_is_not_a_positive_number_of_seconds(timeout):
     with pytest.raises(ConfigurationError, match=r"BadTimeoutJob: timeout must be None or a number of seconds > 0"):
         type("BadTimeoutJob", (Job,), {"timeout": timeout, "perform": lambda self: None})
@@ -166,6 +166,12 @@ def test_set_returns_an_immutable_configured_job_when_options_are_valid():
         ({"wait": -1}, ValueError, "wait must be a finite number of seconds >= 0"),
         ({"wait": float("inf")}, ValueError, "finite"),
         ({"wait": float("nan")}, ValueError, "finite"),
+        ({"wait": 10**400}, ValueError, "wait must be .* at most 100 years, got an integer of 1329 bits"),
+        ({"wait": 10**5000}, ValueError, "at most 100 years"),
+        ({"wait": 1e308}, ValueError, "at most 100 years, got 1e\\+308"),
+        ({"wait": datetime.timedelta.max}, ValueError, "at most 100 years"),
+        ({"expires_in": 10**400}, ValueError, "expires_in must be more than 0 seconds, and finite, at most 100"),
+        ({"expires_in": float("inf")}, ValueError, "expires_in must be"),
         ({"wait": "10"}, TypeError, "wait must be a number of seconds or a timedelta, not str"),
         ({"wait": True}, TypeError, "not bool"),
         ({"wait": 1, "wait_until": datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)}, ValueError, "not both"),
@@ -239,3 +245,11 @@ def test_class_queue_option_routes_perform_later_when_set(redis):
 
     assert redis.llen("queue:low") == 1
     assert redis.smembers("queues") == {"low"}
+
+
+def test_perform_later_with_a_huge_wait_writes_nothing_and_raises_invalid_option_error(redis):
+    with pytest.raises(InvalidOptionError, match="wait must be"):
+        RecordJob.set(wait=10**400).perform_later(1)
+    with pytest.raises(InvalidOptionError, match="expires_in must be"):
+        RecordJob.set(expires_in=float("nan")).perform_later(1)
+    assert redis.keys("*") == []
