@@ -10,6 +10,7 @@ can refresh it in place without re-encoding the arguments (see ``lua/move_to_que
 """
 
 import datetime
+import hashlib
 import json
 import math
 import re
@@ -124,7 +125,40 @@ def loads(raw):
     return payload
 
 
-def describe(raw, limit=200):
-    """A short printable excerpt of a raw payload, for log lines about bad input."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_PRINTABLE_MAX_CHARS = 200
+
+
+def printable(value):
+    """``value`` (a name, jid or other field read from Redis) for a log line: control characters
+    escaped (``"\\n"``), so a newline in a job class name cannot forge a log line, and cut
+    at 200 characters.  Every log line showing a value read from Redis passes it through this."""
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "backslashreplace")
+    else:
+        text = value if isinstance(value, str) else str(value)
+    if len(text) > _PRINTABLE_MAX_CHARS:
+        text = f"{text[:_PRINTABLE_MAX_CHARS]}...({len(text):,} chars)"
+    return _CONTROL_RE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def as_bytes(raw):
+    """A raw payload read from Redis (``bytes``, or ``str`` from a decoding client) as bytes."""
+    return raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogatepass")
+
+
+def fingerprint(raw):
+    """A raw payload named by its size and a hash, never its content (arguments may hold
+    personal data), for log lines about bad input: ``"123 bytes, sha256 0123456789ab"``."""
+    data = as_bytes(raw)
+    return f"{len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}"
+
+
+_JID_FIELD_RE = re.compile(rb'"jid"\s*:\s*"([0-9A-Za-z_\-]{1,64})"')
+
+
+def jid_in(raw):
+    """The jid an unreadable raw payload names, when its text holds exactly one ``"jid": "..."``
+    (a nested object in the arguments could hold another); None otherwise."""
+    found = {match.group(1) for match in _JID_FIELD_RE.finditer(as_bytes(raw))}
+    return found.pop().decode("ascii") if len(found) == 1 else None

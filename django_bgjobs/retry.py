@@ -28,7 +28,9 @@ Two halves:
 """
 
 import base64
+import codecs
 import datetime
+import hashlib
 import logging
 import random
 import traceback
@@ -38,12 +40,14 @@ from typing import ClassVar
 from django_bgjobs import callbacks, conf, keys, registry, signals
 from django_bgjobs.errors import Discard, InvalidPayloadError, Retry, UniqueJobRejected, UnknownJobError
 from django_bgjobs.job_end import End, Outcome, queue_writes
-from django_bgjobs.payload import describe, dumps, new_jid, now_s
+from django_bgjobs.payload import as_bytes, dumps, fingerprint, jid_in, new_jid, now_s, printable
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 10_000
 MAX_BACKTRACE_FRAMES = 40
+#: How much of an unreadable payload over ``MAX_PAYLOAD_BYTES`` its dead entry keeps (the start).
+UNREADABLE_KEPT_BYTES = 16 * 1024
 #: Failures that say the payload itself can never run: the dead set at once.
 PAYLOAD_ERRORS = (InvalidPayloadError, UnknownJobError, UniqueJobRejected)
 
@@ -259,22 +263,29 @@ def _bury(work, payload, exc, job_class, now, reason, end_writes=True):
 
 def _bury_unreadable(work, exc, now):
     """A payload that is not even a JSON object (or whose fields break the rules): keep its
-    exact bytes inside a readable dead entry."""
-    raw = work.raw
-    if isinstance(raw, bytes):
-        try:
-            original, encoding = raw.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            original, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    else:
-        original, encoding = raw, "utf-8"
-    wrapper = {
-        "class": "django_bgjobs.UnreadablePayload", "args": [], "retry": False, "queue": work.queue,
-        "jid": new_jid(), "created_at": now, "original_payload": original, "original_encoding": encoding,
-    }
+    exact bytes inside a readable dead entry, under the jid its text names if it names one.
+    One over ``MAX_PAYLOAD_BYTES`` keeps only its first :data:`UNREADABLE_KEPT_BYTES`, with
+    ``original_truncated``, its size and its sha256: a 50 MB payload written by another
+    client must not become a 50 MB dead entry, failure row and admin page."""
+    data = as_bytes(work.raw)
+    wrapper = {"class": "django_bgjobs.UnreadablePayload", "args": [], "retry": False, "queue": work.queue,
+               "jid": jid_in(data) or new_jid(), "created_at": now}
+    limit = conf.get("MAX_PAYLOAD_BYTES")
+    kept = data
+    if limit is not None and len(data) > limit:
+        kept = data[:min(limit, UNREADABLE_KEPT_BYTES)]
+        wrapper |= {"original_truncated": True, "original_size_bytes": len(data),
+                    "original_sha256": hashlib.sha256(data).hexdigest()}
+    try:
+        # A cut may split a character: keep the whole ones (final=False holds back a partial end).
+        text = codecs.getincrementaldecoder("utf-8")().decode(kept, final=kept is data)
+        wrapper |= {"original_payload": text, "original_encoding": "utf-8"}
+    except UnicodeDecodeError:
+        wrapper |= {"original_payload": base64.b64encode(kept).decode("ascii"), "original_encoding": "base64"}
     record_error(wrapper, exc, now)
     wrapper.pop("error_backtrace")
-    logger.error("unreadable payload in queue %s moved to the dead set: %s: %s", work.queue, exc, describe(raw))
+    logger.error("unreadable payload in queue %s moved to the dead set: %s (%s)", printable(work.queue), exc,
+                 fingerprint(data))
     return _bury(work, wrapper, exc, None, now, reason=str(exc), end_writes=False)
 
 
