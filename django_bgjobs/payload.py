@@ -139,6 +139,8 @@ def printable(value):
         text = value if isinstance(value, str) else str(value)
     if len(text) > _PRINTABLE_MAX_CHARS:
         text = f"{text[:_PRINTABLE_MAX_CHARS]}...({len(text):,} chars)"
+    if text.isprintable():  # the usual case, without the regex (this runs on every job's log line)
+        return text
     return _CONTROL_RE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 

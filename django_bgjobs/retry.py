@@ -215,7 +215,7 @@ def fail(work, exc, job=None):
             record_error(payload, exc, now)
         decision = decide(job, exc, payload.get("retry_count", 0))
     except Exception as bug:
-        logger.exception("cannot apply the retry rules to jid=%s; burying the payload", payload.get("jid"))
+        logger.exception("cannot apply the retry rules to jid=%s; burying the payload", printable(payload.get("jid")))
         reason = InvalidPayloadError(f"payload fields break the retry rules ({type(bug).__name__}: {bug})")
         return _bury_unreadable(work, reason, now)
     job_class = type(job) if job is not None else _lookup(payload)
@@ -226,7 +226,8 @@ def fail(work, exc, job=None):
             _exhausted(job, payload, exc)
         return _bury(work, payload, exc, job_class, now, decision.reason)
     work.write(lambda pipe: queue_writes(pipe, End(Outcome.DISCARDED, payload, None, exc)))
-    logger.warning("%s jid=%s discarded (%s): %s", payload.get("class"), payload.get("jid"), decision.reason, exc)
+    logger.warning("%s jid=%s discarded (%s): %s", printable(payload.get("class")), printable(payload.get("jid")),
+                   decision.reason, exc)
     return Outcome.DISCARDED
 
 
@@ -240,8 +241,8 @@ def _retry(work, payload, exc, job_class, now, wait_s, reason):
 
     work.write(build)
     logger.warning(
-        "%s jid=%s failed (%s: %s); %s in %.0fs", payload["class"], payload.get("jid"),
-        payload["error_class"], payload["error_message"][:200], reason, wait_s,
+        "%s jid=%s failed (%s: %s); %s in %.0fs", printable(payload["class"]), printable(payload.get("jid")),
+        payload["error_class"], printable(payload["error_message"]), reason, wait_s,
     )
     signals.notify(signals.job_retried, job_class, payload=payload, exception=exc, retry_at=retry_at)
     return Outcome.RETRIED
@@ -256,7 +257,8 @@ def _bury(work, payload, exc, job_class, now, reason, end_writes=True):
         return queue_writes(pipe, End(Outcome.DEAD, payload, None, exc)) if end_writes else None
 
     work.write(build)
-    logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)
+    logger.error("%s jid=%s moved to the dead set: %s", printable(payload.get("class")), printable(payload.get("jid")),
+                 printable(reason))
     signals.notify(signals.job_died, job_class, payload=payload, exception=exc, reason=reason)
     return Outcome.DEAD
 

@@ -54,7 +54,7 @@ from django_bgjobs import client, conf, execution, keys, scripts, serialization
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, ConfigurationError, UnknownJobError
 from django_bgjobs.job import Job, check_queue_name
-from django_bgjobs.payload import now_s
+from django_bgjobs.payload import now_s, printable
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def push_fired_callbacks(client_=None, now=None):
             try:
                 done, dropped_fired = _push_callback(client_, raw.decode() if isinstance(raw, bytes) else raw)
             except Exception:
-                logger.exception("batch callback %s not pushed; it is tried again in %ds", raw, CLAIM_S)
+                logger.exception("batch callback %s not pushed; it is tried again in %ds", printable(raw), CLAIM_S)
                 continue
             pushed += done
             fired = fired or dropped_fired
@@ -322,7 +322,8 @@ def _push_callback(client_, raw):
     finally:
         _stack.reset(token)
     if written is not None:
-        logger.info("batch %s: %s callback pushed (jid=%s)", entry["bid"], entry["event"], payload["jid"])
+        logger.info("batch %s: %s callback pushed (jid=%s)", printable(entry["bid"]), printable(entry["event"]),
+                    payload["jid"])
         return 1, False
     # Stopped by a client middleware, or pushed meanwhile by another drain (then this does nothing).
     return 0, bool(_script("dropped", parent, [raw, payload["jid"]], client_))
@@ -401,7 +402,7 @@ class BatchCallbackJob(Job):
     def perform(self, bid, event, index):
         raw = get_redis().hget(keys.batch(bid), "callbacks")
         if raw is None:
-            logger.warning("batch %s expired before its %s callback ran; skipped", bid, event)
+            logger.warning("batch %s expired before its %s callback ran; skipped", printable(bid), printable(event))
             return
         callback = json.loads(raw)[index]
         target = resolve_callback(callback["module"], callback["qualname"], event)
