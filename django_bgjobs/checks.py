@@ -34,6 +34,7 @@ import redis
 from django.core.checks import Error, Tags, Warning, register
 
 from django_bgjobs import conf
+from django_bgjobs.errors import ConfigurationError
 
 
 @register(Tags.compatibility)
@@ -158,9 +159,10 @@ def check_redis_eviction(app_configs=None, **kwargs):
 
     try:
         message = connection.eviction_warning(connection.eviction_policy())
-    except redis.RedisError as exc:
+    except (redis.RedisError, ConfigurationError) as exc:
+        where = "" if isinstance(exc, ConfigurationError) else f" at {connection.describe()}"
         return [Warning(
-            f"Could not ask Redis at {connection.describe()} for its maxmemory-policy: {exc}",
+            f"Could not ask Redis{where} for its maxmemory-policy: {exc}",
             hint="Check BGJOBS['REDIS_URL'] (or REDIS_URL) from this host; the worker cannot start without it.",
             id="django_bgjobs.W051",
         )]
