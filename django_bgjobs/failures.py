@@ -128,6 +128,7 @@ class PruneFailedJobs(Job):
 
     name = "django_bgjobs.PruneFailedJobs"
     retry = 3
+    schedulable = False  # internal: BGJOBS["SCHEDULE"] may still name it (docs/admin.rst)
 
     def perform(self, days=None):
         deleted = prune(retention_s=None if days is None else days * 24 * 60 * 60)

@@ -111,6 +111,10 @@ class Job:
     _expires_in_s = None  # the checked expires_in, in seconds (set at class creation)
     #: True on a base class that must not be registered.
     abstract = False
+    #: Offered as a choice in the admin's Schedule form.  The library's internal jobs (batch
+    #: callbacks, ``django.tasks`` tasks, failed-job pruning) set False; a subclass sets True to
+    #: opt back in.  Settings and the YAML file may name any registered Job either way.
+    schedulable = True
     #: Unique jobs (see ``django_bgjobs.unique``): ``"until_executing"``, ``"until_executed"``,
     #: ``"while_executing"``, ``"until_and_while_executing"`` or ``"until_expired"``; None: no lock.
     lock = None
@@ -161,6 +165,8 @@ class Job:
             check_retry(cls.retry)
             check_timeout(cls.timeout)
             cls._expires_in_s = _expires_in_s(cls.expires_in)
+            if not isinstance(cls.schedulable, bool):
+                raise InvalidOptionError(f"schedulable must be True or False, not {cls.schedulable!r}")
         except ValueError as exc:
             raise ConfigurationError(f"{where}: {exc}") from None
         try:

@@ -201,6 +201,7 @@ class TaskJob(Job):
 
     name = "django_bgjobs.tasks.TaskJob"
     retry = 0  # each payload carries its backend's OPTIONS["RETRY"]
+    schedulable = False  # internal: a task is enqueued through django.tasks
 
     @classmethod
     def display_name(cls, payload):

@@ -21,6 +21,11 @@ def test_class_creation_fails_when_queue_name_is_invalid(queue):
         type("BadQueueJob", (Job,), {"queue": queue, "perform": lambda self: None})
 
 
+def test_class_creation_fails_when_schedulable_is_not_a_bool():
+    with pytest.raises(ConfigurationError, match="BadSchedulableJob: schedulable must be True or False, not 'yes'"):
+        type("BadSchedulableJob", (Job,), {"schedulable": "yes", "perform": lambda self: None})
+
+
 @pytest.mark.parametrize("retry", [-1, 2.5, "3"])
 def test_class_creation_fails_when_retry_is_not_a_whole_number_or_bool(retry):
     with pytest.raises(ConfigurationError, match="retry must be True, False or a whole number >= 0"):

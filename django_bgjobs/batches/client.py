@@ -398,6 +398,7 @@ class BatchCallbackJob(Job):
     arguments ``(bid, event, index)``; in the parent batch when the batch has one."""
 
     name = CALLBACK_JOB_NAME
+    schedulable = False  # internal: pushed by a batch, never on its own
 
     def perform(self, bid, event, index):
         raw = get_redis().hget(keys.batch(bid), "callbacks")
