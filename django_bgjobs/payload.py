@@ -43,22 +43,32 @@ def option_seconds(name, value, bound):
     ``name``, never ``OverflowError`` (``wait=10**400``)."""
     if value is None:
         return None
-    if isinstance(value, datetime.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            seconds = float(value)
-        except OverflowError:  # an int past float range
-            seconds = math.inf
-    else:
+    if not is_duration(value):
         raise InvalidOptionError(f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}")
+    seconds = seconds_of(value)
     if not math.isfinite(seconds) or seconds < 0 or (bound == "> 0" and seconds == 0) or seconds > MAX_OPTION_SECONDS:
         wanted = "a finite number of seconds >= 0" if bound == ">= 0" else "more than 0 seconds, and finite"
-        raise InvalidOptionError(f"{name} must be {wanted}, at most 100 years, got {_shown(value)}")
+        raise InvalidOptionError(f"{name} must be {wanted}, at most 100 years, got {short_repr(value)}")
     return seconds
 
 
-def _shown(value):
+def is_duration(value):
+    """True for a number of seconds (not a bool) or a timedelta."""
+    return isinstance(value, datetime.timedelta) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def seconds_of(value):
+    """A duration (:func:`is_duration`) in float seconds; an int past float range is ``inf``,
+    not an ``OverflowError``.  The caller checks it finite and at most :data:`MAX_OPTION_SECONDS`."""
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def short_repr(value):
     """``value`` for a message; a huge int by its size (its repr may be thousands of digits,
     and past 4300 digits ``str()`` itself raises)."""
     if isinstance(value, int) and abs(value) > 10**18:

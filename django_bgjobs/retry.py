@@ -29,9 +29,9 @@ Two halves:
 
 import base64
 import codecs
-import datetime
 import hashlib
 import logging
+import math
 import random
 import traceback
 from dataclasses import dataclass
@@ -40,7 +40,19 @@ from typing import ClassVar
 from django_bgjobs import callbacks, conf, keys, registry, signals
 from django_bgjobs.errors import Discard, InvalidPayloadError, Retry, UniqueJobRejected, UnknownJobError
 from django_bgjobs.job_end import End, Outcome, queue_writes
-from django_bgjobs.payload import as_bytes, dumps, fingerprint, jid_in, new_jid, now_s, printable
+from django_bgjobs.payload import (
+    MAX_OPTION_SECONDS,
+    as_bytes,
+    dumps,
+    fingerprint,
+    is_duration,
+    jid_in,
+    new_jid,
+    now_s,
+    printable,
+    seconds_of,
+    short_repr,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -150,11 +162,12 @@ def _retry_in(job, count, exc):
             return None
     if answer is None or answer in ("kill", "discard"):
         return answer
-    if isinstance(answer, datetime.timedelta):
-        return max(answer.total_seconds(), 0.0)
-    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
-        return max(float(answer), 0.0)
-    logger.error("%s.retry_in returned %r; using the default backoff", type(job).name if job else "?", answer)
+    if is_duration(answer):
+        seconds = seconds_of(answer)
+        if math.isfinite(seconds) and seconds <= MAX_OPTION_SECONDS:  # not inf, nan or 10**400
+            return max(seconds, 0.0)
+    logger.error("%s.retry_in returned %s; using the default backoff", type(job).name if job else "?",
+                 printable(short_repr(answer)))
     return None
 
 

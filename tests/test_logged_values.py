@@ -17,6 +17,9 @@ from django_bgjobs.worker.queues import QueueOrder
 from tests.helpers import dead_entries, drain
 from tests.testapp.jobs import FailingJob, RecordJob
 
+# The processor recycles database connections around each job, and a buried job gets a failure row.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 FORGED = "\nERROR django_bgjobs forged line"
 
 
