@@ -66,7 +66,9 @@ def _make_client():
 
 # Up to the LAST "@": a password may hold an unquoted "@" or "/"; hiding too much is harmless.
 _USERINFO_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)?(?P<userinfo>.*)@", re.DOTALL)
-_SECRET_PARAM_RE = re.compile(r"(?i)(?P<name>[?&;][^=&;#]*(?:pass|pwd|secret|token|auth|key)[^=&;#]*=)(?P<value>[^&;#]*)")
+_SECRET_PARAM_RE = re.compile(
+    r"(?i)(?P<name>[?&;][^=&;#]*(?:pass|pwd|secret|token|auth|key)[^=&;#]*=)(?P<value>[^&;#]*)"
+)
 
 
 def redact_url(url):

@@ -122,8 +122,8 @@ class Attempt:
         if self.outcome is not None:
             self.unit.acknowledge(self.outcome, fetch_next=fetch_next)
             return False
-        logger.info("done %s jid=%s queue=%s %.3fs", printable(self.payload["class"]), printable(self.job.jid), self.queue,
-                    time.perf_counter() - self.started)
+        logger.info("done %s jid=%s queue=%s %.3fs", printable(self.payload["class"]), printable(self.job.jid),
+                    self.queue, time.perf_counter() - self.started)
         self.unit.acknowledge(Outcome.SUCCEEDED, fetch_next=fetch_next)
         return True
 
