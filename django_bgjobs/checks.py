@@ -8,7 +8,10 @@
 * ``django_bgjobs.E030``: ``BGJOBS["PREFETCH"]`` is neither None nor a whole number >= 0.
 * ``django_bgjobs.E040``: ``BGJOBS["UNIQUE_LOCK_TTL_S"]``, ``["UNIQUE_RESCHEDULE_S"]``, ``["BATCH_TTL_S"]``
   or ``["BATCH_UNFINISHED_TTL_S"]`` is not a number of seconds above 0.
-* ``django_bgjobs.W001``: ``BGJOBS`` has a key django-bgjobs does not know (a typo?).
+* ``django_bgjobs.E005``: ``BGJOBS`` has a key django-bgjobs does not know (a typo: the hint
+  names the closest known key).  An error, so ``runjobs`` refuses to start rather than run
+  on a default (a mistyped ``REDIS_URL`` would attach the worker to ``localhost``).
+* ``django_bgjobs.W001``: ``BGJOBS`` has a deprecated key (``conf.DEPRECATED``).
 * ``django_bgjobs.E010``: a recurring job in ``BGJOBS["SCHEDULE"]`` or ``BGJOBS["SCHEDULE_FILE"]``
   is invalid (bad cron, unknown class, unknown time zone, bad field), or the file cannot be read.
 * ``django_bgjobs.E020``, ``E021``, ``W020``: a ``RedisTaskBackend`` in ``TASKS`` is misconfigured;
@@ -28,6 +31,7 @@ W050 and W051 are the exception to "no network I/O": a deploy check (``deploy=Tr
 production Redis is the point, never in a plain ``check``, ``runserver`` or ``migrate``.
 """
 
+import difflib
 import math
 
 import redis
@@ -47,9 +51,10 @@ def check_settings(app_configs=None, **kwargs):
 
     errors = []
     for key in conf.unknown_keys():
+        errors.append(Error(f"BGJOBS has an unknown key {key!r}.", hint=_did_you_mean(key), id="django_bgjobs.E005"))
+    for key in conf.deprecated_keys():
         errors.append(Warning(
-            f"BGJOBS has an unknown key {key!r}.",
-            hint="Known keys: " + ", ".join(sorted(conf.DEFAULTS)), id="django_bgjobs.W001",
+            f"BGJOBS[{key!r}] is deprecated.", hint=f"Use {conf.DEPRECATED[key]} instead.", id="django_bgjobs.W001",
         ))
     queues = conf.get("QUEUES")
     try:
@@ -90,6 +95,14 @@ def check_settings(app_configs=None, **kwargs):
                 hint=f"A number of seconds above 0; the default is {conf.DEFAULTS[key]}.", id="django_bgjobs.E040",
             ))
     return errors
+
+
+def _did_you_mean(key):
+    """The hint of E005: the closest known key, if one is close, and the known keys."""
+    known = sorted(conf.DEFAULTS)
+    close = difflib.get_close_matches(key.upper() if isinstance(key, str) else repr(key), known, n=1)
+    listed = "Known keys: " + ", ".join(known) + "."
+    return f"Did you mean {close[0]!r}? {listed}" if close else listed
 
 
 #: Reliability settings: key -> (test, what a valid value is).

@@ -11,6 +11,7 @@ module; they get ``BGJOBS_TEST_SUBPROCESS=1`` so their ``django_bgjobs`` logs go
 to stderr (and so into the worker's log file).
 """
 
+import json
 import os
 from importlib.util import find_spec
 from pathlib import Path
@@ -94,6 +95,10 @@ BGJOBS = {
 # A worker subprocess of tests/test_middleware.py is started with a broken middleware path.
 if os.environ.get("BGJOBS_TEST_SERVER_MIDDLEWARE"):
     BGJOBS["SERVER_MIDDLEWARE"] = os.environ["BGJOBS_TEST_SERVER_MIDDLEWARE"].split(",")
+
+# Subprocess tests (e.g. tests/test_checks.py) add or change BGJOBS keys with a JSON object.
+if os.environ.get("BGJOBS_TEST_EXTRA_SETTINGS"):
+    BGJOBS.update(json.loads(os.environ["BGJOBS_TEST_EXTRA_SETTINGS"]))
 
 # tests/testapp/tasks.py defines the tasks these run (tests/test_tasks_backend.py).
 TASKS = {
