@@ -192,7 +192,8 @@ def _text_arg(value):
 
 def build_payloads(configured, items):
     """The payload dicts of one ``ConfiguredJob`` for ``items`` (``(args, kwargs)`` pairs):
-    arguments checked and encoded, jids drawn; nothing written.  Features add their fields in
+    arguments checked (they fit ``perform``: ``TypeError`` naming the job and the parameter;
+    serializable) and encoded, jids drawn; nothing written.  Features add their fields in
     the middleware (a batch's ``bid``) or in ``ConfiguredJob.build_payloads`` (a lock's digest,
     which needs the arguments as Python values)."""
     job_class = configured.job_class
@@ -210,6 +211,7 @@ def build_payloads(configured, items):
     items = items if isinstance(items, list) else list(items)
     jids = new_jids(len(items)) if len(items) > 1 else [new_jid()]
     for (args, kwargs), jid in zip(items, jids):
+        execution.check_arguments(job_class, args, kwargs)
         payload = {
             "class": job_class.name,
             "args": serialization.encode_args(args, kwargs),

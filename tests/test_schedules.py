@@ -39,6 +39,17 @@ def test_unknown_class_is_refused_with_a_hint_when_defined():
         CronDefinition.from_definition("x", {"cron": "@daily", "class": "os.system"}, "file")
 
 
+def test_args_that_do_not_fit_perform_are_refused_naming_the_parameter_when_defined():
+    with pytest.raises(ScheduleError, match=r"'report' \(settings\): arguments do not fit "
+                                            r"tests.testapp.jobs.ReturnJob.perform\(self, value\): "
+                                            r"missing a required argument: 'value'"):
+        CronDefinition.from_definition("report", {"cron": "@daily", "class": "tests.testapp.jobs.ReturnJob"}, "settings")
+    with pytest.raises(ScheduleError, match="unexpected keyword argument 'values'"):
+        CronDefinition.from_definition(
+            "report", {"cron": "@daily", "class": "tests.testapp.jobs.ReturnJob", "args": [1], "kwargs": {"values": 1}}, "settings",
+        )
+
+
 def test_unknown_field_and_bad_zone_and_bad_queue_are_refused():
     with pytest.raises(ScheduleError, match="unknown field"):
         make(crontab="x")
