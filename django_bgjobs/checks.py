@@ -12,6 +12,8 @@
   names the closest known key).  An error, so ``runjobs`` refuses to start rather than run
   on a default (a mistyped ``REDIS_URL`` would attach the worker to ``localhost``).
 * ``django_bgjobs.W001``: ``BGJOBS`` has a deprecated key (``conf.DEPRECATED``).
+* ``django_bgjobs.W002``: a registered Job's class-level ``queue`` is not in ``BGJOBS["QUEUES"]``,
+  so a worker started without ``-q`` never runs it (its jobs wait for ever).
 * ``django_bgjobs.E010``: a recurring job in ``BGJOBS["SCHEDULE"]`` or ``BGJOBS["SCHEDULE_FILE"]``
   is invalid (bad cron, unknown class, unknown time zone, bad field), or the file cannot be read.
 * ``django_bgjobs.E020``, ``E021``, ``W020``: a ``RedisTaskBackend`` in ``TASKS`` is misconfigured;
@@ -103,6 +105,38 @@ def _did_you_mean(key):
     close = difflib.get_close_matches(key.upper() if isinstance(key, str) else repr(key), known, n=1)
     listed = "Known keys: " + ", ".join(known) + "."
     return f"Did you mean {close[0]!r}? {listed}" if close else listed
+
+
+def served_queue_names():
+    """The queue names of ``BGJOBS["QUEUES"]`` (``"name,weight"`` entries without the weight):
+    what a worker started without ``-q`` serves."""
+    queues = conf.get("QUEUES")
+    if not isinstance(queues, (list, tuple)):
+        return set()  # E002 says so
+    return {str(queue).partition(",")[0].strip() for queue in queues}
+
+
+@register(Tags.compatibility)
+def check_job_queues(app_configs=None, **kwargs):
+    """W002 for each registered Job whose class-level ``queue`` no worker started without ``-q``
+    serves.  The library's own jobs are left out: their queue is chosen per payload."""
+    from django.conf import settings
+
+    if not isinstance(getattr(settings, "BGJOBS", None) or {}, dict):
+        return []  # E001 already says so
+    from django_bgjobs import registry
+
+    served = served_queue_names()
+    return [
+        Warning(
+            f"Job {name} has queue {job_class.queue!r}, which is not in BGJOBS['QUEUES']: a worker started "
+            "without -q never runs it, and its jobs wait for ever.",
+            hint=f"Add {job_class.queue!r} to BGJOBS['QUEUES'], or start a worker with -q {job_class.queue}.",
+            id="django_bgjobs.W002",
+        )
+        for name, job_class in sorted(registry.all_jobs().items())
+        if job_class.queue not in served and not job_class.__module__.startswith("django_bgjobs.")
+    ]
 
 
 #: Reliability settings: key -> (test, what a valid value is).

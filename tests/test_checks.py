@@ -12,7 +12,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from django_bgjobs import conf, connection
-from django_bgjobs.checks import check_redis_eviction, check_reliability_settings, check_settings
+from django_bgjobs.checks import check_job_queues, check_redis_eviction, check_reliability_settings, check_settings
 from tests.helpers import REPO_ROOT, start_redis_server, subprocess_env
 
 
@@ -166,6 +166,41 @@ def test_runjobs_refuses_to_start_with_e005_when_bgjobs_has_a_mistyped_redis_url
     assert "django_bgjobs.E005" in result.stderr
     assert "Did you mean 'REDIS_URL'?" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_w002_names_each_job_whose_class_queue_no_worker_serves_when_queues_leave_it_out():
+    # Given: a job on "reports", which BGJOBS["QUEUES"] does not name
+    from django_bgjobs import Job
+
+    class ReportJob(Job):
+        name = "tests.test_checks.ReportJob"
+        queue = "reports"
+
+        def perform(self):
+            return None
+
+    # When
+    with bgjobs(QUEUES=["critical", "default,2", "low"]):
+        unserved = [m for m in check_job_queues() if "ReportJob" in m.msg]
+    with bgjobs(QUEUES=["default", "reports,3"]):
+        served = [m for m in check_job_queues() if "ReportJob" in m.msg]
+
+    # Then
+    assert ids(unserved) == ["django_bgjobs.W002"]
+    assert unserved[0].msg == (
+        "Job tests.test_checks.ReportJob has queue 'reports', which is not in BGJOBS['QUEUES']: a worker "
+        "started without -q never runs it, and its jobs wait for ever."
+    )
+    assert unserved[0].hint == "Add 'reports' to BGJOBS['QUEUES'], or start a worker with -q reports."
+    assert served == []
+
+
+def test_w002_leaves_out_the_library_own_jobs_whose_queue_is_chosen_per_payload():
+    with bgjobs(QUEUES=["only"]):
+        names = " ".join(m.msg for m in check_job_queues())
+
+    assert "django_bgjobs." not in names  # BatchCallbackJob, TaskJob, PruneFailedJobs
+    assert "tests.testapp.jobs.RecordJob" in names
 
 
 def test_checks_open_no_redis_connection_when_redis_is_unreachable():
