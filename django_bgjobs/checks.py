@@ -14,6 +14,10 @@
 * ``django_bgjobs.W001``: ``BGJOBS`` has a deprecated key (``conf.DEPRECATED``).
 * ``django_bgjobs.W002``: a registered Job's class-level ``queue`` is not in ``BGJOBS["QUEUES"]``,
   so a worker started without ``-q`` never runs it (its jobs wait for ever).
+* ``django_bgjobs.E006``: ``BGJOBS["JOB_MODULES"]`` is not a list of dotted module paths.
+* ``django_bgjobs.W003``: a Job class was imported after start-up (by the URLconf, a view...):
+  a worker, which imports only each app's ``jobs.py`` and ``JOB_MODULES``, does not know it,
+  so its jobs would die with "no registered Job is named ...".
 * ``django_bgjobs.E010``: a recurring job in ``BGJOBS["SCHEDULE"]`` or ``BGJOBS["SCHEDULE_FILE"]``
   is invalid (bad cron, unknown class, unknown time zone, bad field), or the file cannot be read.
 * ``django_bgjobs.E020``, ``E021``, ``W020``: a ``RedisTaskBackend`` in ``TASKS`` is misconfigured;
@@ -137,6 +141,40 @@ def check_job_queues(app_configs=None, **kwargs):
         for name, job_class in sorted(registry.all_jobs().items())
         if job_class.queue not in served and not job_class.__module__.startswith("django_bgjobs.")
     ]
+
+
+@register(Tags.compatibility)
+def check_job_modules(app_configs=None, **kwargs):
+    """E006 for a ``JOB_MODULES`` that is not a list of strings; W003 for each Job class
+    registered after start-up.  The URLconf is loaded first (as a web process does, and as
+    Django's own URL check does), so a Job defined in a view's module is seen."""
+    from django.conf import settings
+
+    if not isinstance(getattr(settings, "BGJOBS", None) or {}, dict):
+        return []  # E001 already says so
+    from django_bgjobs import registry
+
+    errors = []
+    modules = conf.get("JOB_MODULES")
+    if not isinstance(modules, (list, tuple)) or not all(isinstance(module, str) for module in modules):
+        errors.append(Error(
+            f"BGJOBS['JOB_MODULES'] is {modules!r}.", hint="A list of dotted module paths, e.g. ['billing.tasks'].",
+            id="django_bgjobs.E006",
+        ))
+    try:
+        from django.urls import get_resolver
+
+        get_resolver().url_patterns
+    except Exception:  # noqa: BLE001  Django's URL checks report a URLconf that cannot load
+        pass
+    for name, job_class in sorted(registry.registered_after_startup().items()):
+        errors.append(Warning(
+            f"Job {name} (module {job_class.__module__}) is imported after start-up, so a worker does not "
+            "know it: its jobs would die with 'no registered Job is named ...'.",
+            hint=f"Move it to an installed app's jobs.py, or add {job_class.__module__!r} to BGJOBS['JOB_MODULES'].",
+            id="django_bgjobs.W003",
+        ))
+    return errors
 
 
 #: Reliability settings: key -> (test, what a valid value is).

@@ -72,6 +72,9 @@ DEFAULTS = {
     # did not succeed is dead), and at most BATCH_UNFINISHED_TTL_S after its last change.
     "BATCH_TTL_S": 3 * DAY_S,
     "BATCH_UNFINISHED_TTL_S": 30 * DAY_S,
+    # Dotted paths of modules imported at start-up, as each installed app's jobs.py is: for Job
+    # classes defined elsewhere (a worker knows only the classes these imports define).
+    "JOB_MODULES": [],
     # Middleware (docs/middleware.rst): dotted paths of classes built as cls(call_next), outermost
     # first, around the built-in ones below (a built-in named here runs at that place instead).
     "CLIENT_MIDDLEWARE": [],
