@@ -7,8 +7,8 @@ timezone, catch_up}`` from one of three sources, merged by name:
 * ``file``: the YAML file ``BGJOBS["SCHEDULE_FILE"]``;
 * ``database``: rows of the ``Schedule`` model, edited in the admin.
 
-Cron expressions are parsed by ``croniter``: five fields, an optional sixth for seconds
-(``*/10 * * * * *``), and aliases such as ``@daily``.  Times are wall-clock times in
+Cron expressions are parsed by ``croniter``: five fields, an optional sixth, after them,
+for the seconds (``* * * * * */10``: every ten seconds), and aliases such as ``@daily``.  Times are wall-clock times in
 the schedule's time zone (``settings.TIME_ZONE`` by default).  Across daylight-saving
 changes every wall-clock time fires once: a time that does not exist (02:30 on the
 spring-forward night) fires at the instant the clocks jump to (03:30); a time that
