@@ -16,6 +16,8 @@ import os
 from importlib.util import find_spec
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent
 
 SECRET_KEY = "django-bgjobs-tests-not-secret"
@@ -76,7 +78,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "/static/"
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Django 6.1 replaced EMAIL_BACKEND (deprecated there) with MAILERS.
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 BGJOBS = {
