@@ -192,7 +192,8 @@ def _text_arg(value):
 
 def build_payloads(configured, items, *, encoded=None, created_at=None):
     """The payload dicts of one ``ConfiguredJob`` for ``items`` (``(args, kwargs)`` pairs):
-    arguments checked and encoded, jids drawn; nothing written.  Features add their fields in
+    arguments checked (they fit ``perform``: ``TypeError`` naming the job and the parameter;
+    serializable) and encoded, jids drawn; nothing written.  Features add their fields in
     the middleware (a batch's ``bid``) or in ``ConfiguredJob.build_payloads`` (a lock's digest,
     which needs the arguments as Python values).  ``encoded``: the items' arguments already
     encoded (:func:`encode_bulk`); ``created_at``: the time of the call, when a bulk's chunks
@@ -212,6 +213,8 @@ def build_payloads(configured, items, *, encoded=None, created_at=None):
     items = items if isinstance(items, list) else list(items)
     jids = new_jids(len(items)) if len(items) > 1 else [new_jid()]
     for index, ((args, kwargs), jid) in enumerate(zip(items, jids)):
+        if encoded is None:  # a bulk's were checked in its first pass (encode_bulk)
+            execution.check_arguments(job_class, args, kwargs)
         payload = {
             "class": job_class.name,
             "args": serialization.encode_args(args, kwargs) if encoded is None else encoded[index],
@@ -229,10 +232,13 @@ def build_payloads(configured, items, *, encoded=None, created_at=None):
 
 
 def encode_bulk(configured, items):
-    """The first pass of a bulk written in chunks: every item's arguments encoded (raising
+    """The first pass of a bulk written in chunks: every item's arguments checked against
+    ``perform`` (``TypeError``) and encoded (raising
     ``SerializationError``) and, with ``MAX_PAYLOAD_BYTES``, its payload's size checked
     (``PayloadTooLargeError``), so a caller's mistake is found before any chunk is written.
     The encoded lists are the ones the payloads and the handles then hold: no extra copy."""
+    for args, kwargs in items:
+        execution.check_arguments(configured.job_class, args, kwargs)
     encoded = [serialization.encode_args(args, kwargs) for args, kwargs in items]
     limit = conf.get("MAX_PAYLOAD_BYTES")
     if limit is not None and encoded:

@@ -114,6 +114,13 @@ class Job:
     #: long of being due is dropped unrun (counted as a success by its batch); None: never.
     expires_in = None
     _expires_in_s = None  # the checked expires_in, in seconds (set at class creation)
+    #: ``perform_later`` (and the worker, for a payload from elsewhere) binds the arguments to
+    #: ``perform``'s signature: ones that do not fit raise ``TypeError`` naming the job and the
+    #: parameter, and nothing is written.  Set False when the signature does not say what
+    #: ``perform`` takes (a decorator that changes it without ``functools.wraps``, a variadic
+    #: ``perform`` behind a narrower ``__signature__``): the arguments then reach ``perform``
+    #: unchecked, and a mistake fails the attempt (and is retried) instead of the enqueue.
+    bind_arguments = True
     #: True on a base class that must not be registered.
     abstract = False
     #: Offered as a choice in the admin's Schedule form.  The library's internal jobs (batch

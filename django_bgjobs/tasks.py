@@ -486,6 +486,7 @@ def _check_backend(backend):
     """
     from django.core.checks import Error, Warning
 
+    from django_bgjobs.checks import served_queue_names
     from django_bgjobs.job import check_queue_name
 
     where = f"TASKS[{backend.alias!r}]"
@@ -507,7 +508,7 @@ def _check_backend(backend):
             f"{where}['OPTIONS']['RETRY'] is {retry!r}.",
             hint="Retries of a failed task: 0 (Django's semantics: FAILED at once) or more.", id="django_bgjobs.E020",
         ))
-    served = {str(queue).partition(",")[0].strip() for queue in conf.get("QUEUES") or []}
+    served = served_queue_names()
     for queue in sorted(backend.queues, key=str):
         try:
             check_queue_name(queue)

@@ -136,3 +136,15 @@ def test_a_batch_counts_every_job_of_a_chunked_bulk(redis):
     status = BatchStatus(batch.bid)
     assert (status.total, status.pending) == (25, 25)
     assert redis.scard(keys.batch_jids(batch.bid)) == 25
+
+
+def test_arguments_that_do_not_fit_perform_in_the_last_chunk_write_nothing(redis):
+    from tests.testapp.jobs import ReturnJob  # perform(self, value)
+
+    items = [(n,) for n in range(2_500)]
+    items[2_400] = ()  # no value
+
+    with pytest.raises(TypeError, match="missing a required argument: 'value'"):
+        ReturnJob.perform_bulk(items)
+
+    assert redis.dbsize() == 0

@@ -7,7 +7,7 @@ a queue changes under the page as workers take jobs.
 from django.contrib import messages
 from django.http import Http404, HttpResponseRedirect
 from django_bgjobs.admin.base import JobsPage, admin_url, paginate, plural, redirect_back
-from django_bgjobs.api import Queue
+from django_bgjobs.api import ProcessSet, Queue
 from django_bgjobs.payload import valid_queue_name
 
 ORDERS = ("newest", "oldest")
@@ -26,8 +26,9 @@ class QueuesPage(JobsPage):
     nav = "queues"
 
     def get(self, request):
+        served = ProcessSet().served_queues()
         rows = [
-            {"name": q.name, "size": q.size(), "latency": q.latency(), "paused": q.paused}
+            {"name": q.name, "size": q.size(), "latency": q.latency(), "paused": q.paused, "unserved": q.name not in served}
             for q in Queue.all()
         ]
         return self.render(request, {"queues": rows})
