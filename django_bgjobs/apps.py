@@ -1,4 +1,5 @@
-"""The Django app: imports every installed app's ``jobs.py``, registers the system checks and
+"""The Django app: imports every installed app's ``jobs.py`` and the modules of
+``BGJOBS["JOB_MODULES"]``, registers the system checks and
 connects the receiver that records dead jobs as ``FailedJob`` rows (``failures.py``).
 
 When Django's Tasks framework is installed it also imports ``django_bgjobs.tasks`` (so a
@@ -23,6 +24,9 @@ class BgJobsConfig(AppConfig):
         signals.job_died.connect(failures.record_death, dispatch_uid="django_bgjobs.failures.record_death")
 
         autodiscover_modules("jobs")
+        from django_bgjobs import registry
+
+        registry.import_job_modules()
         if find_spec("django.tasks") or find_spec("django_tasks"):
             from django_bgjobs import tasks
 

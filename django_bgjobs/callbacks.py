@@ -27,6 +27,8 @@ which classes override them, so jobs without callbacks pay nothing.
 import datetime
 import inspect
 
+from django_bgjobs.payload import MAX_OPTION_SECONDS, is_duration, seconds_of, short_repr
+
 POLYNOMIALLY_LONGER = "polynomially_longer"
 PERFORM_HOOKS = ("before_perform", "around_perform", "after_perform")
 ENQUEUE_HOOKS = ("before_enqueue", "after_enqueue")
@@ -41,10 +43,10 @@ class RetryOn:
             raise ValueError("RetryOn needs one or more exception classes")
         if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
             raise ValueError(f"RetryOn attempts must be a whole number >= 1, not {attempts!r}")
-        if not (callable(wait) or wait == POLYNOMIALLY_LONGER or isinstance(wait, datetime.timedelta)
-                or (isinstance(wait, (int, float)) and not isinstance(wait, bool) and wait >= 0)):
-            raise ValueError(f"RetryOn wait must be seconds >= 0, a timedelta, a callable or "
-                             f"'polynomially_longer', not {wait!r}")
+        if not (callable(wait) or wait == POLYNOMIALLY_LONGER
+                or (is_duration(wait) and 0 <= seconds_of(wait) <= MAX_OPTION_SECONDS)):  # not nan, inf, 10**400
+            raise ValueError(f"RetryOn wait must be seconds >= 0 (at most 100 years), a timedelta, a callable or "
+                             f"'polynomially_longer', not {short_repr(wait)}")
         self.exceptions = exceptions
         self.wait = wait
         self.attempts = attempts

@@ -9,7 +9,16 @@
 * ``django_bgjobs.E030``: ``BGJOBS["PREFETCH"]`` is neither None nor a whole number >= 0.
 * ``django_bgjobs.E040``: ``BGJOBS["UNIQUE_LOCK_TTL_S"]``, ``["UNIQUE_RESCHEDULE_S"]``, ``["BATCH_TTL_S"]``
   or ``["BATCH_UNFINISHED_TTL_S"]`` is not a number of seconds above 0.
-* ``django_bgjobs.W001``: ``BGJOBS`` has a key django-bgjobs does not know (a typo?).
+* ``django_bgjobs.E005``: ``BGJOBS`` has a key django-bgjobs does not know (a typo: the hint
+  names the closest known key).  An error, so ``runjobs`` refuses to start rather than run
+  on a default (a mistyped ``REDIS_URL`` would attach the worker to ``localhost``).
+* ``django_bgjobs.W001``: ``BGJOBS`` has a deprecated key (``conf.DEPRECATED``).
+* ``django_bgjobs.W002``: a registered Job's class-level ``queue`` is not in ``BGJOBS["QUEUES"]``,
+  so a worker started without ``-q`` never runs it (its jobs wait for ever).
+* ``django_bgjobs.E006``: ``BGJOBS["JOB_MODULES"]`` is not a list of dotted module paths.
+* ``django_bgjobs.W003``: a Job class was imported after start-up (by the URLconf, a view...):
+  a worker, which imports only each app's ``jobs.py`` and ``JOB_MODULES``, does not know it,
+  so its jobs would die with "no registered Job is named ...".
 * ``django_bgjobs.E010``: a recurring job in ``BGJOBS["SCHEDULE"]`` or ``BGJOBS["SCHEDULE_FILE"]``
   is invalid (bad cron, unknown class, unknown time zone, bad field), or the file cannot be read.
 * ``django_bgjobs.E020``, ``E021``, ``W020``: a ``RedisTaskBackend`` in ``TASKS`` is misconfigured;
@@ -29,12 +38,14 @@ W050 and W051 are the exception to "no network I/O": a deploy check (``deploy=Tr
 production Redis is the point, never in a plain ``check``, ``runserver`` or ``migrate``.
 """
 
+import difflib
 import math
 
 import redis
 from django.core.checks import Error, Tags, Warning, register
 
 from django_bgjobs import conf
+from django_bgjobs.errors import ConfigurationError
 
 
 @register(Tags.compatibility)
@@ -48,9 +59,10 @@ def check_settings(app_configs=None, **kwargs):
 
     errors = []
     for key in conf.unknown_keys():
+        errors.append(Error(f"BGJOBS has an unknown key {key!r}.", hint=_did_you_mean(key), id="django_bgjobs.E005"))
+    for key in conf.deprecated_keys():
         errors.append(Warning(
-            f"BGJOBS has an unknown key {key!r}.",
-            hint="Known keys: " + ", ".join(sorted(conf.DEFAULTS)), id="django_bgjobs.W001",
+            f"BGJOBS[{key!r}] is deprecated.", hint=f"Use {conf.DEPRECATED[key]} instead.", id="django_bgjobs.W001",
         ))
     queues = conf.get("QUEUES")
     try:
@@ -96,6 +108,80 @@ def check_settings(app_configs=None, **kwargs):
                 f"BGJOBS[{key!r}] is {value!r}.",
                 hint=f"A number of seconds above 0; the default is {conf.DEFAULTS[key]}.", id="django_bgjobs.E040",
             ))
+    return errors
+
+
+def _did_you_mean(key):
+    """The hint of E005: the closest known key, if one is close, and the known keys."""
+    known = sorted(conf.DEFAULTS)
+    close = difflib.get_close_matches(key.upper() if isinstance(key, str) else repr(key), known, n=1)
+    listed = "Known keys: " + ", ".join(known) + "."
+    return f"Did you mean {close[0]!r}? {listed}" if close else listed
+
+
+def served_queue_names():
+    """The queue names of ``BGJOBS["QUEUES"]`` (``"name,weight"`` entries without the weight):
+    what a worker started without ``-q`` serves."""
+    queues = conf.get("QUEUES")
+    if not isinstance(queues, (list, tuple)):
+        return set()  # E002 says so
+    return {str(queue).partition(",")[0].strip() for queue in queues}
+
+
+@register(Tags.compatibility)
+def check_job_queues(app_configs=None, **kwargs):
+    """W002 for each registered Job whose class-level ``queue`` no worker started without ``-q``
+    serves.  The library's own jobs are left out: their queue is chosen per payload."""
+    from django.conf import settings
+
+    if not isinstance(getattr(settings, "BGJOBS", None) or {}, dict):
+        return []  # E001 already says so
+    from django_bgjobs import registry
+
+    served = served_queue_names()
+    return [
+        Warning(
+            f"Job {name} has queue {job_class.queue!r}, which is not in BGJOBS['QUEUES']: a worker started "
+            "without -q never runs it, and its jobs wait for ever.",
+            hint=f"Add {job_class.queue!r} to BGJOBS['QUEUES'], or start a worker with -q {job_class.queue}.",
+            id="django_bgjobs.W002",
+        )
+        for name, job_class in sorted(registry.all_jobs().items())
+        if job_class.queue not in served and not job_class.__module__.startswith("django_bgjobs.")
+    ]
+
+
+@register(Tags.compatibility)
+def check_job_modules(app_configs=None, **kwargs):
+    """E006 for a ``JOB_MODULES`` that is not a list of strings; W003 for each Job class
+    registered after start-up.  The URLconf is loaded first (as a web process does, and as
+    Django's own URL check does), so a Job defined in a view's module is seen."""
+    from django.conf import settings
+
+    if not isinstance(getattr(settings, "BGJOBS", None) or {}, dict):
+        return []  # E001 already says so
+    from django_bgjobs import registry
+
+    errors = []
+    modules = conf.get("JOB_MODULES")
+    if not isinstance(modules, (list, tuple)) or not all(isinstance(module, str) for module in modules):
+        errors.append(Error(
+            f"BGJOBS['JOB_MODULES'] is {modules!r}.", hint="A list of dotted module paths, e.g. ['billing.tasks'].",
+            id="django_bgjobs.E006",
+        ))
+    try:
+        from django.urls import get_resolver
+
+        get_resolver().url_patterns
+    except Exception:  # noqa: BLE001  Django's URL checks report a URLconf that cannot load
+        pass
+    for name, job_class in sorted(registry.registered_after_startup().items()):
+        errors.append(Warning(
+            f"Job {name} (module {job_class.__module__}) is imported after start-up, so a worker does not "
+            "know it: its jobs would die with 'no registered Job is named ...'.",
+            hint=f"Move it to an installed app's jobs.py, or add {job_class.__module__!r} to BGJOBS['JOB_MODULES'].",
+            id="django_bgjobs.W003",
+        ))
     return errors
 
 
@@ -165,9 +251,10 @@ def check_redis_eviction(app_configs=None, **kwargs):
 
     try:
         message = connection.eviction_warning(connection.eviction_policy())
-    except redis.RedisError as exc:
+    except (redis.RedisError, ConfigurationError) as exc:
+        where = "" if isinstance(exc, ConfigurationError) else f" at {connection.describe()}"
         return [Warning(
-            f"Could not ask Redis at {connection.describe()} for its maxmemory-policy: {exc}",
+            f"Could not ask Redis{where} for its maxmemory-policy: {exc}",
             hint="Check BGJOBS['REDIS_URL'] (or REDIS_URL) from this host; the worker cannot start without it.",
             id="django_bgjobs.W051",
         )]

@@ -190,18 +190,21 @@ def _text_arg(value):
 # -- building payloads ------------------------------------------------------------------------
 
 
-def build_payloads(configured, items):
+def build_payloads(configured, items, *, encoded=None, created_at=None):
     """The payload dicts of one ``ConfiguredJob`` for ``items`` (``(args, kwargs)`` pairs):
-    arguments checked and encoded, jids drawn; nothing written.  Features add their fields in
+    arguments checked (they fit ``perform``: ``TypeError`` naming the job and the parameter;
+    serializable) and encoded, jids drawn; nothing written.  Features add their fields in
     the middleware (a batch's ``bid``) or in ``ConfiguredJob.build_payloads`` (a lock's digest,
-    which needs the arguments as Python values)."""
+    which needs the arguments as Python values).  ``encoded``: the items' arguments already
+    encoded (:func:`encode_bulk`); ``created_at``: the time of the call, when a bulk's chunks
+    are built one after the other."""
     job_class = configured.job_class
     if job_class.abstract:
         raise ConfigurationError(f"{job_class.__qualname__} is abstract; enqueue one of its subclasses")
     queue = configured.queue or job_class.queue
     retry = configured.retry if configured.retry is not None else job_class.retry
     retry = True if retry is None else retry
-    created_at = now_s()
+    created_at = now_s() if created_at is None else created_at
     at_s = configured.scheduled_at_s(created_at)
     expires_in_s = configured.expires_in_s or job_class._expires_in_s
     # Sidekiq Pro's rule: the expiry counts from when the job is due, not from now.
@@ -210,10 +213,12 @@ def build_payloads(configured, items):
     payloads = []
     items = items if isinstance(items, list) else list(items)
     jids = new_jids(len(items)) if len(items) > 1 else [new_jid()]
-    for (args, kwargs), jid in zip(items, jids):
+    for index, ((args, kwargs), jid) in enumerate(zip(items, jids)):
+        if encoded is None:  # a bulk's were checked in its first pass (encode_bulk)
+            execution.check_arguments(job_class, args, kwargs)
         payload = {
             "class": job_class.name,
-            "args": serialization.encode_args(args, kwargs),
+            "args": serialization.encode_args(args, kwargs) if encoded is None else encoded[index],
             "retry": retry,
             "queue": queue,
             "jid": jid,
@@ -225,6 +230,32 @@ def build_payloads(configured, items):
             payload["expiry"] = expiry
         payloads.append(payload)
     return payloads
+
+
+def encode_bulk(configured, items):
+    """The first pass of a bulk written in chunks: every item's arguments checked against
+    ``perform`` (``TypeError``) and encoded (raising
+    ``SerializationError``) and, with ``MAX_PAYLOAD_BYTES``, its payload's size checked
+    (``PayloadTooLargeError``), so a caller's mistake is found before any chunk is written.
+    The encoded lists are the ones the payloads and the handles then hold: no extra copy."""
+    for args, kwargs in items:
+        execution.check_arguments(configured.job_class, args, kwargs)
+    encoded = [serialization.encode_args(args, kwargs) for args, kwargs in items]
+    limit = conf.get("MAX_PAYLOAD_BYTES")
+    if limit is not None and encoded:
+        # A payload's size is its arguments' plus its other fields' (the same for every item
+        # of the call, but for the digits of a number: a margin of 64 bytes covers them).
+        sample = build_payloads(configured, items[:1], encoded=encoded[:1])[0]
+        fields = len(dumps(sample)) - len(dumps(sample["args"])) + 64
+        for args in encoded:
+            size = len(dumps(args)) + fields
+            if size > limit:
+                raise PayloadTooLargeError(
+                    f"a {_name(configured.job_class, [sample])} payload is about {size:,} bytes, over "
+                    f"BGJOBS['MAX_PAYLOAD_BYTES'] ({limit:,}); store the data elsewhere (a model, a file) "
+                    "and pass its id"
+                )
+    return encoded
 
 
 # -- the one push -----------------------------------------------------------------------------

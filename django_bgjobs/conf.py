@@ -77,6 +77,9 @@ DEFAULTS = {
     # did not succeed is dead), and at most BATCH_UNFINISHED_TTL_S after its last change.
     "BATCH_TTL_S": 3 * DAY_S,
     "BATCH_UNFINISHED_TTL_S": 30 * DAY_S,
+    # Dotted paths of modules imported at start-up, as each installed app's jobs.py is: for Job
+    # classes defined elsewhere (a worker knows only the classes these imports define).
+    "JOB_MODULES": [],
     # Middleware (docs/middleware.rst): dotted paths of classes built as cls(call_next), outermost
     # first, around the built-in ones below (a built-in named here runs at that place instead).
     "CLIENT_MIDDLEWARE": [],
@@ -112,6 +115,12 @@ SERVER_BUILTINS = [
 ]
 
 
+#: Keys that still work but are going away: key -> what to use instead.  ``manage.py check``
+#: reports each one it finds as ``django_bgjobs.W001``; every other key not in :data:`DEFAULTS`
+#: is an error (``E005``) that stops ``runjobs``.  None is deprecated today.
+DEPRECATED = {}
+
+
 @lru_cache(maxsize=1)
 def get_settings():
     """Return the merged settings dict (cached until a setting changes)."""
@@ -134,10 +143,17 @@ def get(name):
 
 
 def unknown_keys():
-    """Keys in ``settings.BGJOBS`` that django-bgjobs does not know (a system check warns)."""
+    """Keys in ``settings.BGJOBS`` that django-bgjobs does not know (a system check's error)."""
     from django.conf import settings
 
-    return sorted(set(getattr(settings, "BGJOBS", None) or {}) - set(DEFAULTS))
+    return sorted(set(getattr(settings, "BGJOBS", None) or {}) - set(DEFAULTS) - set(DEPRECATED))
+
+
+def deprecated_keys():
+    """Keys in ``settings.BGJOBS`` listed in :data:`DEPRECATED` (a system check warns)."""
+    from django.conf import settings
+
+    return sorted(set(getattr(settings, "BGJOBS", None) or {}) & set(DEPRECATED))
 
 
 @receiver(setting_changed)

@@ -13,6 +13,7 @@ Callers decide: the client raises ``EnqueueError`` (or retries per ``ENQUEUE_RET
 worker backs off and reconciles.  A django-redis cache's client is used as it is configured.
 """
 
+import re
 import threading
 
 import redis
@@ -56,7 +57,37 @@ def _make_client():
     try:
         return redis.Redis.from_url(url, health_check_interval=30, **_client_defaults()), True
     except ValueError as exc:
-        raise ConfigurationError(f"BGJOBS['REDIS_URL'] is not a valid Redis URL: {url!r} ({exc})") from exc
+        # from None: redis-py's own message may quote a piece of the password ("Port could
+        # not be cast to integer value as 'pa'" for an unquoted '/' in it).
+        raise ConfigurationError(
+            f"BGJOBS['REDIS_URL'] is not a valid Redis URL: {redact_url(url)} ({_without_secrets(str(exc), url)})"
+        ) from None
+
+
+# Up to the LAST "@": a password may hold an unquoted "@" or "/"; hiding too much is harmless.
+_USERINFO_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)?(?P<userinfo>.*)@", re.DOTALL)
+_SECRET_PARAM_RE = re.compile(
+    r"(?i)(?P<name>[?&;][^=&;#]*(?:pass|pwd|secret|token|auth|key)[^=&;#]*=)(?P<value>[^&;#]*)"
+)
+
+
+def redact_url(url):
+    """``url`` (a Redis, Sentinel or any other URL, well formed or not) with its credentials
+    shown as ``***``: the user and password (``redis://***@host:6379/0``) and the value of a
+    query parameter such as ``password=``.  Every message that shows a URL shows this."""
+    text = _USERINFO_RE.sub(lambda match: f"{match.group('scheme') or ''}***@", str(url), count=1)
+    return _SECRET_PARAM_RE.sub(lambda match: f"{match.group('name')}***", text)
+
+
+def _without_secrets(message, url):
+    """``message`` (about ``url``) with every piece of ``url``'s credentials replaced by ``***``."""
+    text = str(url)
+    match = _USERINFO_RE.match(text)
+    pieces = re.split(r"[:@/]", match.group("userinfo")) if match else []
+    pieces += [found.group("value") for found in _SECRET_PARAM_RE.finditer(text)]
+    for piece in sorted({piece for piece in pieces if len(piece) > 1}, key=len, reverse=True):
+        message = message.replace(piece, "***")
+    return message
 
 
 def _client_defaults():

@@ -3,7 +3,8 @@ the test helpers, so all three resolve classes, decode arguments, run the server
 and send signals alike.
 
 1. :func:`instantiate` looks the payload's ``class`` up in the registry (never an import),
-   decodes the arguments and checks they fit ``perform``'s signature.  Problems with the
+   decodes the arguments and checks they fit ``perform``'s signature (:func:`check_arguments`,
+   which ``perform_later`` runs too).  Problems with the
    payload itself raise :class:`InvalidPayloadError` or :class:`UnknownJobError`: the job
    can never succeed, so the worker buries it.
 2. :func:`run` sends ``job_started``, calls the server middleware chain
@@ -93,21 +94,36 @@ def _positional_range(job_class):
     return required, len(parameters)
 
 
+def check_arguments(job_class, args, kwargs):
+    """Raise ``TypeError`` naming the job and the parameter unless ``args`` and ``kwargs`` fit
+    ``perform``'s signature; nothing when the class sets ``bind_arguments = False``.
+
+    The one check of arguments, made where a payload is built (``client.build_payloads``: the
+    mistake raises at ``perform_later``, nothing written) and again where one is run
+    (:func:`instantiate`: a payload from elsewhere).  A count within :func:`_positional_range`
+    needs no ``Signature.bind``, so the common case costs two cached look-ups."""
+    if not job_class.bind_arguments:
+        return
+    fits = _positional_range(job_class)
+    if kwargs or fits is None or not fits[0] <= len(args) <= fits[1]:
+        signature = _signature(job_class)
+        try:
+            signature.bind(None, *args, **kwargs)  # None stands for self
+        except TypeError as exc:
+            raise TypeError(f"arguments do not fit {job_class.name}.perform{signature}: {exc}") from None
+
+
 def instantiate(payload):
     """Return ``(job, args, kwargs)`` for a checked payload dict, ready for :func:`run`."""
     try:
         job_class, args, kwargs = registry.get(payload["class"]).resolve(payload)
     except (ValueError, TypeError, KeyError, LookupError) as exc:
         raise InvalidPayloadError(f"arguments cannot be decoded: {exc}") from None
-    job = job_class()
-    fits = _positional_range(job_class)
     try:
-        if kwargs or fits is None or not fits[0] <= len(args) <= fits[1]:
-            _signature(job_class).bind(job, *args, **kwargs)  # the exact check, and its message
+        check_arguments(job_class, args, kwargs)
     except TypeError as exc:
-        raise InvalidPayloadError(
-            f"arguments do not fit {job_class.name}.perform{_signature(job_class)}: {exc}"
-        ) from None
+        raise InvalidPayloadError(str(exc)) from None
+    job = job_class()
     job.jid = payload.get("jid")
     job.payload = payload
     job._perform_args = (args, kwargs)

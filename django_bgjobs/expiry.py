@@ -15,7 +15,7 @@ import logging
 from django_bgjobs import execution
 from django_bgjobs.errors import InvalidPayloadError
 from django_bgjobs.job_end import Outcome
-from django_bgjobs.payload import now_s
+from django_bgjobs.payload import now_s, printable
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Expiry:
             return self.call_next(job, payload)
         logger.info(
             "expired %s jid=%s queue=%s: not started within its expires_in (%.1fs late); dropped",
-            payload.get("class"), payload.get("jid"), payload.get("queue"), late_s,
+            printable(payload.get("class")), printable(payload.get("jid")), printable(payload.get("queue")), late_s,
         )
         attempt = execution.current_attempt()
         if attempt is not None:

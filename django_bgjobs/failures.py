@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from django_bgjobs import conf
 from django_bgjobs.job import Job
-from django_bgjobs.payload import backtrace_lines, epoch_s
+from django_bgjobs.payload import backtrace_lines, epoch_s, printable
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def record_death(sender, payload, exception=None, reason="", **kwargs):
     except Exception:  # noqa: BLE001 - the dead-set entry is what counts; keep the worker alive
         logger.exception(
             "could not record the failed job %s jid=%s in the database (is `manage.py migrate` done?)",
-            (payload or {}).get("class"), (payload or {}).get("jid"),
+            printable((payload or {}).get("class")), printable((payload or {}).get("jid")),
         )
         return
     prune_if_due()
@@ -124,6 +124,7 @@ class PruneFailedJobs(Job):
 
     name = "django_bgjobs.PruneFailedJobs"
     retry = 3
+    schedulable = False  # internal: BGJOBS["SCHEDULE"] may still name it (docs/admin.rst)
 
     def perform(self, days=None):
         deleted = prune(retention_s=None if days is None else days * 24 * 60 * 60)

@@ -25,14 +25,13 @@ imports no worker code and opens no connection.
 import datetime
 import inspect
 import logging
-import math
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
 from django_bgjobs import callbacks, client, execution, registry, serialization
 from django_bgjobs.errors import ConfigurationError, Discard, InvalidOptionError
-from django_bgjobs.payload import QUEUE_NAME_RE, option_seconds
+from django_bgjobs.payload import now_s, option_seconds, valid_queue_name
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +43,11 @@ class_checks = []
 #: ``stamp(payload, job_class, args, kwargs)`` for each payload a Job builds, with the call's
 #: own arguments (a unique lock's digest may cover ``lock_args(*args)``); added likewise.
 payload_stamps = []
+
+#: ``perform_bulk`` writes more jobs than this in chunks of this many, each in one atomic push
+#: (as Sidekiq's ``push_bulk`` batch_size): see ``ConfiguredJob._enqueue_in_chunks``.
+BULK_CHUNK_JOBS = 1000
+_NO_KWARGS = {}  # shared, never changed: one empty dict for every item of a bulk
 
 # Names users reach for from other libraries, mapped to ours.
 _MISSPELLINGS = {
@@ -66,9 +70,9 @@ _MISSPELLINGS = {
 
 def check_queue_name(queue):
     """Raise :class:`InvalidOptionError` (a ``ValueError``) unless ``queue`` is a usable queue name."""
-    if not isinstance(queue, str) or not QUEUE_NAME_RE.match(queue):
+    if not valid_queue_name(queue):
         raise InvalidOptionError(
-            f"queue name {queue!r} is invalid: use 1 to 128 letters, digits, '_', '-' or '.'"
+            f"queue name {queue!r} is invalid: use 1 to 128 letters, digits, '_', '-' or '.' (not '.' or '..')"
         )
 
 
@@ -76,8 +80,12 @@ def check_timeout(timeout):
     """Raise :class:`InvalidOptionError` unless ``timeout`` is None or a positive, finite number of seconds."""
     if timeout is None:
         return
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise InvalidOptionError(f"timeout must be None or a number of seconds > 0, not {timeout!r}")
+    try:
+        option_seconds("timeout", timeout, "> 0")
+    except InvalidOptionError as exc:
+        raise InvalidOptionError(f"timeout must be None or a number of seconds > 0: {exc}") from None
 
 
 def check_retry(retry):
@@ -106,11 +114,22 @@ class Job:
     #: long of being due is dropped unrun (counted as a success by its batch); None: never.
     expires_in = None
     _expires_in_s = None  # the checked expires_in, in seconds (set at class creation)
+    #: ``perform_later`` (and the worker, for a payload from elsewhere) binds the arguments to
+    #: ``perform``'s signature: ones that do not fit raise ``TypeError`` naming the job and the
+    #: parameter, and nothing is written.  Set False when the signature does not say what
+    #: ``perform`` takes (a decorator that changes it without ``functools.wraps``, a variadic
+    #: ``perform`` behind a narrower ``__signature__``): the arguments then reach ``perform``
+    #: unchecked, and a mistake fails the attempt (and is retried) instead of the enqueue.
+    bind_arguments = True
     #: True on a base class that must not be registered.
     abstract = False
     #: True: ``perform_later`` writes Sidekiq's ActiveJob form, for a Rails worker (the Job's
     #: ``name`` is the Rails class name); see ``django_bgjobs.activejob``.
     activejob = False
+    #: Offered as a choice in the admin's Schedule form.  The library's internal jobs (batch
+    #: callbacks, ``django.tasks`` tasks, failed-job pruning) set False; a subclass sets True to
+    #: opt back in.  Settings and the YAML file may name any registered Job either way.
+    schedulable = True
     #: Unique jobs (see ``django_bgjobs.unique``): ``"until_executing"``, ``"until_executed"``,
     #: ``"while_executing"``, ``"until_and_while_executing"`` or ``"until_expired"``; None: no lock.
     lock = None
@@ -161,6 +180,8 @@ class Job:
             check_retry(cls.retry)
             check_timeout(cls.timeout)
             cls._expires_in_s = _expires_in_s(cls.expires_in)
+            if not isinstance(cls.schedulable, bool):
+                raise InvalidOptionError(f"schedulable must be True or False, not {cls.schedulable!r}")
         except ValueError as exc:
             raise ConfigurationError(f"{where}: {exc}") from None
         try:
@@ -321,11 +342,12 @@ class ConfiguredJob:
         """Epoch seconds to run at for a job enqueued at ``now_s``, or None for "now"."""
         return now_s + self.wait_s if self.wait_s else self.at_s
 
-    def build_payloads(self, items):
+    def build_payloads(self, items, **options):
         """The payloads for ``items`` (``(args, kwargs)`` pairs), checked and encoded, each with
         what the features stamp on it (:data:`payload_stamps`: a ``lock``'s digest); nothing written.  Every producer of a
-        Job's payloads (``perform_later``, recurring ticks, ``django.tasks``) builds them here."""
-        payloads = client.build_payloads(self, items)
+        Job's payloads (``perform_later``, recurring ticks, ``django.tasks``) builds them here.
+        ``options``: those of :func:`client.build_payloads`."""
+        payloads = client.build_payloads(self, items, **options)
         for stamp in payload_stamps:
             for payload, (args, kwargs) in zip(payloads, items):
                 stamp(payload, self.job_class, args, kwargs)
@@ -339,8 +361,35 @@ class ConfiguredJob:
         for index, args in enumerate(args_list):
             if not isinstance(args, (list, tuple)):
                 raise InvalidOptionError(f"perform_bulk item {index} is a {type(args).__name__}; give a tuple of args")
-            items.append((tuple(args), {}))
-        return self._enqueue(items)
+            items.append((tuple(args), _NO_KWARGS))
+        if len(items) <= BULK_CHUNK_JOBS:
+            return self._enqueue(items)
+        return self._enqueue_in_chunks(items)
+
+    def _enqueue_in_chunks(self, items):
+        """A bulk of more than :data:`BULK_CHUNK_JOBS` jobs: every argument encoded and checked
+        first (a mistake raises with nothing written), then one push per chunk, so the client
+        holds one chunk's payloads, encoded JSON and Redis command at a time, not the whole
+        bulk's (a million jobs took 1.7 GB at once).  Each chunk is written all or nothing, and
+        in order: when one fails, the chunks before it stay written (the exception says how
+        many jobs).  Inside ``atomic()`` each chunk waits for the commit, as one push would."""
+        job_class = self.job_class
+        handle = EnqueuedJob._of
+        encoded = client.encode_bulk(self, items)
+        created_at = now_s()
+        handles = []
+        for start in range(0, len(items), BULK_CHUNK_JOBS):
+            end = start + BULK_CHUNK_JOBS
+            payloads = self.build_payloads(items[start:end], encoded=encoded[start:end], created_at=created_at)
+            try:
+                written = client.push(job_class, payloads)
+            except Exception as exc:
+                if start:
+                    exc.add_note(f"perform_bulk: jobs 0 to {start - 1} of {len(items)} were written before this "
+                                 f"chunk (jobs {start} to {min(end, len(items)) - 1}) failed; the rest were not")
+                raise
+            handles += [None if p is None else handle(p, job_class) for p in written]
+        return handles
 
     def _enqueue(self, items):
         """Push one job per item through :func:`client.push`; an :class:`EnqueuedJob` for each,

@@ -41,12 +41,22 @@ def dead():
     return _k("dead")
 
 
-def metrics(minute_epoch_s):
+def metrics(minute_epoch_s, version=None):
     """Hash of per-class job metrics for one UTC minute: ``CLASS|p`` (jobs run), ``CLASS|f``
-    (of them failed), ``CLASS|ms`` (milliseconds spent), as Sidekiq 7's ``j|`` keys; written
-    by each worker's heartbeat, expiring after ``METRICS_TTL_S``."""
+    (of them failed), ``CLASS|ms`` (milliseconds spent); written by each worker's heartbeat,
+    expiring after ``METRICS_TTL_S``.  Named as the Sidekiq of ``version`` (default
+    ``BGJOBS["SIDEKIQ_VERSION"]``) names it: ``j|20231114|22:3`` up to 7, ``j|231114|22:03``
+    from 8."""
     minute = time.gmtime(minute_epoch_s)
+    if (version or conf.get("SIDEKIQ_VERSION")) == 8:
+        return _k(f"j|{time.strftime('%y%m%d', minute)}|{minute.tm_hour}:{minute.tm_min:02d}")
     return _k(f"j|{time.strftime('%Y%m%d', minute)}|{minute.tm_hour}:{minute.tm_min}")
+
+
+def metrics_ten_minutes(epoch_s):
+    """Sidekiq 8's hash of the same metrics for ten minutes (``j|231114|22:0`` for 22:00 to
+    22:09), kept 72 hours; written only with ``SIDEKIQ_VERSION = 8``."""
+    return metrics(epoch_s, version=8)[:-1]
 
 
 def being_cleared(token):

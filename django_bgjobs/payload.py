@@ -12,6 +12,7 @@ can refresh it in place without re-encoding the arguments (see ``lua/move_to_que
 
 import base64
 import datetime
+import hashlib
 import json
 import math
 import re
@@ -22,25 +23,60 @@ import zlib
 from django_bgjobs import conf
 from django_bgjobs.errors import InvalidOptionError, InvalidPayloadError
 
-QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+# Checked with fullmatch: ``$`` would also match before a trailing newline ("default\n").
+_QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+def valid_queue_name(name):
+    """True when ``name`` can name a queue: 1 to 128 letters, digits, ``_``, ``-`` or ``.``, and
+    not ``.`` or ``..`` (a browser rewrites those path segments, so no admin URL could reach them).
+    The one test of a queue name, for names given by callers and names read from Redis."""
+    return isinstance(name, str) and name not in (".", "..") and _QUEUE_NAME_RE.fullmatch(name) is not None
+
+
+#: The longest duration an option may give (100 years): a longer one means a mistake, and
+#: would overflow the milliseconds Redis is given for a lock's or a result's expiry.
+MAX_OPTION_SECONDS = 100 * 365 * 24 * 3600
 
 
 def option_seconds(name, value, bound):
-    """An option given in seconds or as a timedelta (``wait``, ``expires_in``, ``lock_ttl``), in
-    seconds, checked finite and ``bound`` (``">= 0"`` or ``"> 0"``); None stays None.  Raises
-    :class:`InvalidOptionError` naming ``name``."""
+    """An option given in seconds or as a timedelta (``wait``, ``expires_in``, ``lock_ttl``,
+    ``timeout``), in seconds, checked finite, at most :data:`MAX_OPTION_SECONDS` and ``bound``
+    (``">= 0"`` or ``"> 0"``); None stays None.  Raises :class:`InvalidOptionError` naming
+    ``name``, never ``OverflowError`` (``wait=10**400``)."""
     if value is None:
         return None
-    if isinstance(value, datetime.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
+    if not is_duration(value):
         raise InvalidOptionError(f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}")
-    if not math.isfinite(seconds) or seconds < 0 or (bound == "> 0" and seconds == 0):
+    seconds = seconds_of(value)
+    if not math.isfinite(seconds) or seconds < 0 or (bound == "> 0" and seconds == 0) or seconds > MAX_OPTION_SECONDS:
         wanted = "a finite number of seconds >= 0" if bound == ">= 0" else "more than 0 seconds, and finite"
-        raise InvalidOptionError(f"{name} must be {wanted}, got {value!r}")
+        raise InvalidOptionError(f"{name} must be {wanted}, at most 100 years, got {short_repr(value)}")
     return seconds
+
+
+def is_duration(value):
+    """True for a number of seconds (not a bool) or a timedelta."""
+    return isinstance(value, datetime.timedelta) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def seconds_of(value):
+    """A duration (:func:`is_duration`) in float seconds; an int past float range is ``inf``,
+    not an ``OverflowError``.  The caller checks it finite and at most :data:`MAX_OPTION_SECONDS`."""
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def short_repr(value):
+    """``value`` for a message; a huge int by its size (its repr may be thousands of digits,
+    and past 4300 digits ``str()`` itself raises)."""
+    if isinstance(value, int) and abs(value) > 10**18:
+        return f"an integer of {value.bit_length()} bits"
+    return repr(value)
 
 
 def new_jid():
@@ -145,7 +181,42 @@ def loads(raw):
     return payload
 
 
-def describe(raw, limit=200):
-    """A short printable excerpt of a raw payload, for log lines about bad input."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_PRINTABLE_MAX_CHARS = 200
+
+
+def printable(value):
+    """``value`` (a name, jid or other field read from Redis) for a log line: control characters
+    escaped (``"\\n"``), so a newline in a job class name cannot forge a log line, and cut
+    at 200 characters.  Every log line showing a value read from Redis passes it through this."""
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "backslashreplace")
+    else:
+        text = value if isinstance(value, str) else str(value)
+    if len(text) > _PRINTABLE_MAX_CHARS:
+        text = f"{text[:_PRINTABLE_MAX_CHARS]}...({len(text):,} chars)"
+    if text.isprintable():  # the usual case, without the regex (this runs on every job's log line)
+        return text
+    return _CONTROL_RE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def as_bytes(raw):
+    """A raw payload read from Redis (``bytes``, or ``str`` from a decoding client) as bytes."""
+    return raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogatepass")
+
+
+def fingerprint(raw):
+    """A raw payload named by its size and a hash, never its content (arguments may hold
+    personal data), for log lines about bad input: ``"123 bytes, sha256 0123456789ab"``."""
+    data = as_bytes(raw)
+    return f"{len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}"
+
+
+_JID_FIELD_RE = re.compile(rb'"jid"\s*:\s*"([0-9A-Za-z_\-]{1,64})"')
+
+
+def jid_in(raw):
+    """The jid an unreadable raw payload names, when its text holds exactly one ``"jid": "..."``
+    (a nested object in the arguments could hold another); None otherwise."""
+    found = {match.group(1) for match in _JID_FIELD_RE.finditer(as_bytes(raw))}
+    return found.pop().decode("ascii") if len(found) == 1 else None

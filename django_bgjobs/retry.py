@@ -28,8 +28,10 @@ Two halves:
 """
 
 import base64
-import datetime
+import codecs
+import hashlib
 import logging
+import math
 import random
 import traceback
 from dataclasses import dataclass
@@ -38,12 +40,28 @@ from typing import ClassVar
 from django_bgjobs import callbacks, conf, keys, registry, signals
 from django_bgjobs.errors import Discard, InvalidPayloadError, Retry, UniqueJobRejected, UnknownJobError
 from django_bgjobs.job_end import End, Outcome, queue_writes
-from django_bgjobs.payload import compress_backtrace, describe, dumps, new_jid, now_s, stamp
+from django_bgjobs.payload import (
+    MAX_OPTION_SECONDS,
+    as_bytes,
+    compress_backtrace,
+    dumps,
+    fingerprint,
+    is_duration,
+    jid_in,
+    new_jid,
+    now_s,
+    printable,
+    seconds_of,
+    short_repr,
+    stamp,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 10_000
 MAX_BACKTRACE_FRAMES = 40
+#: How much of an unreadable payload over ``MAX_PAYLOAD_BYTES`` its dead entry keeps (the start).
+UNREADABLE_KEPT_BYTES = 16 * 1024
 #: Failures that say the payload itself can never run: the dead set at once.
 PAYLOAD_ERRORS = (InvalidPayloadError, UnknownJobError, UniqueJobRejected)
 
@@ -146,11 +164,12 @@ def _retry_in(job, count, exc):
             return None
     if answer is None or answer in ("kill", "discard"):
         return answer
-    if isinstance(answer, datetime.timedelta):
-        return max(answer.total_seconds(), 0.0)
-    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
-        return max(float(answer), 0.0)
-    logger.error("%s.retry_in returned %r; using the default backoff", type(job).name if job else "?", answer)
+    if is_duration(answer):
+        seconds = seconds_of(answer)
+        if math.isfinite(seconds) and seconds <= MAX_OPTION_SECONDS:  # not inf, nan or 10**400
+            return max(seconds, 0.0)
+    logger.error("%s.retry_in returned %s; using the default backoff", type(job).name if job else "?",
+                 printable(short_repr(answer)))
     return None
 
 
@@ -211,7 +230,7 @@ def fail(work, exc, job=None):
             record_error(payload, exc, now)
         decision = decide(job, exc, payload.get("retry_count", 0))
     except Exception as bug:
-        logger.exception("cannot apply the retry rules to jid=%s; burying the payload", payload.get("jid"))
+        logger.exception("cannot apply the retry rules to jid=%s; burying the payload", printable(payload.get("jid")))
         reason = InvalidPayloadError(f"payload fields break the retry rules ({type(bug).__name__}: {bug})")
         return _bury_unreadable(work, reason, now)
     job_class = type(job) if job is not None else _lookup(payload)
@@ -222,7 +241,8 @@ def fail(work, exc, job=None):
             _exhausted(job, payload, exc)
         return _bury(work, payload, exc, job_class, now, decision.reason)
     work.write(lambda pipe: queue_writes(pipe, End(Outcome.DISCARDED, payload, None, exc)))
-    logger.warning("%s jid=%s discarded (%s): %s", payload.get("class"), payload.get("jid"), decision.reason, exc)
+    logger.warning("%s jid=%s discarded (%s): %s", printable(payload.get("class")), printable(payload.get("jid")),
+                   decision.reason, exc)
     return Outcome.DISCARDED
 
 
@@ -236,8 +256,8 @@ def _retry(work, payload, exc, job_class, now, wait_s, reason):
 
     work.write(build)
     logger.warning(
-        "%s jid=%s failed (%s: %s); %s in %.0fs", payload["class"], payload.get("jid"),
-        payload["error_class"], payload["error_message"][:200], reason, wait_s,
+        "%s jid=%s failed (%s: %s); %s in %.0fs", printable(payload["class"]), printable(payload.get("jid")),
+        payload["error_class"], printable(payload["error_message"]), reason, wait_s,
     )
     signals.notify(signals.job_retried, job_class, payload=payload, exception=exc, retry_at=retry_at)
     return Outcome.RETRIED
@@ -252,29 +272,37 @@ def _bury(work, payload, exc, job_class, now, reason, end_writes=True):
         return queue_writes(pipe, End(Outcome.DEAD, payload, None, exc)) if end_writes else None
 
     work.write(build)
-    logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)
+    logger.error("%s jid=%s moved to the dead set: %s", printable(payload.get("class")), printable(payload.get("jid")),
+                 printable(reason))
     signals.notify(signals.job_died, job_class, payload=payload, exception=exc, reason=reason)
     return Outcome.DEAD
 
 
 def _bury_unreadable(work, exc, now):
     """A payload that is not even a JSON object (or whose fields break the rules): keep its
-    exact bytes inside a readable dead entry."""
-    raw = work.raw
-    if isinstance(raw, bytes):
-        try:
-            original, encoding = raw.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            original, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    else:
-        original, encoding = raw, "utf-8"
-    wrapper = {
-        "class": "django_bgjobs.UnreadablePayload", "args": [], "retry": False, "queue": work.queue,
-        "jid": new_jid(), "created_at": stamp(now), "original_payload": original, "original_encoding": encoding,
-    }
+    exact bytes inside a readable dead entry, under the jid its text names if it names one.
+    One over ``MAX_PAYLOAD_BYTES`` keeps only its first :data:`UNREADABLE_KEPT_BYTES`, with
+    ``original_truncated``, its size and its sha256: a 50 MB payload written by another
+    client must not become a 50 MB dead entry, failure row and admin page."""
+    data = as_bytes(work.raw)
+    wrapper = {"class": "django_bgjobs.UnreadablePayload", "args": [], "retry": False, "queue": work.queue,
+               "jid": jid_in(data) or new_jid(), "created_at": stamp(now)}
+    limit = conf.get("MAX_PAYLOAD_BYTES")
+    kept = data
+    if limit is not None and len(data) > limit:
+        kept = data[:min(limit, UNREADABLE_KEPT_BYTES)]
+        wrapper |= {"original_truncated": True, "original_size_bytes": len(data),
+                    "original_sha256": hashlib.sha256(data).hexdigest()}
+    try:
+        # A cut may split a character: keep the whole ones (final=False holds back a partial end).
+        text = codecs.getincrementaldecoder("utf-8")().decode(kept, final=kept is data)
+        wrapper |= {"original_payload": text, "original_encoding": "utf-8"}
+    except UnicodeDecodeError:
+        wrapper |= {"original_payload": base64.b64encode(kept).decode("ascii"), "original_encoding": "base64"}
     record_error(wrapper, exc, now)
     wrapper.pop("error_backtrace")
-    logger.error("unreadable payload in queue %s moved to the dead set: %s: %s", work.queue, exc, describe(raw))
+    logger.error("unreadable payload in queue %s moved to the dead set: %s (%s)", printable(work.queue), exc,
+                 fingerprint(data))
     return _bury(work, wrapper, exc, None, now, reason=str(exc), end_writes=False)
 
 

@@ -24,6 +24,8 @@ import logging
 
 from django.dispatch import Signal
 
+from django_bgjobs.payload import printable
+
 logger = logging.getLogger(__name__)
 
 job_enqueued = Signal()
@@ -49,5 +51,5 @@ def notify(signal, sender, **kwargs):
     for receiver, result in signal.send_robust(sender=sender, **kwargs):
         if isinstance(result, Exception):
             payload = kwargs.get("payload") or {}
-            logger.error("signal receiver %r raised %r for jid=%s", receiver, result, payload.get("jid"),
+            logger.error("signal receiver %r raised %r for jid=%s", receiver, result, printable(payload.get("jid")),
                          exc_info=result)

@@ -70,7 +70,7 @@ from django_bgjobs._tasks_compat import (
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, Shutdown, UnknownJobError
 from django_bgjobs.job import Job
-from django_bgjobs.payload import QUEUE_NAME_RE, epoch_s, now_s
+from django_bgjobs.payload import epoch_s, now_s, valid_queue_name
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ MAX_TRACEBACK_CHARS = 64 * 1024
 #: How long the worker keeps trying a result read or write while Redis fails.
 REDIS_PATIENCE_S = 30
 
-_RESULT_ID_RE = re.compile(r"^[0-9a-f]{24}$")
+_RESULT_ID_RE = re.compile(r"[0-9a-f]{24}")  # fullmatch: "$" would accept a trailing newline
 
 # module_path -> Task, filled by RedisTaskBackend.validate_task.  The worker runs only these.
 _tasks = {}
@@ -150,10 +150,10 @@ class RedisTaskBackend(BaseTaskBackend):
     def validate_task(self, task):
         """Django's checks, then this library's queue-name rule; a valid task is registered."""
         super().validate_task(task)
-        if not isinstance(task.queue_name, str) or not QUEUE_NAME_RE.match(task.queue_name):
+        if not valid_queue_name(task.queue_name):
             raise InvalidTask(
                 f"Queue {task.queue_name!r} is not a valid queue name for django-bgjobs: "
-                "use 1 to 128 letters, digits, '_', '-' or '.'."
+                "use 1 to 128 letters, digits, '_', '-' or '.' (not '.' or '..')."
             )
         register_task(task)
 
@@ -181,7 +181,7 @@ class RedisTaskBackend(BaseTaskBackend):
 
     def get_result(self, result_id):
         result_id = str(result_id)
-        raw = get_redis().get(keys.task_result(result_id)) if _RESULT_ID_RE.match(result_id) else None
+        raw = get_redis().get(keys.task_result(result_id)) if _RESULT_ID_RE.fullmatch(result_id) else None
         if raw is None:
             raise TaskResultDoesNotExist(result_id)
         record = json.loads(raw)
@@ -202,6 +202,7 @@ class TaskJob(Job):
 
     name = "django_bgjobs.tasks.TaskJob"
     retry = 0  # each payload carries its backend's OPTIONS["RETRY"]
+    schedulable = False  # internal: a task is enqueued through django.tasks
 
     @classmethod
     def display_name(cls, payload):
@@ -486,6 +487,7 @@ def _check_backend(backend):
     """
     from django.core.checks import Error, Warning
 
+    from django_bgjobs.checks import served_queue_names
     from django_bgjobs.job import check_queue_name
 
     where = f"TASKS[{backend.alias!r}]"
@@ -507,7 +509,7 @@ def _check_backend(backend):
             f"{where}['OPTIONS']['RETRY'] is {retry!r}.",
             hint="Retries of a failed task: 0 (Django's semantics: FAILED at once) or more.", id="django_bgjobs.E020",
         ))
-    served = {str(queue).partition(",")[0].strip() for queue in conf.get("QUEUES") or []}
+    served = served_queue_names()
     for queue in sorted(backend.queues, key=str):
         try:
             check_queue_name(queue)

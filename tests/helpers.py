@@ -281,7 +281,7 @@ def dead_entries(redis):
 
 
 def register_process(redis, identity, *, busy=0, quiet=False, alive=True, work=None, concurrency=5,
-                     async_concurrency=None):
+                     async_concurrency=None, queues=("critical", "default")):
     """A worker process as its heartbeat leaves it in Redis (``alive=False``: its hash expired)."""
     from django_bgjobs import keys
 
@@ -289,7 +289,7 @@ def register_process(redis, identity, *, busy=0, quiet=False, alive=True, work=N
     if alive:
         info = {
             "hostname": "host-1", "pid": 4242, "tag": "app", "started_at": 1_700_000_000.5,
-            "queues": ["critical", "default"], "concurrency": concurrency, "identity": identity,
+            "queues": list(queues), "concurrency": concurrency, "identity": identity,
         }
         if async_concurrency is not None:
             info["async_concurrency"] = async_concurrency

@@ -11,9 +11,12 @@ module; they get ``BGJOBS_TEST_SUBPROCESS=1`` so their ``django_bgjobs`` logs go
 to stderr (and so into the worker's log file).
 """
 
+import json
 import os
 from importlib.util import find_spec
 from pathlib import Path
+
+import django
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -75,7 +78,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "/static/"
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Django 6.1 replaced EMAIL_BACKEND (deprecated there) with MAILERS.
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 BGJOBS = {
@@ -96,6 +103,10 @@ if os.environ.get("BGJOBS_TEST_SIDEKIQ_VERSION"):  # the Ruby interop tests' wor
     BGJOBS["SIDEKIQ_VERSION"] = int(os.environ["BGJOBS_TEST_SIDEKIQ_VERSION"])
 if os.environ.get("BGJOBS_TEST_SERVER_MIDDLEWARE"):
     BGJOBS["SERVER_MIDDLEWARE"] = os.environ["BGJOBS_TEST_SERVER_MIDDLEWARE"].split(",")
+
+# Subprocess tests (e.g. tests/test_checks.py) add or change BGJOBS keys with a JSON object.
+if os.environ.get("BGJOBS_TEST_EXTRA_SETTINGS"):
+    BGJOBS.update(json.loads(os.environ["BGJOBS_TEST_EXTRA_SETTINGS"]))
 
 # tests/testapp/tasks.py defines the tasks these run (tests/test_tasks_backend.py).
 TASKS = {

@@ -64,6 +64,23 @@ def test_dashboard_lists_queues_with_size_latency_and_paused_state(operator_clie
     assert all(q["latency"] >= 0 for q in queues)
 
 
+def test_dashboard_marks_each_queue_no_live_process_serves(operator_client, redis):
+    # Given: one live process serving default only, and a job waiting in low
+    register_process(redis, "host-1:1:aaaaaaaaaaaa", queues=["default"])
+    RecordJob.set(queue="low").perform_later(3)
+
+    # When
+    response = operator_client.get(reverse(DASHBOARD))
+
+    # Then
+    assert [(q["name"], q["unserved"]) for q in response.context["queues"]] == [
+        ("low", True), ("critical", True), ("default", False),
+    ]
+    page = response.content.decode()
+    assert "no process serves this queue" in page.split(">low</a>")[1].split("</tr>")[0]
+    assert "running" in page.split(">default</a>")[1].split("</tr>")[0]
+
+
 def test_dashboard_draws_thirty_days_of_history_as_inline_svg(operator_client, redis):
     # Given: today processed 40 with 4 failures, yesterday 10
     today = datetime.datetime.now(datetime.UTC).date()

@@ -10,6 +10,7 @@ from tests.admin_support import (  # noqa: F401 - fixtures
     operator,
     operator_client,
     push_at_once,
+    register_process,
 )
 from tests.testapp.jobs import RecordJob
 
@@ -33,6 +34,30 @@ def test_queues_page_lists_every_queue_with_size_and_state(operator_client):
     assert [(row["name"], row["size"], row["paused"]) for row in rows] == [
         ("critical", 0, False), ("default", 2, False), ("low", 0, True), ("reports", 1, False),
     ]
+
+
+def test_queues_page_marks_each_queue_no_live_process_serves(operator_client, redis):
+    # Given: live processes serving critical and default (and low, but that one is quiet), one
+    # whose heartbeat expired serving reports, and a job waiting in reports
+    register_process(redis, "host-1:1:aaaaaaaaaaaa", queues=["critical"])
+    register_process(redis, "host-1:2:bbbbbbbbbbbb", queues=["default", "critical"])
+    register_process(redis, "host-1:3:cccccccccccc", queues=["low"], quiet=True)
+    register_process(redis, "host-1:4:dddddddddddd", queues=["reports"], alive=False)
+    RecordJob.set(queue="reports").perform_later(3)
+
+    # When
+    response = operator_client.get(reverse("admin:django_bgjobs_queues"))
+
+    # Then
+    rows = response.context["queues"]
+    assert [(row["name"], row["unserved"]) for row in rows] == [
+        ("critical", False), ("default", False), ("low", True), ("reports", True),
+    ]
+    page = response.content.decode()
+    states = {name: page.split(f">{name}</a>")[1].split("</tr>")[0] for name in ("default", "low", "reports")}
+    assert "no process serves this queue" in states["reports"] and "running" not in states["reports"]
+    assert "no process serves this queue" in states["low"]
+    assert "no process serves this queue" not in states["default"] and "running" in states["default"]
 
 
 def test_queue_page_lists_newest_first_in_pages_of_25(operator_client):

@@ -216,6 +216,36 @@ def test_add_form_offers_the_registered_jobs_as_choices(operator_client, redis):
     assert "os.system" not in choices
 
 
+def test_add_form_hides_internal_jobs_unless_a_job_opts_in(operator_client, redis, monkeypatch):
+    # Given: a subclass of an internal job that opts back in (registered for this test only)
+    from django_bgjobs import registry
+    from django_bgjobs.tasks import TaskJob
+
+    monkeypatch.setattr(registry, "_jobs", dict(registry._jobs))
+    type("ScheduledTaskJob", (TaskJob,), {"__module__": "tests.test_admin_recurring", "schedulable": True})
+
+    # When
+    response = operator_client.get(reverse("admin:django_bgjobs_schedule_add"))
+
+    # Then: the library's own jobs are not offered, the one that opted in is
+    choices = dict(response.context["adminform"].form.fields["job_class"].choices)
+    for internal in ("django_bgjobs.BatchCallback", "django_bgjobs.PruneFailedJobs",
+                     "django_bgjobs.tasks.TaskJob", "django_bgjobs.tasks.AsyncTaskJob"):
+        assert internal not in choices
+    assert "tests.test_admin_recurring.ScheduledTaskJob" in choices and NOOP in choices
+
+
+def test_add_form_refuses_an_internal_job_posted_by_hand(operator_client, redis):
+    response = operator_client.post(reverse("admin:django_bgjobs_schedule_add"), {
+        "name": "sneaky", "cron": "0 6 * * *", "job_class": "django_bgjobs.BatchCallback", "queue": "",
+        "args": "[]", "kwargs": "{}", "enabled": "on", "timezone": "", "description": "",
+    })
+
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    assert not ScheduleRow.objects.exists()
+
+
 def test_add_form_refuses_an_invalid_cron_through_the_models_clean(operator_client, redis):
     response = operator_client.post(reverse("admin:django_bgjobs_schedule_add"), {
         "name": "bad", "cron": "0 25 * * *", "job_class": NOOP, "queue": "", "args": "[]", "kwargs": "{}",

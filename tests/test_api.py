@@ -657,6 +657,22 @@ def test_process_set_lists_live_processes_when_one_is_stale(redis):
     assert redis.sismember(keys.processes(), "gone:1:x")
 
 
+def test_served_queues_are_those_a_live_process_that_is_not_quiet_fetches_from(redis, raw_redis):
+    # Given
+    register_process(redis, "host-1:1:a", queues=["critical", "default"])
+    register_process(redis, "host-1:2:b", queues=["default", "emails"])
+    register_process(redis, "host-1:3:c", queues=["low"], quiet=True)
+    register_process(redis, "gone:1:x", queues=["reports"], alive=False)
+    before = snapshot(raw_redis)
+
+    # When
+    served = ProcessSet().served_queues()
+
+    # Then: read only
+    assert served == {"critical", "default", "emails"}
+    assert snapshot(raw_redis) == before
+
+
 def test_cleanup_removes_only_stale_identities_when_some_expired(redis):
     register_process(redis, "alive:1:a")
     register_process(redis, "gone:1:x", alive=False)

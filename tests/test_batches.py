@@ -37,6 +37,12 @@ from tests.testapp.unique_batch_jobs import (
 )
 
 
+@pytest.mark.parametrize("bid", ["abc\n", "", "a/b", "x" * 65, 5])
+def test_reopening_a_batch_refuses_an_id_that_is_not_a_batch_id(bid):
+    with pytest.raises(ValueError, match="is not a batch id"):
+        Batch(bid)
+
+
 def queued(redis, queue="default"):
     return [json.loads(raw) for raw in redis.lrange(f"queue:{queue}", 0, -1)]
 

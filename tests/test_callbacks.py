@@ -182,4 +182,7 @@ def test_retry_on_checks_its_own_arguments():
         RetryOn(ValueError, attempts=0)
     with pytest.raises(ValueError):
         RetryOn(ValueError, wait="soon")
+    for huge in (10**400, float("inf"), float("nan"), -1):
+        with pytest.raises(ValueError, match="RetryOn wait must be seconds >= 0 \\(at most 100 years\\)"):
+            RetryOn(ValueError, wait=huge)
     assert RetryOn(ValueError, wait="polynomially_longer").delay_s(2) == 18.0

@@ -1,5 +1,9 @@
 """django_bgjobs.checks: each id fires on its mistake, with a hint, and touches no network."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 from django.conf import settings
 from django.core.checks import run_checks
@@ -8,8 +12,8 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from django_bgjobs import conf, connection
-from django_bgjobs.checks import check_redis_eviction, check_reliability_settings, check_settings
-from tests.helpers import start_redis_server
+from django_bgjobs.checks import check_job_queues, check_redis_eviction, check_reliability_settings, check_settings
+from tests.helpers import REPO_ROOT, start_redis_server, subprocess_env
 
 
 def bgjobs(**changes):
@@ -46,8 +50,10 @@ def test_e001_when_bgjobs_is_not_a_dict(monkeypatch, value):
 
 @pytest.mark.parametrize(
     "queues",
-    [[], ["default", "has space"], ["x" * 129], "default", ["default", 5], ["default,abc"], ["default,0"]],
-    ids=["empty", "space", "too-long", "bare-string", "not-a-string", "bad-weight", "zero-weight"],
+    [[], ["default", "has space"], ["x" * 129], "default", ["default", 5], ["default,abc"], ["default,0"],
+     ["default", "."], ["..,2"]],
+    ids=["empty", "space", "too-long", "bare-string", "not-a-string", "bad-weight", "zero-weight",
+         "dot", "dot-dot"],
 )
 def test_e002_when_queues_is_not_a_list_of_valid_names(queues):
     with bgjobs(QUEUES=queues):
@@ -119,16 +125,84 @@ def test_no_e040_when_unique_and_batch_ttls_are_positive_numbers():
         assert check_settings() == []
 
 
-def test_w001_names_each_unknown_key_when_bgjobs_has_typos():
-    with bgjobs(CONCURENCY=3, QUEUE=["x"]):
+def test_e005_names_each_unknown_key_and_the_closest_known_one_when_bgjobs_has_typos():
+    with bgjobs(CONCURENCY=3, QUEUE=["x"], redis_url="redis://elsewhere/0", ZZZ=1):
         messages = check_settings()
 
-    assert ids(messages) == ["django_bgjobs.W001", "django_bgjobs.W001"]
+    assert ids(messages) == ["django_bgjobs.E005"] * 4
     assert [m.msg for m in messages] == [
         "BGJOBS has an unknown key 'CONCURENCY'.", "BGJOBS has an unknown key 'QUEUE'.",
+        "BGJOBS has an unknown key 'ZZZ'.", "BGJOBS has an unknown key 'redis_url'.",
     ]
-    assert "CONCURRENCY" in messages[0].hint and "QUEUES" in messages[0].hint
+    assert messages[0].hint.startswith("Did you mean 'CONCURRENCY'? Known keys: ")
+    assert messages[1].hint.startswith("Did you mean 'QUEUES'?")
+    assert messages[2].hint.startswith("Known keys: ") and "REDIS_URL" in messages[2].hint
+    assert messages[3].hint.startswith("Did you mean 'REDIS_URL'?")
+    assert all(m.is_serious() for m in messages)
+
+
+def test_w001_names_a_deprecated_key_and_its_replacement_when_bgjobs_still_uses_it(monkeypatch):
+    # Given: a key on the way out (none is today: the table is empty)
+    monkeypatch.setitem(conf.DEPRECATED, "OLD_QUEUES", "QUEUES")
+
+    # When
+    with bgjobs(OLD_QUEUES=["default"]):
+        messages = check_settings()
+
+    # Then: a warning, not the unknown-key error
+    assert ids(messages) == ["django_bgjobs.W001"]
+    assert messages[0].msg == "BGJOBS['OLD_QUEUES'] is deprecated."
+    assert messages[0].hint == "Use QUEUES instead."
     assert messages[0].is_serious() is False
+
+
+def test_runjobs_refuses_to_start_with_e005_when_bgjobs_has_a_mistyped_redis_url():
+    # When: REDIS_URL mistyped, so the worker would otherwise start against localhost:6379/0
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "runjobs"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        env=subprocess_env({"BGJOBS_TEST_EXTRA_SETTINGS": json.dumps({"REDIS_ULR": "redis://prod:6379/0"})}),
+    )
+
+    # Then
+    assert result.returncode != 0
+    assert "django_bgjobs.E005" in result.stderr
+    assert "Did you mean 'REDIS_URL'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_w002_names_each_job_whose_class_queue_no_worker_serves_when_queues_leave_it_out():
+    # Given: a job on "reports", which BGJOBS["QUEUES"] does not name
+    from django_bgjobs import Job
+
+    class ReportJob(Job):
+        name = "tests.test_checks.ReportJob"
+        queue = "reports"
+
+        def perform(self):
+            return None
+
+    # When
+    with bgjobs(QUEUES=["critical", "default,2", "low"]):
+        unserved = [m for m in check_job_queues() if "ReportJob" in m.msg]
+    with bgjobs(QUEUES=["default", "reports,3"]):
+        served = [m for m in check_job_queues() if "ReportJob" in m.msg]
+
+    # Then
+    assert ids(unserved) == ["django_bgjobs.W002"]
+    assert unserved[0].msg == (
+        "Job tests.test_checks.ReportJob has queue 'reports', which is not in BGJOBS['QUEUES']: a worker "
+        "started without -q never runs it, and its jobs wait for ever."
+    )
+    assert unserved[0].hint == "Add 'reports' to BGJOBS['QUEUES'], or start a worker with -q reports."
+    assert served == []
+
+
+def test_w002_leaves_out_the_library_own_jobs_whose_queue_is_chosen_per_payload():
+    with bgjobs(QUEUES=["only"]):
+        names = " ".join(m.msg for m in check_job_queues())
+
+    assert "django_bgjobs." not in names  # BatchCallbackJob, TaskJob, PruneFailedJobs
+    assert "tests.testapp.jobs.RecordJob" in names
 
 
 def test_checks_open_no_redis_connection_when_redis_is_unreachable():

@@ -6,6 +6,7 @@ taken from its queue into an in-flight list, run, and failed through its unit of
 """
 
 import datetime
+import hashlib
 import io
 import json
 import logging
@@ -19,6 +20,7 @@ from django.utils import timezone
 
 from django_bgjobs import Job, execution, failures, keys
 from django_bgjobs.api import DeadSet, RetrySet
+from django_bgjobs.errors import InvalidPayloadError
 from django_bgjobs.job_end import Outcome
 from django_bgjobs.models import FailedJob
 from django_bgjobs.payload import dumps, loads
@@ -114,6 +116,36 @@ def test_row_is_written_when_a_worker_processor_buries_a_job(redis):
 
     # Then
     assert list(FailedJob.objects.values_list("jid", "error_message")) == [(handle.jid, "through the processor")]
+
+
+def test_oversized_unreadable_payload_is_kept_truncated_with_its_size_hash_and_jid(redis, caplog):
+    # Given: 20 MB that another writer pushed (over MAX_PAYLOAD_BYTES, so never decoded), naming its jid
+    secret = "personal-data-" * 10
+    raw = ('{"class":"tests.testapp.jobs.RecordJob","args":["' + secret + "x" * 20_000_000
+           + '"],"jid":"0123456789abcdef01234567"}').encode()
+
+    # When
+    with caplog.at_level(logging.ERROR, logger="django_bgjobs"):
+        outcome = unit_in_flight(raw, IDENTITY).fail(InvalidPayloadError("payload is too big; not decoded"))
+
+    # Then: the dead entry holds the start of it, marked, with the original's size and hash
+    assert outcome == Outcome.DEAD
+    [entry] = DeadSet()
+    dead_raw = entry.raw
+    assert len(dead_raw) < 20_000
+    assert entry.jid == "0123456789abcdef01234567"
+    assert entry.item["original_truncated"] is True
+    assert entry.item["original_size_bytes"] == len(raw)
+    assert entry.item["original_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert entry.item["original_payload"] == raw[:16 * 1024].decode()
+    assert entry.dead_reason == "payload is too big; not decoded"
+    # the failure row is as small, and the entry can be found and deleted by its jid
+    row = FailedJob.objects.get()
+    assert row.jid == "0123456789abcdef01234567" and len(json.dumps(row.payload)) < 20_000
+    assert DeadSet().delete_by_jid("0123456789abcdef01234567") is True and redis.zcard("dead") == 0
+    # the log names its size and a hash, never its content
+    assert f"{len(raw):,} bytes, sha256 {hashlib.sha256(raw).hexdigest()[:12]}" in caplog.text
+    assert secret not in caplog.text
 
 
 def test_row_names_the_unreadable_payload_when_a_queue_held_garbage(redis):

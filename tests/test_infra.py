@@ -123,3 +123,25 @@ def test_kill_leftover_procs_spares_the_ones_to_keep():
     assert kept.poll() is None
     kept.kill()
     kept.wait()
+
+
+@pytest.mark.parametrize(("settings_module", "cwd"), [
+    ("tests.settings", "."), ("exampleproject.settings", "example_project"),
+], ids=["tests", "example_project"])
+def test_settings_use_no_setting_the_installed_django_deprecates(settings_module, cwd):
+    """Django 6.1 deprecates EMAIL_BACKEND for MAILERS (its RemovedInDjango... warnings are
+    PendingDeprecationWarning or DeprecationWarning): on that Django, with warnings as errors,
+    the settings still load."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT, subprocess_env
+
+    result = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-W", "error::PendingDeprecationWarning", "-c",
+         "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default']['ENGINE'])"],
+        cwd=REPO_ROOT / cwd, capture_output=True, text=True, timeout=60,
+        env=subprocess_env({"DJANGO_SETTINGS_MODULE": settings_module}),
+    )
+
+    assert result.returncode == 0, result.stderr

@@ -4,7 +4,10 @@ import dataclasses
 import datetime
 
 import pytest
+from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
 
 from django_bgjobs import ConfiguredJob, Job, client, registry
 from django_bgjobs.errors import BgJobsError, ConfigurationError, InvalidOptionError
@@ -15,10 +18,15 @@ from tests.testapp.jobs import FailingJob, JobFailure, LowQueueJob, RecordJob, R
 # -- options checked when the class is created -------------------------------------------------
 
 
-@pytest.mark.parametrize("queue", ["has space", "x" * 129, "", "queue:colon", None, 5])
+@pytest.mark.parametrize("queue", ["has space", "x" * 129, "", "queue:colon", None, 5, "default\n", ".", ".."])
 def test_class_creation_fails_when_queue_name_is_invalid(queue):
     with pytest.raises(ConfigurationError, match=r"BadQueueJob: queue name .* is invalid"):
         type("BadQueueJob", (Job,), {"queue": queue, "perform": lambda self: None})
+
+
+def test_class_creation_fails_when_schedulable_is_not_a_bool():
+    with pytest.raises(ConfigurationError, match="BadSchedulableJob: schedulable must be True or False, not 'yes'"):
+        type("BadSchedulableJob", (Job,), {"schedulable": "yes", "perform": lambda self: None})
 
 
 @pytest.mark.parametrize("retry", [-1, 2.5, "3"])
@@ -27,7 +35,7 @@ def test_class_creation_fails_when_retry_is_not_a_whole_number_or_bool(retry):
         type("BadRetryJob", (Job,), {"retry": retry, "perform": lambda self: None})
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "30", True])
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "30", True, pytest.param(10**400, id="10**400"), 1e308])
 def test_class_creation_fails_when_timeout_is_not_a_positive_number_of_seconds(timeout):
     with pytest.raises(ConfigurationError, match=r"BadTimeoutJob: timeout must be None or a number of seconds > 0"):
         type("BadTimeoutJob", (Job,), {"timeout": timeout, "perform": lambda self: None})
@@ -159,10 +167,19 @@ def test_set_returns_an_immutable_configured_job_when_options_are_valid():
     [
         ({"queue": "with space"}, ValueError, "queue name 'with space' is invalid"),
         ({"queue": "q" * 300}, ValueError, "is invalid"),
+        ({"queue": "default\n"}, ValueError, "queue name 'default\\\\n' is invalid"),
+        ({"queue": "."}, ValueError, "queue name '.' is invalid"),
+        ({"queue": ".."}, ValueError, "not '.' or '..'"),
         ({"retry": -2}, ValueError, "retry must be"),
         ({"wait": -1}, ValueError, "wait must be a finite number of seconds >= 0"),
         ({"wait": float("inf")}, ValueError, "finite"),
         ({"wait": float("nan")}, ValueError, "finite"),
+        ({"wait": 10**400}, ValueError, "wait must be .* at most 100 years, got an integer of 1329 bits"),
+        ({"wait": 10**5000}, ValueError, "at most 100 years"),
+        ({"wait": 1e308}, ValueError, "at most 100 years, got 1e\\+308"),
+        ({"wait": datetime.timedelta.max}, ValueError, "at most 100 years"),
+        ({"expires_in": 10**400}, ValueError, "expires_in must be more than 0 seconds, and finite, at most 100"),
+        ({"expires_in": float("inf")}, ValueError, "expires_in must be"),
         ({"wait": "10"}, TypeError, "wait must be a number of seconds or a timedelta, not str"),
         ({"wait": True}, TypeError, "not bool"),
         ({"wait": 1, "wait_until": datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)}, ValueError, "not both"),
@@ -236,3 +253,98 @@ def test_class_queue_option_routes_perform_later_when_set(redis):
 
     assert redis.llen("queue:low") == 1
     assert redis.smembers("queues") == {"low"}
+
+
+def test_perform_later_with_a_huge_wait_writes_nothing_and_raises_invalid_option_error(redis):
+    with pytest.raises(InvalidOptionError, match="wait must be"):
+        RecordJob.set(wait=10**400).perform_later(1)
+    with pytest.raises(InvalidOptionError, match="expires_in must be"):
+        RecordJob.set(expires_in=float("nan")).perform_later(1)
+    assert redis.keys("*") == []
+
+# -- arguments bound to perform at enqueue ------------------------------------------------------
+
+
+class TwoArgsJob(Job):
+    name = "tests.test_job.TwoArgsJob"
+
+    def perform(self, user_id, email_type="welcome"):
+        return None
+
+
+class UncheckedJob(Job):
+    """Opts out: its perform's signature does not say what it takes."""
+
+    name = "tests.test_job.UncheckedJob"
+    bind_arguments = False
+
+    def perform(self, user_id):
+        return None
+
+
+def _enqueue_sync(how, *args, **kwargs):
+    if how == "perform_later":
+        return TwoArgsJob.perform_later(*args, **kwargs)
+    if how == "set().perform_later":
+        return TwoArgsJob.set(queue="low", wait=60).perform_later(*args, **kwargs)
+    if how == "aperform_later":
+        return async_to_sync(TwoArgsJob.aperform_later)(*args, **kwargs)
+    if how == "perform_bulk":
+        return TwoArgsJob.perform_bulk([(1,), args])
+    return async_to_sync(TwoArgsJob.aperform_bulk)([(1,), args])
+
+
+ENQUEUE_CALLS = ["perform_later", "set().perform_later", "aperform_later", "perform_bulk", "aperform_bulk"]
+
+
+@pytest.mark.parametrize("how", ENQUEUE_CALLS)
+def test_enqueue_raises_type_error_naming_job_and_parameter_and_writes_nothing_when_an_argument_is_missing(redis, how):
+    with pytest.raises(TypeError, match=r"tests.test_job.TwoArgsJob.perform\(self, user_id, email_type='welcome'\)"
+                                        r": missing a required argument: 'user_id'"):
+        _enqueue_sync(how)
+    assert redis.keys("*") == []
+
+
+@pytest.mark.parametrize("how", ENQUEUE_CALLS)
+def test_enqueue_raises_type_error_and_writes_nothing_when_there_are_too_many_arguments(redis, how):
+    with pytest.raises(TypeError, match=r"TwoArgsJob.perform\(.*\): too many positional arguments"):
+        _enqueue_sync(how, 1, "welcome", "extra")
+    assert redis.keys("*") == []
+
+
+@pytest.mark.parametrize("how", ["perform_later", "set().perform_later", "aperform_later"])
+def test_enqueue_raises_type_error_naming_the_keyword_when_perform_has_no_such_parameter(redis, how):
+    with pytest.raises(TypeError, match=r"TwoArgsJob.perform\(.*\): got an unexpected keyword argument 'kind'"):
+        _enqueue_sync(how, 1, kind="digest")
+    assert redis.keys("*") == []
+
+
+def test_enqueue_raises_type_error_when_capturing_jobs_or_inline(redis):
+    with capture_jobs() as jobs, pytest.raises(TypeError, match="missing a required argument: 'user_id'"):
+        TwoArgsJob.perform_later()
+    assert len(jobs) == 0
+    with override_settings(BGJOBS={**settings.BGJOBS, "BACKEND": "inline"}), \
+            pytest.raises(TypeError, match="missing a required argument: 'user_id'"):
+        TwoArgsJob.perform_later(email_type="digest")
+
+
+def test_enqueue_accepts_arguments_that_fit_by_position_or_keyword(redis):
+    TwoArgsJob.perform_later(1)
+    TwoArgsJob.perform_later(1, "digest")
+    TwoArgsJob.perform_later(user_id=1, email_type="digest")
+    TwoArgsJob.perform_bulk([(1,), (2, "digest")])
+
+    assert redis.llen("queue:default") == 5
+
+
+def test_arguments_reach_the_queue_unbound_when_the_job_sets_bind_arguments_false(redis):
+    # When
+    UncheckedJob.perform_later(1, 2, 3, extra=True)
+
+    # Then: written as given; the worker does not bury it either (a mistake fails the attempt)
+    assert redis.llen("queue:default") == 1
+    from django_bgjobs import execution
+    from django_bgjobs.payload import loads
+
+    job, args, kwargs = execution.instantiate(loads(redis.lindex("queue:default", 0)))
+    assert (args, kwargs) == ([1, 2, 3], {"extra": True})

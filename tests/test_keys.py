@@ -40,6 +40,8 @@ PINNED = [
     (keys.task_result, ("b4a577edbccf1d805744efa9",), "task:result:b4a577edbccf1d805744efa9"),
     (keys.being_cleared, ("5e1f0a2b3c4d5e6f",), "clearing:5e1f0a2b3c4d5e6f"),
     (keys.metrics, (1_700_000_000.5,), "j|20231114|22:13"),
+    (keys.metrics, (1_699_999_400, 8), "j|231114|22:03"),  # Sidekiq 8 names it so
+    (keys.metrics_ten_minutes, (1_700_000_000.5,), "j|231114|22:1"),
 ]
 
 

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from django_bgjobs.errors import InvalidPayloadError
-from django_bgjobs.payload import QUEUE_NAME_RE, describe, dumps, loads, new_jid
+from django_bgjobs.payload import dumps, fingerprint, jid_in, loads, new_jid, printable, valid_queue_name
 
 
 def test_jid_is_24_lowercase_hex_chars_and_unique_when_generated():
@@ -76,18 +76,45 @@ def test_loads_reads_a_payload_written_by_ruby_sidekiq_when_fields_are_extra():
     assert payload["class"] == "HardWorker" and payload["tags"] == ["a"]
 
 
-def test_describe_cuts_long_payloads_when_logging():
-    assert describe(b"short") == "short"
-    long = describe("x" * 500, limit=200)
-    assert long.startswith("x" * 200) and long.endswith("... (500 chars)")
-    assert describe(b"\xff ok") == "\ufffd ok"
+def test_fingerprint_gives_size_and_hash_never_content_when_logging_a_bad_payload():
+    assert fingerprint(b"secret") == "6 bytes, sha256 2bb80d537b1d"
+    assert fingerprint("secret") == fingerprint(b"secret")
+    assert "x" not in fingerprint("x" * 5000).split("sha256")[0]
 
 
-@pytest.mark.parametrize("name", ["default", "mail.low", "a-b_c", "Q9", "x" * 128])
+@pytest.mark.parametrize(("value", "shown"), [
+    ("Job\nINFO forged line", "Job\\nINFO forged line"),
+    ("a\rb\x1b[31mc\x00", "a\\rb\\x1b[31mc\\x00"),
+    ("line\u2028sep\x85", "line\\u2028sep\\x85"),
+    (b"raw\n\xff", "raw\\n\\xff"),
+    (None, "None"),
+    ("tests.testapp.jobs.RecordJob", "tests.testapp.jobs.RecordJob"),
+])
+def test_printable_escapes_control_characters_so_a_value_cannot_forge_a_log_line(value, shown):
+    assert printable(value) == shown
+
+
+def test_printable_cuts_a_long_value():
+    assert printable("x" * 1000) == "x" * 200 + "...(1,000 chars)"
+
+
+@pytest.mark.parametrize(("raw", "jid"), [
+    (b'{"args":["' + b"x" * 100 + b'"], "jid" : "abc123"', "abc123"),
+    ('{"jid":"abc","args":[{"jid":"abc"}]', "abc"),
+    ('{"jid":"abc","args":[{"jid":"other"}]', None),
+    ("no jid here", None),
+])
+def test_jid_in_finds_the_one_jid_an_unreadable_payload_names(raw, jid):
+    assert jid_in(raw) == jid
+
+
+@pytest.mark.parametrize("name", ["default", "mail.low", "a-b_c", "Q9", "x" * 128, "...", ".hidden"])
 def test_queue_name_is_accepted_when_it_uses_allowed_characters(name):
-    assert QUEUE_NAME_RE.match(name)
+    assert valid_queue_name(name)
 
 
-@pytest.mark.parametrize("name", ["", "two words", "x" * 129, "queue:x", "ä", "a/b", "new\nline"])
+@pytest.mark.parametrize(
+    "name", ["", "two words", "x" * 129, "queue:x", "ä", "a/b", "new\nline", "default\n", ".", "..", None, 5],
+)
 def test_queue_name_is_refused_when_it_has_other_characters_or_length(name):
-    assert not QUEUE_NAME_RE.match(name)
+    assert not valid_queue_name(name)

@@ -537,6 +537,9 @@ def test_decide_retries_within_the_default_backoff_when_nothing_else_says(count)
     ({"minutes": 5}, retry.RetryIn(300, 300, "retry 1 of 25")),
     (-10, retry.RetryIn(0, 0, "retry 1 of 25")),
     ("junk", retry.RetryIn(15, 25, "retry 1 of 25")),
+    pytest.param(10**400, retry.RetryIn(15, 25, "retry 1 of 25"), id="10**400"),  # past float range: the default backoff
+    (float("inf"), retry.RetryIn(15, 25, "retry 1 of 25")),
+    (float("nan"), retry.RetryIn(15, 25, "retry 1 of 25")),
     ("kill", retry.Dead("retry_in returned 'kill'", exhausted=True)),
     ("discard", retry.Discarded("retry_in returned 'discard'")),
 ])

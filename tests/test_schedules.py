@@ -1,13 +1,16 @@
 """Recurring-job definitions: parsing, validation, sources, and wall-clock ticks across DST."""
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from croniter import croniter
 from django.test import override_settings
 
 from django_bgjobs.cron import definitions as schedules
 from django_bgjobs.cron.definitions import CronDefinition, ScheduleError, describe_cron
+from tests.helpers import REPO_ROOT
 
 NOOP = "tests.testapp.jobs.NoopJob"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -37,6 +40,17 @@ def test_invalid_cron_is_refused_when_defined(cron):
 def test_unknown_class_is_refused_with_a_hint_when_defined():
     with pytest.raises(ScheduleError, match="not a registered Job"):
         CronDefinition.from_definition("x", {"cron": "@daily", "class": "os.system"}, "file")
+
+
+def test_args_that_do_not_fit_perform_are_refused_naming_the_parameter_when_defined():
+    with pytest.raises(ScheduleError, match=r"'report' \(settings\): arguments do not fit "
+                                            r"tests.testapp.jobs.ReturnJob.perform\(self, value\): "
+                                            r"missing a required argument: 'value'"):
+        CronDefinition.from_definition("report", {"cron": "@daily", "class": "tests.testapp.jobs.ReturnJob"}, "settings")
+    with pytest.raises(ScheduleError, match="unexpected keyword argument 'values'"):
+        CronDefinition.from_definition(
+            "report", {"cron": "@daily", "class": "tests.testapp.jobs.ReturnJob", "args": [1], "kwargs": {"values": 1}}, "settings",
+        )
 
 
 def test_unknown_field_and_bad_zone_and_bad_queue_are_refused():
@@ -158,3 +172,68 @@ def test_invalid_yaml_file_gives_a_clear_error(tmp_path):
     with override_settings(BGJOBS={"SCHEDULE_FILE": str(path)}):
         with pytest.raises(ScheduleError, match="not valid YAML"):
             schedules.from_file()
+
+
+# -- the documented examples mean what the docs say -------------------------------------------
+
+# What each description in the docs means: (a test on a firing time, how far to look, the step
+# a cron of that many fields can fire at).  A description the docs use must be here.
+DESCRIBED = {
+    "every ten seconds": (lambda t: t.second % 10 == 0, timedelta(minutes=3), timedelta(seconds=1)),
+    "every second of minutes :00, :10, :20, :30, :40 and :50": (
+        lambda t: t.minute % 10 == 0, timedelta(minutes=30), timedelta(seconds=1)),
+    "every day at 06:00": (lambda t: (t.hour, t.minute, t.second) == (6, 0, 0), timedelta(days=3), timedelta(minutes=1)),
+    "Sunday at 2am": (
+        lambda t: (t.weekday(), t.hour, t.minute, t.second) == (6, 2, 0, 0), timedelta(days=15), timedelta(minutes=1)),
+}
+_CRON = r"(?:[\d*/,-]+ ){4,5}[\d*/,-]+"
+
+
+def documented_cron_examples():
+    """``(where, expression, description)`` for each cron example the docs describe: a YAML
+    ``cron: "..."  # description`` line, or ``EXPR``: description in the text."""
+    from django_bgjobs.cron import definitions
+
+    texts = {name: (REPO_ROOT / name).read_text() for name in ("README.rst", "docs/recurring.rst")}
+    texts["django_bgjobs/cron/definitions.py (docstring)"] = definitions.__doc__
+    found = []
+    for where, text in texts.items():
+        for expression, description in re.findall(rf'cron: "({_CRON})"\s*# ([^(\n]+)', text):
+            found.append((where, expression, description.strip()))
+        flat = " ".join(text.split())
+        for expression, description in re.findall(rf"``({_CRON})``: (.+?)(?= \(| \* |[);]|\. |``|$)", flat):
+            found.append((where, expression, description.strip()))
+    return found
+
+
+def test_each_documented_cron_example_fires_when_its_description_says():
+    # Given: every example the docs give, and a start on a Thursday, three seconds past midnight
+    examples = documented_cron_examples()
+    start = datetime(2026, 1, 1, 0, 0, 3)
+
+    for where, expression, description in examples:
+        assert description in DESCRIBED, f"{where}: {expression!r} has a description this test does not know"
+        described, span, step = DESCRIBED[description]
+        # When: croniter's firing times over the span
+        it, fired = croniter(expression, start), []
+        while (tick := it.get_next(datetime)) <= start + span:
+            fired.append(tick)
+        # Then: exactly the times the description names
+        expected, moment = [], start + step - timedelta(seconds=start.second % step.total_seconds())
+        while moment <= start + span:
+            if described(moment):
+                expected.append(moment)
+            moment += step
+        assert fired == expected, f"{where}: {expression!r} is documented as {description!r}"
+    # ... and every file gives examples, and every description above is used
+    assert {description for _, _, description in examples} == set(DESCRIBED)
+    assert {where for where, _, _ in examples} == {
+        "README.rst", "docs/recurring.rst", "django_bgjobs/cron/definitions.py (docstring)",
+    }
+
+
+def test_documented_recurring_job_classes_are_job_names_not_bare_class_names():
+    # The YAML examples show a Job's real name (its dotted path by default).
+    for name in ("README.rst", "docs/recurring.rst"):
+        classes = re.findall(r'^\s*class: "([^"]+)"', (REPO_ROOT / name).read_text(), re.M)
+        assert classes and all(re.fullmatch(r"[a-z_]+(\.[a-z_]+)+\.[A-Z]\w*", c) for c in classes), (name, classes)

@@ -470,8 +470,19 @@ def test_unknown_queue_name_is_invalid_when_the_task_is_configured(redis):
 def test_queue_name_this_library_cannot_use_is_invalid_even_when_any_queue_is_allowed(redis):
     with override_settings(TASKS={"default": {"BACKEND": "django_bgjobs.tasks.RedisTaskBackend", "QUEUES": []}}):
         assert tasks.add.using(queue_name="emails").queue_name == "emails"
-        with pytest.raises(InvalidTask, match="not a valid queue name for django-bgjobs"):
-            tasks.add.using(queue_name="no spaces")
+        for name in ("no spaces", "emails\n", ".", ".."):
+            with pytest.raises(InvalidTask, match="not a valid queue name for django-bgjobs"):
+                tasks.add.using(queue_name=name)
+
+
+def test_get_result_refuses_an_id_with_a_trailing_newline(redis):
+    # Given a result record also stored under the id plus a newline (a key another writer made)
+    result = tasks.add.enqueue(1, b=2)
+    redis.set(keys.task_result(result.id) + "\n", redis.get(keys.task_result(result.id)))
+
+    # Then only the exact id is a result id
+    with pytest.raises(TaskResultDoesNotExist):
+        tasks.add.get_result(result.id + "\n")
 
 
 @pytest.mark.parametrize("priority", [-101, 101, 3.5])

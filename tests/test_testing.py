@@ -8,8 +8,10 @@ import uuid
 
 import pytest
 from django.db import transaction
+from django.test import TestCase
 
-from django_bgjobs import client
+from django_bgjobs import client, keys
+from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import SerializationError
 from django_bgjobs.pytest_plugin import bgjobs_capture  # noqa: F401  (the fixture, as the plugin provides it)
 from django_bgjobs.testing import (
@@ -494,3 +496,28 @@ def test_perform_enqueued_jobs_works_as_decorator_when_used_with_or_without_pare
     assert client._captures == []
     RecordJob.perform_later(4)
     assert redis.llen("queue:default") == 1
+
+
+class PerformLaterInATestCase(TestCase):
+    """What the README says ``perform_later`` does inside Django's ``TestCase`` (a transaction
+    rolled back at the end of each test) without the inline backend or the helpers."""
+
+    def test_the_push_waits_for_a_commit_that_never_comes(self):
+        # When
+        handle = RecordJob.perform_later(1)
+
+        # Then: a handle, and nothing in Redis, then or ever in this test
+        assert len(handle.jid) == 24
+        assert get_redis().llen(keys.queue("default")) == 0
+
+    def test_capture_on_commit_callbacks_pushes_at_the_end_of_its_block(self):
+        with self.captureOnCommitCallbacks(execute=True):
+            RecordJob.perform_later(1)
+
+        assert get_redis().llen(keys.queue("default")) == 1
+
+    def test_the_helpers_take_the_job_at_once(self):
+        with capture_jobs() as jobs:
+            RecordJob.perform_later(1)
+
+        jobs.assert_enqueued(RecordJob, args=[1])

@@ -65,6 +65,8 @@ def scheduled(redis):
     ({"lock": "until_done"}, "lock is 'until_done'"),
     ({"lock": "until_expired"}, "needs a lock_ttl"),
     ({"lock": "until_executed", "lock_ttl": 0}, "more than 0 seconds"),
+    ({"lock": "until_executed", "lock_ttl": 10**400}, "lock_ttl must be .* at most 100 years"),
+    ({"lock": "until_executed", "lock_ttl": 1e308}, "at most 100 years, got 1e\\+308"),
     ({"lock": "until_executed", "lock_ttl": "1h"}, "seconds or a timedelta"),
     ({"lock": "until_executed", "on_conflict": "reschedule"}, "does not apply to a until_executed lock"),
     ({"lock": "while_executing", "on_conflict": "replace"}, "does not apply to a while_executing lock"),

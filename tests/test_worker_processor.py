@@ -323,6 +323,9 @@ def test_bad_payload_goes_to_dead_with_reason_and_next_job_runs_when_pushed_by_h
     if kept_as == "fields":
         for field, value in json.loads(raw).items():
             assert dead[field] == value
+    elif dead.get("original_truncated"):  # over MAX_PAYLOAD_BYTES: its start only, with its size
+        assert raw.startswith(dead["original_payload"]) and len(dead["original_payload"]) == 16 * 1024
+        assert dead["original_size_bytes"] == len(raw)
     elif dead["original_encoding"] == "base64":
         assert base64.b64decode(dead["original_payload"]) == raw
     else:

@@ -2,6 +2,7 @@
 
 import collections
 import random
+import re
 
 import pytest
 
@@ -92,8 +93,11 @@ def test_spaces_around_a_name_are_ignored_when_parsing():
         (["bad name"], "invalid"),
         ([""], "invalid"),
         ([3], "not a string"),
+        (["."], "invalid"),
+        (["..,2"], "invalid"),
     ],
-    ids=["empty", "weight-not-int", "weight-zero", "weight-negative", "space-in-name", "empty-name", "not-str"],
+    ids=["empty", "weight-not-int", "weight-zero", "weight-negative", "space-in-name", "empty-name", "not-str",
+         "dot", "dot-dot"],
 )
 def test_init_raises_value_error_when_a_spec_is_invalid(specs, message):
     with pytest.raises(ValueError, match=message):
@@ -103,3 +107,11 @@ def test_init_raises_value_error_when_a_spec_is_invalid(specs, message):
 def test_repr_shows_weights_only_when_weighted():
     assert repr(QueueOrder(["critical", "default"])) == "critical, default"
     assert repr(QueueOrder(["critical,2", "default"])) == "critical,2, default,1"
+
+
+@pytest.mark.parametrize("queue", [".", "..", "a b"])
+def test_runjobs_refuses_a_queue_name_no_queue_can_have_before_it_starts(queue):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match=rf"bad queue list: queue name '{re.escape(queue)}' is invalid"):
+        call_command("runjobs", "-q", "default", "-q", queue)

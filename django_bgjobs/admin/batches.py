@@ -7,7 +7,7 @@ from django.http import Http404
 
 from django_bgjobs.admin.base import JobsPage, paginate
 from django_bgjobs.api import BatchSet
-from django_bgjobs.batches.client import BID_RE
+from django_bgjobs.batches.client import valid_bid
 
 #: The most pending jids a batch's page lists.
 MAX_PENDING_SHOWN = 100
@@ -31,7 +31,7 @@ class BatchPage(JobsPage):
     nav = "batches"
 
     def get(self, request, bid):
-        status = BatchSet().get(bid) if BID_RE.match(bid) else None
+        status = BatchSet().get(bid) if valid_bid(bid) else None
         if status is None:
             raise Http404(f"No batch {bid} (it may have expired).")
         pending = status.jids()

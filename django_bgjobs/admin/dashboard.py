@@ -2,7 +2,7 @@
 
 from django_bgjobs.admin.base import JobsPage
 from django_bgjobs.admin.chart import history_chart
-from django_bgjobs.api import Queue, Stats
+from django_bgjobs.api import ProcessSet, Queue, Stats
 
 HISTORY_DAYS = 30
 
@@ -15,9 +15,11 @@ class DashboardPage(JobsPage):
     def get(self, request):
         stats = Stats()
         queues = []
+        served = ProcessSet().served_queues()
         for name, size in stats.queues.items():
             queue = Queue(name)
-            queues.append({"name": name, "size": size, "latency": queue.latency(), "paused": queue.paused})
+            queues.append({"name": name, "size": size, "latency": queue.latency(), "paused": queue.paused,
+                           "unserved": name not in served})
         return self.render(request, {
             "stats": stats,
             "queues": queues,

@@ -13,7 +13,7 @@ from django_bgjobs.admin.base import plural
 from django_bgjobs.api import DeadSet, Queue
 from django_bgjobs.errors import InvalidPayloadError
 from django_bgjobs.models import FailedJob
-from django_bgjobs.payload import QUEUE_NAME_RE
+from django_bgjobs.payload import valid_queue_name
 from django_bgjobs.templatetags.bgjobs_admin import pretty_json, timeago
 
 # The row is written just after the dead-set write; its entry's score is within this of failed_at.
@@ -172,5 +172,5 @@ class FailedJobAdmin(admin.ModelAdmin):
         payload = {k: v for k, v in row.payload.items() if k != "dead_reason"}
         if isinstance(payload.get("retry_count"), int):
             payload["retry_count"] -= 1  # as a retry from the dead set: one more attempt, not a fresh count
-        queue = payload.get("queue") if QUEUE_NAME_RE.match(str(payload.get("queue") or "")) else row.queue
+        queue = payload.get("queue") if valid_queue_name(payload.get("queue")) else row.queue
         Queue(queue or "default").push(payload)

@@ -7,15 +7,15 @@ a queue changes under the page as workers take jobs.
 from django.contrib import messages
 from django.http import Http404, HttpResponseRedirect
 from django_bgjobs.admin.base import JobsPage, admin_url, paginate, plural, redirect_back
-from django_bgjobs.api import Queue
-from django_bgjobs.payload import QUEUE_NAME_RE
+from django_bgjobs.api import ProcessSet, Queue
+from django_bgjobs.payload import valid_queue_name
 
 ORDERS = ("newest", "oldest")
 
 
 def get_queue(name):
     """The :class:`Queue` called ``name``; 404 for a name no queue can have."""
-    if not QUEUE_NAME_RE.match(name):
+    if not valid_queue_name(name):
         raise Http404(f"{name!r} is not a valid queue name.")
     return Queue(name)
 
@@ -26,8 +26,9 @@ class QueuesPage(JobsPage):
     nav = "queues"
 
     def get(self, request):
+        served = ProcessSet().served_queues()
         rows = [
-            {"name": q.name, "size": q.size(), "latency": q.latency(), "paused": q.paused}
+            {"name": q.name, "size": q.size(), "latency": q.latency(), "paused": q.paused, "unserved": q.name not in served}
             for q in Queue.all()
         ]
         return self.render(request, {"queues": rows})

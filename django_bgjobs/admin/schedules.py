@@ -17,15 +17,20 @@ from django_bgjobs.templatetags.bgjobs_admin import timeago
 
 
 def job_choices(current=""):
-    """``(name, label)`` of every registered Job, sorted; ``current`` kept when it is not one."""
+    """``(name, label)`` of every registered Job that is ``schedulable`` (not the library's
+    internal ones), sorted; ``current`` kept when it is not one."""
     choices = []
-    for name, job_class in sorted(registry.all_jobs().items()):
+    jobs = registry.all_jobs()
+    for name, job_class in sorted(jobs.items()):
+        if not job_class.schedulable:
+            continue
         path = f"{job_class.__module__}.{job_class.__qualname__}"
         choices.append((name, name if path == name else f"{name} ({path})"))
     if current and current not in {name for name, _ in choices}:
         # A dotted path of a job registered under another name, or a class no longer registered:
         # kept so the form does not change it silently; clean() says whether it is usable.
-        choices.append((current, f"{current} (not a registered name)"))
+        # A row naming an internal job (made before it was hidden, or by hand) shows it as such.
+        choices.append((current, f"{current} (internal)" if current in jobs else f"{current} (not a registered name)"))
     return [("", "---------")] + choices
 
 
@@ -39,10 +44,8 @@ class ScheduleForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        current = self.initial.get("job_class") or ""
-        if self.is_bound:
-            current = self.data.get(self.add_prefix("job_class"), current)
-        self.fields["job_class"].choices = job_choices(current)
+        # The row's own value, not the posted one: a posted name outside the choices is refused.
+        self.fields["job_class"].choices = job_choices(self.initial.get("job_class") or "")
 
 
 class ScheduleAdmin(admin.ModelAdmin):

@@ -2,7 +2,7 @@
 
 from django_bgjobs import conf
 from django_bgjobs.connection import get_redis
-from django_bgjobs.payload import QUEUE_NAME_RE
+from django_bgjobs.payload import valid_queue_name
 
 DEFAULT_PAGE_SIZE = 100
 
@@ -47,7 +47,7 @@ def to_float(value):
 def queue_name_of(item):
     """The queue a payload belongs to, ``"default"`` when it names none (as Sidekiq's client does)."""
     name = item.get("queue")
-    return name if isinstance(name, str) and QUEUE_NAME_RE.match(name) else "default"
+    return name if valid_queue_name(name) else "default"
 
 
 def configured_queue_names():

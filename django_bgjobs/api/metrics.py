@@ -56,9 +56,16 @@ class JobMetrics(RedisUser):
     def _read(self):
         if self._hashes is None:
             pipe = self.redis.pipeline(transaction=False)
-            for start in self.minute_starts:
-                pipe.hgetall(keys.metrics(start))
-            self._hashes = [{text(k): to_int(v) for k, v in fields.items()} for fields in pipe.execute()]
+            for start in self.minute_starts:  # both names of the minute: up to Sidekiq 7, and 8
+                pipe.hgetall(keys.metrics(start, version=7))
+                pipe.hgetall(keys.metrics(start, version=8))
+            replies = pipe.execute()
+            self._hashes = []
+            for older, newer in zip(replies[::2], replies[1::2]):
+                fields = {}
+                for name, value in [*older.items(), *newer.items()]:
+                    fields[text(name)] = fields.get(text(name), 0) + to_int(value)
+                self._hashes.append(fields)
         return self._hashes
 
     def classes(self):

@@ -116,6 +116,15 @@ class ProcessSet(RedisUser):
         member, exists, fields = pipe.execute()
         return _process(identity, fields, self._client) if member and exists else None
 
+    def served_queues(self):
+        """The names of the queues some live process fetches from, from each heartbeat's
+        ``queues`` (a quiet process fetches nothing).  A queue outside it waits for ever."""
+        served = set()
+        for process in self:
+            if not process.is_quiet and isinstance(process.queues, list):
+                served.update(queue for queue in process.queues if isinstance(queue, str))
+        return served
+
     def total_concurrency(self):
         """Threads available across every live process."""
         return sum(p.concurrency or 0 for p in self)

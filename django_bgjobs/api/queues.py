@@ -10,7 +10,7 @@ from django_bgjobs import client, keys, registry
 from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, configured_queue_names, text
 from django_bgjobs.api.records import JobRecord, clear_jobs
 from django_bgjobs.errors import UnknownJobError
-from django_bgjobs.payload import QUEUE_NAME_RE, dumps
+from django_bgjobs.payload import dumps, valid_queue_name
 
 
 class Queue(RedisUser):
@@ -129,7 +129,7 @@ class Queue(RedisUser):
         but not counted again.  The payload is not checked against a Job class; a worker buries
         it if it cannot run.
         """
-        if not QUEUE_NAME_RE.match(self.name):
+        if not valid_queue_name(self.name):
             raise ValueError(f"queue name {self.name!r} is invalid")
         payload = {k: v for k, v in item.items() if k not in ("at", "enqueued_at")}
         payload["queue"] = self.name

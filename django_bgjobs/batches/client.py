@@ -54,13 +54,19 @@ from django_bgjobs import client, conf, execution, keys, scripts, serialization
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, ConfigurationError, UnknownJobError
 from django_bgjobs.job import Job, check_queue_name
-from django_bgjobs.payload import now_s
+from django_bgjobs.payload import now_s, printable
 
 logger = logging.getLogger(__name__)
 
 EVENTS = ("success", "complete", "death")
 CALLBACK_JOB_NAME = "django_bgjobs.BatchCallback"
-BID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_BID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def valid_bid(bid):
+    """True when ``bid`` can be a batch id: 1 to 64 letters, digits, ``_`` or ``-`` (fullmatch:
+    ``$`` would accept a trailing newline)."""
+    return isinstance(bid, str) and _BID_RE.fullmatch(bid) is not None
 _BID_PLACEHOLDER = "{bid}"
 
 # The batches whose jobs() block runs here, innermost last: a context variable, so each
@@ -97,7 +103,7 @@ class Batch:
             #: The batch this one is a child of: the one whose jobs() block or job is running here.
             self.parent_bid = current_bid() or _running_bid()
         else:
-            if not isinstance(bid, str) or not BID_RE.match(bid):
+            if not valid_bid(bid):
                 raise ValueError(f"{bid!r} is not a batch id")
             self.bid = bid
             self._new = False
@@ -240,7 +246,7 @@ def _forget_evicted(sender, payload, **kwargs):
     """A waiting payload a push removed to make room (``client.payload_evicted``): its batch,
     if any, counts it as done."""
     bid = payload.get("bid")
-    if isinstance(bid, str) and BID_RE.match(bid) and isinstance(payload.get("jid"), str):
+    if valid_bid(bid) and isinstance(payload.get("jid"), str):
         forget(bid, payload["jid"])
 
 
@@ -285,7 +291,7 @@ def push_fired_callbacks(client_=None, now=None):
             try:
                 done, dropped_fired = _push_callback(client_, raw.decode() if isinstance(raw, bytes) else raw)
             except Exception:
-                logger.exception("batch callback %s not pushed; it is tried again in %ds", raw, CLAIM_S)
+                logger.exception("batch callback %s not pushed; it is tried again in %ds", printable(raw), CLAIM_S)
                 continue
             pushed += done
             fired = fired or dropped_fired
@@ -316,7 +322,8 @@ def _push_callback(client_, raw):
     finally:
         _stack.reset(token)
     if written is not None:
-        logger.info("batch %s: %s callback pushed (jid=%s)", entry["bid"], entry["event"], payload["jid"])
+        logger.info("batch %s: %s callback pushed (jid=%s)", printable(entry["bid"]), printable(entry["event"]),
+                    payload["jid"])
         return 1, False
     # Stopped by a client middleware, or pushed meanwhile by another drain (then this does nothing).
     return 0, bool(_script("dropped", parent, [raw, payload["jid"]], client_))
@@ -391,11 +398,12 @@ class BatchCallbackJob(Job):
     arguments ``(bid, event, index)``; in the parent batch when the batch has one."""
 
     name = CALLBACK_JOB_NAME
+    schedulable = False  # internal: pushed by a batch, never on its own
 
     def perform(self, bid, event, index):
         raw = get_redis().hget(keys.batch(bid), "callbacks")
         if raw is None:
-            logger.warning("batch %s expired before its %s callback ran; skipped", bid, event)
+            logger.warning("batch %s expired before its %s callback ran; skipped", printable(bid), printable(event))
             return
         callback = json.loads(raw)[index]
         target = resolve_callback(callback["module"], callback["qualname"], event)

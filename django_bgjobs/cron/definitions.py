@@ -7,8 +7,8 @@ timezone, catch_up}`` from one of three sources, merged by name:
 * ``file``: the YAML file ``BGJOBS["SCHEDULE_FILE"]``;
 * ``database``: rows of the ``Schedule`` model, edited in the admin.
 
-Cron expressions are parsed by ``croniter``: five fields, an optional sixth for seconds
-(``*/10 * * * * *``), and aliases such as ``@daily``.  Times are wall-clock times in
+Cron expressions are parsed by ``croniter``: five fields, an optional sixth, after them,
+for the seconds (``* * * * * */10``: every ten seconds), and aliases such as ``@daily``.  Times are wall-clock times in
 the schedule's time zone (``settings.TIME_ZONE`` by default).  Across daylight-saving
 changes every wall-clock time fires once: a time that does not exist (02:30 on the
 spring-forward night) fires at the instant the clocks jump to (03:30); a time that
@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import redis
 from croniter import croniter
 
-from django_bgjobs import conf, keys, registry
+from django_bgjobs import conf, execution, keys, registry
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import ConfigurationError, UnknownJobError
 from django_bgjobs.job import check_queue_name
@@ -98,7 +98,8 @@ class CronDefinition:
     # -- checks --------------------------------------------------------------------------
 
     def check(self, check_class=True):
-        """Raise :class:`ScheduleError` unless the cron, zone, queue and class are usable."""
+        """Raise :class:`ScheduleError` unless the cron, zone, queue and class are usable, and
+        ``args`` / ``kwargs`` fit the class's ``perform``."""
         where = f"recurring job {self.name!r} ({self.source})"
         if not self.cron or not croniter.is_valid(self.cron):
             raise ScheduleError(f"{where}: invalid cron expression {self.cron!r}")
@@ -113,11 +114,15 @@ class CronDefinition:
                 raise ScheduleError(f"{where}: {exc}") from None
         if check_class:
             try:
-                self.job_class()
+                job_class = self.job_class()
             except UnknownJobError:
                 raise ScheduleError(
                     f"{where}: class {self.job_name!r} is not a registered Job (use its dotted path or its `name`)"
                 ) from None
+            try:
+                execution.check_arguments(job_class, self.args, self.kwargs)
+            except TypeError as exc:
+                raise ScheduleError(f"{where}: {exc}") from None
 
     def job_class(self):
         return registry.get(self.job_name)

@@ -36,7 +36,7 @@ from django_bgjobs import client, conf, keys
 from django_bgjobs.cron import definitions as schedules
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import BgJobsError, EnqueueError, UniqueJobError
-from django_bgjobs.payload import now_s
+from django_bgjobs.payload import now_s, printable
 from django_bgjobs.worker.backoff import Reconnect, repeat
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class Scheduler:
             schedules.store(schedule, pipe, now)
         pipe.execute()
         if wanted:
-            logger.info("recurring jobs loaded: %s", ", ".join(sorted(wanted)))
+            logger.info("recurring jobs loaded: %s", ", ".join(printable(name) for name in sorted(wanted)))
         return wanted
 
     def load(self):
@@ -143,7 +143,7 @@ class Scheduler:
                     enqueued += self._offer(schedule, missed, now)
                 else:
                     self._offer(schedule, missed, now, mark_only=True)
-                    logger.info("recurring job %s: tick at %s was missed; skipped", schedule.name, missed)
+                    logger.info("recurring job %s: tick at %s was missed; skipped", printable(schedule.name), missed)
         for tick in schedule.ticks_between(max(last_tick, cutoff), now):
             enqueued += self._offer(schedule, tick, now)
         return enqueued
@@ -167,14 +167,14 @@ class Scheduler:
                 writes={jid: [("HSET", state, "last_enqueued_at", repr(float(now)), "last_jid", jid)]},
             )
         except UniqueJobError as exc:  # on_conflict = "raise": the tick is used up, no job
-            logger.info("recurring job %s: tick at %s not enqueued: %s", schedule.name, tick, exc)
+            logger.info("recurring job %s: tick at %s not enqueued: %s", printable(schedule.name), tick, exc)
             return 0
         if written is None:
             # Taken by another worker, or its lock was held (the tick is used up then), or a
             # client middleware stopped it: the tick must not be offered again either way.
             self._claim(schedule, tick)
             return 0
-        logger.info("recurring job %s enqueued %s jid=%s", schedule.name, schedule.job_name, jid)
+        logger.info("recurring job %s enqueued %s jid=%s", printable(schedule.name), printable(schedule.job_name), jid)
         return 1
 
     def _claim(self, schedule, tick):
@@ -197,7 +197,7 @@ class Scheduler:
 
     def _report(self, name, message):
         if name not in self._reported:
-            logger.error("recurring job %s skipped: %s", name, message)
+            logger.error("recurring job %s skipped: %s", printable(name), printable(message))
             self._reported.add(name)
 
     # -- thread ----------------------------------------------------------------------------

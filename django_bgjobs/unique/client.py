@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from django_bgjobs import client, conf, job, keys, registry, serialization, signals
 from django_bgjobs.errors import ConfigurationError, InvalidOptionError, UniqueJobError, UnknownJobError
-from django_bgjobs.payload import dumps, now_s, option_seconds
+from django_bgjobs.payload import dumps, now_s, option_seconds, printable
 
 logger = logging.getLogger(__name__)
 
@@ -256,16 +256,17 @@ def settle(push, payload, result):
     if options is None:
         return None
     jid = payload["jid"]
-    where = f"{payload['class']} jid={jid} ({payload['lock']} lock {payload['lock_digest']})"
+    where = f"{payload['class']} jid={jid} ({payload['lock']} lock {payload['lock_digest']})"  # written here
     if result.written:
         if result.guard is not None:  # replaced: the holder's waiting payload was removed
-            logger.info("%s replaced jid=%s%s", where, result.current, "" if result.evicted else " (no longer waiting)")
+            logger.info("%s replaced jid=%s%s", where, printable(result.current),
+                        "" if result.evicted else " (no longer waiting)")
         return None
     if result.guard is None:
         return None  # refused by another guard (a recurring tick already taken): not the lock's doing
     holder = result.current
     if options.client_conflict == "reject":
-        logger.warning("%s moved to the dead set: duplicate of jid=%s", where, holder)
+        logger.warning("%s moved to the dead set: duplicate of jid=%s", where, printable(holder))
         dead = json.loads(result.guard.spec["refused"][0][3])  # the ZADD of _guard's refused writes
         signals.notify(signals.job_died, push.job_class, payload=dead, exception=None, reason=dead["dead_reason"])
     elif options.client_conflict == "raise" and not push.deferred:

@@ -25,7 +25,7 @@ import random
 from django_bgjobs import conf, execution, keys, registry, scripts
 from django_bgjobs.errors import Discard, UniqueJobError, UniqueJobRejected, UnknownJobError
 from django_bgjobs.job_end import NEVER_RAN, Outcome
-from django_bgjobs.payload import now_s
+from django_bgjobs.payload import now_s, printable
 from django_bgjobs.unique.client import LockOptions
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class LockRules:
         now = now_s()
         if lock.start(attempt.identity, now) == "run":
             return self.call_next(job, payload)
-        where = f"{payload.get('class')} jid={lock.jid}"
+        where = f"{printable(payload.get('class'))} jid={printable(lock.jid)}"
         strategy = lock.options.server_conflict or "reschedule"
         if strategy == "reschedule":
             at_s = now + conf.get("UNIQUE_RESCHEDULE_S") * random.uniform(1.0, 1.5)

@@ -28,7 +28,7 @@ import time
 from django_bgjobs import execution
 from django_bgjobs.errors import InvalidPayloadError
 from django_bgjobs.job_end import Outcome
-from django_bgjobs.payload import now_s
+from django_bgjobs.payload import now_s, printable
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Attempt:
         """Run the attempt of a plain job here (signals, server chain, ``perform``); return its result."""
         # DEBUG, not INFO: one line per job (the "done"/"fail" one) is what operators read,
         # and a second formatted line per job cost a tenth of the worker's time (docs/performance.rst).
-        logger.debug("start %s jid=%s queue=%s", self.payload["class"], self.job.jid, self.queue)
+        logger.debug("start %s jid=%s queue=%s", printable(self.payload["class"]), printable(self.job.jid), self.queue)
         return execution.run(self.job, self.args, self.kwargs, self)
 
     def begin(self):
@@ -122,8 +122,8 @@ class Attempt:
         if self.outcome is not None:
             self.unit.acknowledge(self.outcome, fetch_next=fetch_next)
             return False
-        logger.info("done %s jid=%s queue=%s %.3fs", self.payload["class"], self.job.jid, self.queue,
-                    time.perf_counter() - self.started)
+        logger.info("done %s jid=%s queue=%s %.3fs", printable(self.payload["class"]), printable(self.job.jid),
+                    self.queue, time.perf_counter() - self.started)
         self.unit.acknowledge(Outcome.SUCCEEDED, fetch_next=fetch_next)
         return True
 
@@ -134,13 +134,14 @@ class Attempt:
         payload = self.payload
         if not isinstance(exc, InvalidPayloadError) or payload is not None:
             logger.info(
-                "fail %s jid=%s queue=%s %.3fs: %s: %s", (payload or {}).get("class"), (payload or {}).get("jid"),
+                "fail %s jid=%s queue=%s %.3fs: %s: %s", printable((payload or {}).get("class")),
+                printable((payload or {}).get("jid")),
                 self.queue, time.perf_counter() - self.started, type(exc).__name__, exc,
             )
         if self.outcome is Outcome.RESCHEDULED:
             # Already back in the schedule set: a middleware outside the one that put it there
             # raised afterwards.  Writing a retry too would make two copies of the job.
             logger.error("jid=%s was rescheduled, then its attempt raised %r; it stays rescheduled",
-                         (payload or {}).get("jid"), exc)
+                         printable((payload or {}).get("jid")), exc)
             return Outcome.RESCHEDULED
         return self.unit.fail(exc, self.job, patient=patient)

@@ -43,6 +43,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from django_bgjobs.job_end import Outcome
+from django_bgjobs.payload import printable
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class EventLoop:
                     if not attempt.abandoned:
                         self._end(attempt, result, exception)
             except Exception:  # a bug: the job stays in flight to run again
-                logger.exception("ending async job jid=%s failed", attempt.job.jid)
+                logger.exception("ending async job jid=%s failed", printable(attempt.job.jid))
             finally:
                 with self._lock:
                     self._running.pop(attempt, None)
@@ -193,7 +194,7 @@ class EventLoop:
         logger.error(
             "the event loop has been blocked for %.1fs: an async job is not awaiting (time.sleep, a blocking "
             "call?), and every async job of this process waits, timeouts included; running: %s", blocked_s,
-            ", ".join(f"{p.get('class')} jid={p.get('jid')}" for p in running) or "none",
+            ", ".join(f"{printable(p.get('class'))} jid={printable(p.get('jid'))}" for p in running) or "none",
         )
         return blocked_s
 

@@ -44,7 +44,7 @@ from django_bgjobs import __version__, conf, job_end, keys, middleware, registry
 from django_bgjobs.connection import get_redis
 from django_bgjobs.errors import JobTimeout, PoisonJobError, UnknownJobError
 from django_bgjobs.job_end import Outcome
-from django_bgjobs.payload import now_s
+from django_bgjobs.payload import now_s, printable
 from django_bgjobs.worker import metrics
 from django_bgjobs.worker.backoff import Reconnect, repeat
 from django_bgjobs.worker.fetcher import Fetcher
@@ -205,7 +205,7 @@ class Launcher:
                 "%s jid=%s is still running %gs after its timeout of %gs (blocked in C code, or it caught "
                 "JobTimeout); a thread cannot be stopped from outside: it keeps its thread until it returns. "
                 "Run runjobs --processes to have such a process replaced.",
-                type(job).name, job.jid, guard.timeout_s + self._grace_s(), guard.timeout_s,
+                type(job).name, printable(job.jid), guard.timeout_s + self._grace_s(), guard.timeout_s,
             )
             return
         # Still armed, so the thread has written nothing for this job; from now on it writes nothing.
@@ -214,7 +214,7 @@ class Launcher:
         self.exit_code = EXIT_JOB_STUCK
         logger.error(
             "%s jid=%s is still running %gs after its timeout of %gs; it fails, and this process stops "
-            "to be replaced", type(job).name, job.jid, guard.timeout_s + self._grace_s(), guard.timeout_s,
+            "to be replaced", type(job).name, printable(job.jid), guard.timeout_s + self._grace_s(), guard.timeout_s,
         )
         self.stopping.set()
 
@@ -400,7 +400,8 @@ class Launcher:
         queues = self.queue_order.names if queues is None else queues
         moved, buried, reason = self.fetcher.recover(identity, queues, conf.get("MAX_CRASHES") if crashed else 0)
         for payload in buried:
-            logger.error("%s jid=%s moved to the dead set: %s", payload.get("class"), payload.get("jid"), reason)
+            logger.error("%s jid=%s moved to the dead set: %s", printable(payload.get("class")),
+                         printable(payload.get("jid")), reason)
             signals.notify(signals.job_died, _job_class(payload), payload=payload, exception=PoisonJobError(reason),
                            reason=reason)
         if buried:
@@ -430,6 +431,6 @@ def _describe_work(current):
     queue, raw, _ = current
     try:
         payload = json.loads(raw)
-        return f"{payload.get('class')} jid={payload.get('jid')}"
-    except ValueError:
-        return f"(unreadable payload in {queue})"
+        return f"{printable(payload.get('class'))} jid={printable(payload.get('jid'))}"
+    except (ValueError, AttributeError):  # not JSON, or JSON but not an object
+        return f"(unreadable payload in {printable(queue)})"

@@ -12,10 +12,11 @@ monitoring side reads the hashes (``django_bgjobs.api.JobMetrics``, the admin's 
 
 import threading
 
-from django_bgjobs import keys
+from django_bgjobs import conf, keys
 
 #: How long a minute's hash is kept.
 METRICS_TTL_S = 8 * 60 * 60
+TEN_MINUTE_METRICS_TTL_S = 72 * 60 * 60  # Sidekiq 8's MID_TERM
 
 
 class ExecutionMetrics:
@@ -60,12 +61,15 @@ def queue_write(pipe, taken, now_s):
     """Queue on ``pipe`` the HINCRBYs adding ``taken`` to the hash of the minute of ``now_s``."""
     if not taken:
         return
-    key = keys.metrics(now_s)
-    for klass, (runs, failures, ms) in taken.items():
-        if runs:
-            pipe.hincrby(key, f"{klass}|p", runs)
-        if failures:
-            pipe.hincrby(key, f"{klass}|f", failures)
-        if ms:
-            pipe.hincrby(key, f"{klass}|ms", ms)
-    pipe.expire(key, METRICS_TTL_S)
+    buckets = [(keys.metrics(now_s), METRICS_TTL_S)]
+    if conf.get("SIDEKIQ_VERSION") == 8:  # and its ten-minute buckets, for its 24/48/72 h charts
+        buckets.append((keys.metrics_ten_minutes(now_s), TEN_MINUTE_METRICS_TTL_S))
+    for key, ttl_s in buckets:
+        for klass, (runs, failures, ms) in taken.items():
+            if runs:
+                pipe.hincrby(key, f"{klass}|p", runs)
+            if failures:
+                pipe.hincrby(key, f"{klass}|f", failures)
+            if ms:
+                pipe.hincrby(key, f"{klass}|ms", ms)
+        pipe.expire(key, ttl_s)

@@ -34,6 +34,7 @@ import threading
 import time
 
 from django_bgjobs.errors import JobTimeout
+from django_bgjobs.payload import printable
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class Watchdog:
                     raise_in_thread(guard.thread_id, JobTimeout)
                     logger.warning(
                         "%s jid=%s ran past its timeout of %gs; JobTimeout raised in its thread",
-                        type(guard.job).name, guard.job.jid, guard.timeout_s,
+                        type(guard.job).name, printable(guard.job.jid), guard.timeout_s,
                     )
                 elif guard.raised and not guard.stuck and now >= guard.deadline + self.grace_s:
                     guard.stuck = True

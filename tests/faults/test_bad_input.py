@@ -39,7 +39,7 @@ def bad_payloads(case):
          "no registered Job is named 'tests.faults.canary.Canary'"),
         ("args of the wrong count", json.dumps({"class": LedgerJob.name, "args": [1, 2, 3], "jid": "f" * 24}),
          "f" * 24, "arguments do not fit"),
-        ("a 10 MB payload", json.dumps({"class": LedgerJob.name, "args": ["x" * TEN_MB], "jid": "a" * 24}), None,
+        ("a 10 MB payload", json.dumps({"class": LedgerJob.name, "args": ["x" * TEN_MB], "jid": "a" * 24}), "a" * 24,
          "over BGJOBS['MAX_PAYLOAD_BYTES']"),
         ("binary garbage", b"\xff\xfe\x00\x80garbage\xc3\x28" + bytes(range(256)), None, "not UTF-8"),
     ]
@@ -60,7 +60,7 @@ def test_each_bad_payload_goes_to_the_dead_set_and_the_jobs_behind_it_run_when_p
     identity = case.identity_of(worker.pid)
     wait_for(lambda: len(case.dead()) == len(bad) and not case.missing(good), 30, "every job run or buried")
 
-    # Then: each bad payload is dead with its reason, kept as it was
+    # Then: each bad payload is dead with its reason, kept as it was (an oversized one cut, under its jid)
     dead = case.dead()
     wrapped = {entry["original_payload"]: entry for entry in dead.values() if "original_payload" in entry}
     for what, raw, jid, reason in bad:

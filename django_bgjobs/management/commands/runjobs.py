@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_bgjobs import conf
 from django_bgjobs.connection import describe, eviction_policy, eviction_warning, get_redis
+from django_bgjobs.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Command(BaseCommand):
             raise CommandError(f"bad queue list: {exc}") from None
         try:
             get_redis().ping()
+        except ConfigurationError as exc:  # its message already hides the URL's credentials
+            raise CommandError(str(exc)) from None
         except redis.RedisError as exc:
             raise CommandError(f"cannot reach Redis at {describe()}: {exc}") from None
         self._warn_if_redis_may_evict()
