@@ -225,3 +225,73 @@ def test_sidekiq_8_times_are_written_in_integer_milliseconds_and_read_back_in_se
     record = api.Queue("default").find_job(now_job.jid)
     assert before_ms / 1000 <= record.enqueued_at <= after_ms / 1000
     assert 0 <= record.latency < 60
+
+
+# -- golden fixtures of Sidekiq 7 and 8 (tests/sidekiq_fixtures.py), both directions ---------
+
+
+@pytest.mark.parametrize("version", [7, 8])
+def test_our_api_reads_what_sidekiq_7_and_8_write(redis, version):
+    from tests import sidekiq_fixtures as fx
+
+    fx.load(redis, version)
+
+    # Times in seconds whatever the unit, the busy job of a :work hash, the compressed backtrace
+    [waiting] = list(api.Queue("default"))
+    assert (waiting.jid, waiting.args, waiting.created_at, waiting.enqueued_at) == ("a" * 24, [1, "two"], fx.T, fx.T)
+    [retry] = list(api.RetrySet())
+    assert retry.failed_at == fx.T and retry.error_backtrace == fx.BACKTRACE and retry.at == fx.T + 30
+    [scheduled] = list(api.ScheduledSet())
+    assert scheduled.at == fx.T + 3600 and scheduled.created_at == fx.T
+    [process] = list(api.ProcessSet())
+    assert (process.busy, process.rss_kb, process.rtt_us, process.concurrency) == (1, 123456, 180, 5)
+    [(identity, thread, work)] = list(api.WorkSet())
+    assert (identity, thread, work["job"].jid, work["run_at"]) == (process.identity, "tid-1", "d" * 24, int(fx.T))
+    [row] = api.JobMetrics(minutes=1, now=fx.T + 30).classes()
+    assert (row.name, row.processed, row.failed, row.total_ms) == ("HardJob", 3, 1, 120)
+    assert api.Stats().processed == 10
+
+
+@pytest.mark.parametrize("version", [7, 8])
+def test_what_we_write_for_sidekiq_7_and_8_has_their_shape(redis, version):
+    from django_bgjobs.worker.poller import Poller
+    from tests import sidekiq_fixtures as fx
+    from tests.helpers import unit_in_flight
+    from tests.testapp.jobs import FailingJob
+
+    theirs = fx.fixture(version)
+    with bgjobs(SIDEKIQ_VERSION=version):
+        # A waiting job, a failed one, a running one reported by the heartbeat, and metrics
+        handle = RecordJob.perform_later(1, "two")
+        FailingJob.perform_later("x")
+        raw = redis.lmove(keys.queue("default"), keys.inflight("me:1:a", "default"), "LEFT", "LEFT")
+        unit_in_flight(raw, "me:1:a").fail(ValueError("x"))
+        launcher = Launcher(queues=["default"], concurrency=1)
+        launcher.manager.processors[0].current = ("default", redis.lindex(keys.queue("default"), 0), fx.T)
+        launcher.manager.metrics.record("HardJob", 0.04)
+        launcher.beat(now=fx.T)
+        Poller().enqueue_due(now=fx.T)
+
+    def shape(payload):
+        return {name: type(value).__name__ for name, value in payload.items()}
+
+    [ours] = [json.loads(r) for r in redis.lrange(keys.queue("default"), 0, -1)]
+    assert ours["jid"] == handle.jid
+    [their_waiting] = [json.loads(r) for r in theirs["queue:default"][1]]
+    assert {k: shape(ours)[k] for k in ("created_at", "enqueued_at")} == \
+        {k: shape(their_waiting)[k] for k in ("created_at", "enqueued_at")}
+    [our_retry] = [json.loads(r) for r in redis.zrange(keys.retry(), 0, -1)]
+    [their_retry] = [json.loads(r) for r in theirs["retry"][1]]
+    for field in ("created_at", "failed_at", "error_backtrace", "retry_count", "error_class"):
+        assert shape(our_retry)[field] == shape(their_retry)[field], field
+    assert backtrace_lines(our_retry["error_backtrace"])
+    # The process hash and its busy jobs, under Sidekiq 7/8's key, with its fields
+    their_identity = next(k for k, (kind, _) in theirs.items() if kind == "hash" and ":work" not in k
+                          and not k.startswith("j|"))
+    assert set(redis.hgetall(launcher.identity)) >= set(theirs[their_identity][1])
+    [our_work] = redis.hgetall(f"{launcher.identity}:work").values()
+    [their_work] = theirs[f"{their_identity}:work"][1].values()
+    assert shape(json.loads(our_work)) == shape(json.loads(their_work))
+    # Metrics under the keys that Sidekiq version reads
+    metric_keys = sorted(k for k in redis.scan_iter("j|*"))
+    assert metric_keys == sorted(k for k in theirs if k.startswith("j|"))
