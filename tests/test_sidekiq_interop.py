@@ -64,6 +64,7 @@ def test_ruby_api_reads_our_queue_sets_and_stats():
     """)
 
     # Then: every job is there with its class, arguments and times
+    print("Ruby's Sidekiq::API saw:", seen)
     now = time.time()
     assert seen["queues"] == ["default"]
     [job] = seen["waiting"]
@@ -114,6 +115,12 @@ def test_ruby_sees_our_worker_and_the_job_it_runs():
     assert work["process"] == process["identity"] and work["queue"] == "default"
     assert work["payload"]["jid"] == handle.jid and work["payload"]["class"] == "InteropGateJob"
     assert work["run_at_class"] == "Integer" and abs(work["run_at"] - time.time()) < 60
+    print("Ruby's ProcessSet and Workers saw:", seen)
+
+    # And once it is done, Sidekiq's Stats count it as our API does
+    wait_until(lambda: api.Stats().processed == 1, timeout=20, message="the heartbeat to count the job")
+    stats = ruby("s = Sidekiq::Stats.new; emit({processed: s.processed, failed: s.failed, workers: s.workers_size})")
+    assert stats == {"processed": 1, "failed": 0, "workers": 0}
     worker.terminate()
 
 
@@ -232,6 +239,7 @@ def test_sidekiq_web_answers_200_on_every_page_with_our_data_and_shows_our_busy_
     worker.terminate()
 
     # Then: all answer 200, and the Busy page lists our job with its class and arguments
+    print("Sidekiq::Web answered:", {path: page["status"] for path, page in pages.items()})
     assert {path: page["status"] for path, page in pages.items()} == {path: 200 for path in pages}
     assert "InteropGateJob" in pages["/busy"]["body"] and busy.jid not in pages["/queues/busy"]["body"]
     assert retry_jid in pages[next(p for p in pages if p.startswith("/retries/"))]["body"]
