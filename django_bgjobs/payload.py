@@ -21,6 +21,14 @@ from django_bgjobs.errors import InvalidOptionError, InvalidPayloadError
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
+#: The deepest a payload may nest JSON arrays and objects, its own object counting as level 1
+#: (so its ``args`` list is level 2 and a list passed as an argument level 3).  Ruby's
+#: ``JSON.parse`` and ``JSON.generate`` refuse deeper documents by default (``max_nesting:
+#: 100``), so Sidekiq could neither write nor read one.  Enqueueing deeper arguments raises
+#: :class:`~django_bgjobs.errors.SerializationError`; :func:`loads` refuses a deeper payload
+#: read from Redis (the worker buries it instead of retrying it).
+MAX_NESTING_DEPTH = 100
+
 
 def option_seconds(name, value, bound):
     """An option given in seconds or as a timedelta (``wait``, ``expires_in``, ``lock_ttl``), in
@@ -88,6 +96,12 @@ def loads(raw):
         payload = json.loads(raw)
     except ValueError as exc:
         raise InvalidPayloadError(f"payload is not valid JSON ({exc})") from None
+    except RecursionError:  # json's decoder recurses once per level: thousands of them
+        raise InvalidPayloadError(f"payload is nested deeper than MAX_NESTING_DEPTH ({MAX_NESTING_DEPTH}) "
+                                  "levels; not decoded") from None
+    # Counting brackets first (at C speed) spares the walk to every payload with few of them.
+    if raw.count("[") + raw.count("{") > MAX_NESTING_DEPTH and nested_deeper_than(payload, MAX_NESTING_DEPTH):
+        raise InvalidPayloadError(f"payload is nested deeper than MAX_NESTING_DEPTH ({MAX_NESTING_DEPTH}) levels")
     if not isinstance(payload, dict):
         raise InvalidPayloadError(f"payload is a JSON {type(payload).__name__}, not an object")
     cls = payload.get("class")
@@ -97,6 +111,20 @@ def loads(raw):
         raise InvalidPayloadError("payload 'args' is not a list")
     payload.setdefault("args", [])
     return payload
+
+
+def nested_deeper_than(value, limit):
+    """True when ``value`` (decoded JSON) nests lists and dicts more than ``limit`` levels deep,
+    ``value`` itself counting as level 1.  Iterative: any depth is measured without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (list, dict)):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
 
 
 def describe(raw, limit=200):
