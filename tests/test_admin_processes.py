@@ -80,3 +80,40 @@ def test_unknown_process_action_is_refused(operator_client, redis):
 
     assert messages_of(response) == ["Unknown action 'kill'."]
     assert redis.exists(keys.process_signals(IDENTITY)) == 0
+
+
+@pytest.mark.parametrize("member", [False, True], ids=["not-a-member", "member"])
+def test_stop_for_an_identity_naming_another_key_says_it_is_not_running_and_writes_nothing(
+    operator_client, redis, member,
+):
+    # Given: a queue's list, its key name posted as an identity (and maybe in the processes set)
+    redis.lpush(keys.queue("default"), dumps(payload(1)))
+    if member:
+        redis.sadd(keys.processes(), keys.queue("default"))
+
+    # When
+    response = operator_client.post(reverse(PROCESSES), {"identity": keys.queue("default"), "action": "stop"},
+                                    follow=True)
+
+    # Then
+    assert response.status_code == 200
+    assert messages_of(response) == ["Process queue:default is not running any more."]
+    assert redis.exists(keys.process_signals(keys.queue("default"))) == 0
+    assert redis.llen(keys.queue("default")) == 1
+
+
+def test_names_of_no_live_process_are_listed_and_removed_by_their_exact_names(operator_client, redis):
+    # Given: a live process, one whose heartbeat expired, and members naming keys of other types
+    register_process(redis, IDENTITY)
+    redis.sadd(keys.processes(), "host-3:1:gone", keys.queue("default"), "<b>odd</b>/name")
+    redis.lpush(keys.queue("default"), dumps(payload(1)))
+
+    # When
+    page = operator_client.get(reverse(PROCESSES)).content.decode()
+    response = operator_client.post(reverse(PROCESSES), {"action": "cleanup"}, follow=True)
+
+    # Then: listed (escaped), removed from the set, their keys left alone
+    assert "host-3:1:gone" in page and "&lt;b&gt;odd&lt;/b&gt;/name" in page and "queue:default</code>" in page
+    assert messages_of(response) == ["Removed 3 names of no live process from the list of processes."]
+    assert redis.smembers(keys.processes()) == {IDENTITY}
+    assert redis.llen(keys.queue("default")) == 1

@@ -353,6 +353,7 @@ def read_everything(client=None):
     call(process_set, "size")
     len(process_set)
     call(process_set, "total_concurrency")
+    call(process_set, "stale")
     for identity in ("host:1:odd", "queue:default", "stringkey", "p1", "p2", "", "nobody"):
         call(process_set, "get", identity)
     work_set = api.WorkSet()

@@ -123,17 +123,21 @@ class ProcessSet(RedisUser):
         """Threads available across every live process."""
         return sum(p.concurrency or 0 for p in self)
 
-    def cleanup(self):
-        """Remove identities whose heartbeat hash has expired (or whose key holds another type:
-        no process); return how many were removed.
-
-        A write, so it is never called by the read methods; the admin or a cron calls it.
-        """
+    def stale(self):
+        """The members of the ``processes`` set that name no live process, sorted: their heartbeat
+        hash expired (a process that died without saying goodbye), or their key holds another type."""
         identities = self._identities()
         pipe = self.redis.pipeline(transaction=False)
         for identity in identities:
             pipe.type(keys.process(identity))
-        stale = [identity for identity, kind in zip(identities, pipe.execute()) if text(kind) != "hash"]
+        return [identity for identity, kind in zip(identities, pipe.execute()) if text(kind) != "hash"]
+
+    def cleanup(self):
+        """Remove the :meth:`stale` members, each by its exact name; return how many were removed.
+
+        A write, so it is never called by the read methods; the admin or a cron calls it.
+        """
+        stale = self.stale()
         return self.redis.srem(keys.processes(), *stale) if stale else 0
 
     def _identities(self):
