@@ -332,6 +332,7 @@ def read_everything(client=None):
         call(sorted_set, "size")
         len(sorted_set)
         call(sorted_set, "key")
+        call(sorted_set, "problem")
         for entry in (call(sorted_set, "page", 0, 100) + call(sorted_set, "page", 0, 100, reverse=True)
                       + list(call(sorted_set, "entries")) + list(call(sorted_set, "scan", "a"))
                       + list(call(sorted_set, "fetch", (float("-inf"), float("inf"))))):
@@ -547,3 +548,16 @@ def test_every_unreadable_queue_name_is_listed_and_removed_by_its_exact_member(o
     remaining = {text_of(name) for name in raw_redis.smembers(keys.queues())}
     assert remaining.isdisjoint(unreadable) and "default" in remaining
     assert raw_redis.hget(keys.queue("hashq"), "a") == b"b"
+
+
+def test_a_list_whose_key_holds_another_type_is_shown_empty_with_the_reason(operator_client, raw_redis):
+    wrong_types_everywhere(raw_redis)
+
+    pages = {slug: operator_client.get(reverse(f"admin:django_bgjobs_{slug}")).content.decode()
+             for slug in SET_PAGES}
+    queue_page = operator_client.get(reverse("admin:django_bgjobs_queue", args=["default"])).content.decode()
+
+    assert "its key &#x27;schedule&#x27; holds a string, not a zset" in pages["scheduled"]
+    assert "its key &#x27;retry&#x27; holds a list, not a zset" in pages["retries"]
+    assert "its key &#x27;dead&#x27; holds a hash, not a zset" in pages["dead"]
+    assert "its key &#x27;queue:default&#x27; holds a hash, not a list" in queue_page

@@ -68,6 +68,7 @@ class QueuePage(JobsPage):
         jobs = queue.page(pagination.offset, pagination.per_page, newest_first=order == "newest")
         return self.render(request, {
             "title": f"Queue {queue.name}", "queue": queue, "paused": queue.paused, "latency": queue.latency(),
+            "problem": queue.problem(),
             "jobs": jobs, "pagination": pagination, "order": order,
         })
 

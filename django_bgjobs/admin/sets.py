@@ -183,6 +183,7 @@ class SetPage(JobsPage):
             entries = api_set.page(pagination.offset, pagination.per_page, reverse=self.kind.newest_first)
         return self.render(request, {
             "title": self.kind.title, "kind": self.kind, "entries": with_tokens(entries), "size": size,
+            "problem": api_set.problem(),
             "pagination": pagination, "query": query, "capped": capped, "max_results": MAX_SEARCH_RESULTS,
             "actions": [(name, ACTIONS[name]) for name in self.kind.actions],
             "bulk_actions": [(name, BULK_ACTIONS[name]) for name in self.kind.bulk_actions],

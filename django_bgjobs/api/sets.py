@@ -12,7 +12,7 @@ dead set's caps are applied in one place.
 
 from django_bgjobs import keys, moves, retry
 from django_bgjobs.job_end import Outcome
-from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, glob_escape, unless_wrong_type
+from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, glob_escape, text, unless_wrong_type
 from django_bgjobs.api.records import KILL_REASON, SortedEntry, clear_jobs, move_watched, notify_died
 from django_bgjobs.payload import dumps, now_s
 
@@ -43,6 +43,11 @@ class SortedSet(RedisUser):
 
     def __len__(self):
         return self.size()
+
+    def problem(self):
+        """None, or why the set cannot be read: its key holds another type (it then reads as empty)."""
+        kind = text(self.redis.type(self.key))
+        return None if kind in ("zset", "none") else f"its key {text(self.key)!r} holds a {kind}, not a zset"
 
     def page(self, offset=0, limit=DEFAULT_PAGE_SIZE, reverse=False):
         """Up to ``limit`` :class:`SortedEntry` in score order (highest first if ``reverse``)."""
