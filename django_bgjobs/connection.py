@@ -11,6 +11,9 @@ automatic retry inside redis-py: a command re-sent after its reply was lost woul
 (a job enqueued twice, a job fetched into the in-flight list while the caller gets another).
 Callers decide: the client raises ``EnqueueError`` (or retries per ``ENQUEUE_RETRIES``), the
 worker backs off and reconciles.  A django-redis cache's client is used as it is configured.
+
+:func:`answers` and :func:`unless_wrong_type` are for readers of a database other programs
+write too (the monitoring API, batch status): a key of another type reads as empty there.
 """
 
 import threading

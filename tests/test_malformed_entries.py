@@ -255,12 +255,22 @@ def _zmembers(raw_redis, key):
     return raw_redis.zrange(key, 0, -1) if raw_redis.type(key) == b"zset" else []
 
 
+#: The query strings a page reads, by the end of its path.
+QUERIES = [
+    (re.compile(r"/(retries|dead|scheduled)/$"), ("?q=a", "?q=%2F", "?page=2")),
+    (re.compile(r"/queues/[^/]+/$"), ("?order=oldest", "?page=2")),
+    (re.compile(r"/jobs/[^/]+/$"), ("?at=inf", "?at=-5")),
+    (re.compile(r"/(batches|locks)/$"), ("?page=2", "?class=%3Cb%3Ex%3C%2Fb%3E")),
+    (re.compile(r"/metrics/$"), ("?minutes=480",)),
+]
+
+
 def get_every_page(client, urls):
-    """``{url: status}`` of a GET of each URL, a set page also searched (``?q=``) and in order."""
+    """``{url: status}`` of a GET of each URL, and of it with each query string it reads."""
     statuses = {}
     for url in urls:
-        queries = ("", "?q=a", "?q=%2F", "?order=oldest", "?page=2", "?minutes=480", "?at=inf")
-        for query in queries if "/dashboard/" in url else ("",):
+        queries = [""] + [query for pattern, more in QUERIES if pattern.search(url) for query in more]
+        for query in queries:
             response = client.get(url + query)
             statuses[url + query] = response.status_code
     return statuses

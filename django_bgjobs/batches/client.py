@@ -51,7 +51,7 @@ import sys
 from contextlib import contextmanager
 
 from django_bgjobs import client, conf, execution, keys, scripts, serialization
-from django_bgjobs.connection import answers, get_redis
+from django_bgjobs.connection import answers, get_redis, unless_wrong_type
 from django_bgjobs.errors import BgJobsError, ConfigurationError, UnknownJobError
 from django_bgjobs.job import Job, check_queue_name
 from django_bgjobs.payload import now_s
@@ -485,9 +485,7 @@ class BatchStatus:
 
     def jids(self):
         """The jids of the jobs not succeeded yet."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.smembers(keys.batch_jids(self.bid))
-        return sorted(_text(jid) for jid in answers(pipe)[0] or ())
+        return sorted(_text(jid) for jid in unless_wrong_type((), self._redis.smembers, keys.batch_jids(self.bid)))
 
 
 def _text(value):
