@@ -22,6 +22,7 @@ from django.utils.html import escape
 
 from django_bgjobs import api, keys
 from django_bgjobs.admin.sets import entry_token
+from django_bgjobs.models import FailedJob
 from django_bgjobs.models import Dashboard
 from tests.admin_support import messages_of, operator_client, operator, payload  # noqa: F401 - fixtures
 
@@ -107,6 +108,11 @@ def bad_members_everywhere(raw_redis):
         raw_redis.sadd(keys.queues(), name)
         raw_redis.lpush(keys.queue(name), job())
     raw_redis.sadd(keys.paused(), *BAD_QUEUE_NAMES)
+    # A failure record of such a job (an older version wrote records of payloads up to ~950 deep).
+    deep = json.loads(nested(900))
+    FailedJob.objects.create(jid="a/b<script>", job_class="<b>x</b>", queue="bad/name", args=[deep],
+                             payload={"class": "<b>x</b>", "args": [deep], "jid": 5}, error_class="<i>E</i>",
+                             error_message="x" * 100_000, reason="<b>why</b>")
 
 
 def odd_processes(raw_redis):
@@ -244,6 +250,8 @@ def page_urls(raw_redis):
             except NoReverseMatch:
                 pass
     urls.add(reverse("admin:django_bgjobs_failedjob_changelist"))
+    for row in FailedJob.objects.all():
+        urls.add(reverse("admin:django_bgjobs_failedjob_change", args=[row.pk]))
     return sorted(urls)
 
 

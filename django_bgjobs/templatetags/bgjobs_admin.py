@@ -103,8 +103,15 @@ def thousands(value):
 
 @register.filter
 def pretty_json(value):
-    """Indented JSON for a payload or its arguments (plain text: escape it in the template)."""
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    """Indented JSON for a payload or its arguments (plain text: escape it in the template);
+    compact JSON for one nested too deep to indent."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    except (RecursionError, ValueError):
+        try:
+            return json.dumps(value, ensure_ascii=False, default=str)
+        except (RecursionError, ValueError):
+            return "(nested too deep to show)"
 
 
 @register.filter
