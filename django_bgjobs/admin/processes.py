@@ -1,8 +1,9 @@
 """Processes: every live worker process, what each busy thread runs, and quiet / stop buttons.
 
-Names in the ``processes`` set that no live process answers to (expired heartbeats, keys of
-other types) are listed apart, with a button that removes them.  Quiet and stop are remote commands the worker reads at its next heartbeat (like
-Sidekiq's TSTP and TERM), so the page says "asked", not "done".
+Quiet and stop are remote commands the worker reads at its next heartbeat (like
+Sidekiq's TSTP and TERM), so the page says "asked", not "done".  Names in the ``processes``
+set that no live process answers to (expired heartbeats, keys of other types) are listed
+apart, with a button that removes them.
 """
 
 from django.contrib import messages

@@ -46,7 +46,8 @@ class QueuesPage(JobsPage):
         back = admin_url(request, "django_bgjobs_queues")
         if request.POST.get("action") != "forget" or name is None:
             messages.error(request, f"Unknown action {request.POST.get('action')!r}.")
-        elif Queue(name).forget():
+        # As listed: a name that is not UTF-8 is removed by its exact bytes.
+        elif next((queue for queue in Queue.all() if queue.name == name), Queue(name)).forget():
             messages.success(request, f"Removed {name[:80]!r} from the list of queues; its key was left alone.")
         else:
             messages.warning(request, f"{name[:80]!r} was not in the list of queues any more.")

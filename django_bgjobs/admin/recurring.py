@@ -40,10 +40,7 @@ class RecurringPage(JobsPage):
         may_edit = self._may_edit(request)
         items = []
         for entry in entries:
-            try:
-                next_run = entry.next_run(now=now)
-            except (ValueError, KeyError):  # a zone or cron this host cannot use: the worker logs it
-                next_run = None
+            next_run = entry.next_run(now=now)  # None for a zone or cron this host cannot use
             pk = rows.get(entry.name) if entry.schedule.source == "database" and may_edit else None
             items.append({
                 "entry": entry, "schedule": entry.schedule, "next_run": next_run,

@@ -26,7 +26,8 @@ class BatchSet(RedisUser):
             raise ValueError(f"offset must be >= 0, not {offset}")
         if limit <= 0:
             return []
-        bids = [text(bid) for bid in unless_wrong_type([], self.redis.zrevrange, keys.batches(), offset, offset + limit - 1)]
+        bids = unless_wrong_type([], self.redis.zrevrange, keys.batches(), offset, offset + limit - 1)
+        bids = [text(bid) for bid in bids]
         statuses = [BatchStatus(bid, client=self.redis) for bid in bids]
         return [status for status in statuses if status.exists]
 

@@ -25,9 +25,12 @@ class Queue(RedisUser):
         queue.find_job(jid).delete()
     """
 
-    def __init__(self, name="default", client=None):
+    def __init__(self, name="default", client=None, member=None):
         super().__init__(client)
         self.name = name
+        #: The name exactly as the ``queues`` set holds it (:meth:`all` keeps bytes that are not
+        #: UTF-8, which ``name`` shows with replacement characters), for :meth:`forget`.
+        self.member = name if member is None else member
         # Removals made through this object's records, so iteration does not skip entries.
         self._removed = 0
 
@@ -48,9 +51,9 @@ class Queue(RedisUser):
     def all(cls, client=None):
         """Every queue known in Redis (``queues``) or configured in ``BGJOBS["QUEUES"]``, by name."""
         probe = RedisUser(client)
-        names = {text(name) for name in unless_wrong_type((), probe.redis.smembers, keys.queues())}
-        names.update(configured_queue_names())
-        return [cls(name, client=client) for name in sorted(names)]
+        members = {text(member): member for member in unless_wrong_type((), probe.redis.smembers, keys.queues())}
+        names = set(members) | set(configured_queue_names())
+        return [cls(name, client=client, member=members.get(name)) for name in sorted(names)]
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -164,8 +167,8 @@ class Queue(RedisUser):
         listed); True when it was listed.  For a name that is no queue's (see :meth:`problem`):
         its key is left alone, as another program's may be; :meth:`clear` deletes a queue's jobs."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.srem(keys.queues(), self.name)
-        pipe.srem(keys.paused(), self.name)
+        pipe.srem(keys.queues(), self.member)
+        pipe.srem(keys.paused(), self.member)
         return bool(answers(pipe)[0])
 
     def pause(self):
