@@ -582,3 +582,23 @@ def test_a_list_whose_key_holds_another_type_is_shown_empty_with_the_reason(oper
     assert "its key &#x27;retry&#x27; holds a list, not a zset" in pages["retries"]
     assert "its key &#x27;dead&#x27; holds a hash, not a zset" in pages["dead"]
     assert "its key &#x27;queue:default&#x27; holds a hash, not a list" in queue_page
+
+
+def test_the_locks_page_lists_only_keys_it_can_release(operator_client, raw_redis):
+    # Given: a lock with odd fields, and keys of other programs under the prefix
+    odd_stats_batches_locks_cron_metrics(raw_redis)
+    raw_redis.hset("unique:not-a-digest", "jid", "x")
+
+    # When
+    page = operator_client.get(reverse("admin:django_bgjobs_locks"))
+
+    # Then: the lock is listed (its odd fields escaped) and releasable; the others are not listed
+    listed_keys = sorted(lock.key for lock in page.context["locks"])
+    assert listed_keys == [keys.unique_lock("ab12"), keys.unique_run_lock("ef56")]
+    assert "&lt;b&gt;x&lt;/b&gt;" in page.content.decode()
+    for lock in page.context["locks"]:
+        response = operator_client.post(reverse("admin:django_bgjobs_locks"), {"action": "release", "key": lock.key},
+                                        follow=True)
+        assert messages_of(response)[0].startswith("Released "), lock.key
+    assert raw_redis.exists(keys.unique_lock("ab12"), keys.unique_run_lock("ef56")) == 0
+    assert raw_redis.exists("unique:not-a-digest", keys.unique_lock("cd34")) == 2
