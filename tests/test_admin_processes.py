@@ -1,5 +1,7 @@
 """The processes page (django_bgjobs.admin.processes): live workers, their busy threads, quiet and stop."""
 
+import json
+
 import pytest
 from django.urls import reverse
 
@@ -117,3 +119,23 @@ def test_names_of_no_live_process_are_listed_and_removed_by_their_exact_names(op
     assert messages_of(response) == ["Removed 3 names of no live process from the list of processes."]
     assert redis.smembers(keys.processes()) == {IDENTITY}
     assert redis.llen(keys.queue("default")) == 1
+
+
+def test_a_process_whose_heartbeat_fields_have_the_wrong_types_is_shown_with_what_reads(operator_client, redis):
+    # Given: concurrency "abc" and other fields of the wrong type, next to a sound process
+    register_process(redis, IDENTITY, busy=2, concurrency=5)
+    redis.sadd(keys.processes(), "odd:1:x")
+    redis.hset(keys.process("odd:1:x"), mapping={"info": json.dumps({
+        "concurrency": "abc", "queues": "notalist", "hostname": ["h"], "pid": {"x": 1}, "started_at": "x",
+    }), "busy": "x", "beat": "soon"})
+
+    # When
+    response = operator_client.get(reverse(PROCESSES))
+
+    # Then
+    assert response.status_code == 200
+    assert (response.context["busy"], response.context["threads"]) == (2, 5)
+    odd = response.context["rows"][1]["process"]
+    assert (odd.identity, odd.concurrency, odd.queues, odd.hostname, odd.pid, odd.started_at) == (
+        "odd:1:x", None, [], None, None, None,
+    )
