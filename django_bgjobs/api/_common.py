@@ -2,16 +2,19 @@
 
 import base64
 import json
+import math
 import zlib
 
 from django_bgjobs import conf
-from django_bgjobs.connection import get_redis
+from django_bgjobs.connection import answers, get_redis, unless_wrong_type  # noqa: F401 - for the API modules
 from django_bgjobs.payload import valid_queue_name
 
 DEFAULT_PAGE_SIZE = 100
 # Sidekiq 7+ stores ``created_at`` / ``enqueued_at`` as integer milliseconds; no epoch-seconds
 # value reaches this before the year 5138, so a bigger number is taken as milliseconds.
 _MS_THRESHOLD = 100_000_000_000
+# A Redis integer is a signed 64-bit number: a longer "counter" is not one.
+_REDIS_INT_RANGE = range(-2**63, 2**63)
 
 
 class RedisUser:
@@ -36,28 +39,42 @@ def text(value):
 
 
 def to_int(value):
-    """A Redis counter or hash field as an int; 0 when missing or not a number."""
+    """A Redis counter or hash field as an int; 0 when missing, not a number or outside Redis's
+    64-bit range (``3`` followed by 400 zeros is not a counter Redis could have kept)."""
     try:
-        return int(text(value))
+        number = int(text(value))
     except (TypeError, ValueError):
         return 0
+    return number if number in _REDIS_INT_RANGE else 0
 
 
 def to_float(value):
-    """A Redis hash field as a float; None when missing or not a number."""
+    """A Redis hash field as a finite float; None when missing, not a number, or infinite."""
     try:
-        return float(text(value))
+        number = float(text(value))
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def epoch_s(value):
-    """A payload timestamp as epoch seconds (float), or None when absent or not a number."""
+    """A payload timestamp as epoch seconds (float), or None when absent, not a number, or
+    beyond what a float holds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if value > _MS_THRESHOLD:
-        return value / 1000.0
-    return float(value)
+    try:
+        seconds = value / 1000.0 if value > _MS_THRESHOLD else float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def json_or_none(raw):
+    """Decoded JSON, or None when ``raw`` is not JSON (or nested too deep to decode)."""
+    try:
+        return json.loads(text(raw))
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 def queue_name_of(item):
@@ -91,7 +108,7 @@ def backtrace_lines(value):
     if isinstance(value, str):
         try:
             decoded = json.loads(zlib.decompress(base64.b64decode(value, validate=True)))
-        except (ValueError, zlib.error):
+        except (ValueError, zlib.error, RecursionError):
             return value.splitlines()
         if isinstance(decoded, list):
             return [str(line) for line in decoded]

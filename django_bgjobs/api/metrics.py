@@ -10,7 +10,7 @@ Workers add to one hash per UTC minute (``keys.metrics``, written with each hear
 from dataclasses import dataclass
 
 from django_bgjobs import keys
-from django_bgjobs.api._common import RedisUser, text, to_int
+from django_bgjobs.api._common import RedisUser, answers, text, to_int
 from django_bgjobs.payload import now_s
 
 #: The longest window: the hashes live this long (worker.metrics.METRICS_TTL_S).
@@ -58,7 +58,7 @@ class JobMetrics(RedisUser):
             pipe = self.redis.pipeline(transaction=False)
             for start in self.minute_starts:
                 pipe.hgetall(keys.metrics(start))
-            self._hashes = [{text(k): to_int(v) for k, v in fields.items()} for fields in pipe.execute()]
+            self._hashes = [{text(k): to_int(v) for k, v in (fields or {}).items()} for fields in answers(pipe)]
         return self._hashes
 
     def classes(self):
