@@ -11,6 +11,9 @@ automatic retry inside redis-py: a command re-sent after its reply was lost woul
 (a job enqueued twice, a job fetched into the in-flight list while the caller gets another).
 Callers decide: the client raises ``EnqueueError`` (or retries per ``ENQUEUE_RETRIES``), the
 worker backs off and reconciles.  A django-redis cache's client is used as it is configured.
+
+:func:`answers` and :func:`unless_wrong_type` are for readers of a database other programs
+write too (the monitoring API, batch status): a key of another type reads as empty there.
 """
 
 import re
@@ -148,3 +151,31 @@ def reset():
 def _reset(setting, **kwargs):
     if setting == "BGJOBS":
         reset()
+
+
+# -- reading a database other programs write too -------------------------------------------
+
+
+def is_wrong_type(error):
+    """True for the error Redis answers a command on a key holding another type (WRONGTYPE)."""
+    return isinstance(error, redis.ResponseError) and "WRONGTYPE" in str(error)
+
+
+def unless_wrong_type(default, read, *args, **kwargs):
+    """``read(*args, **kwargs)``, or ``default`` when its key holds another type: the
+    monitoring side reads a database other programs write too, and shows what it can."""
+    try:
+        return read(*args, **kwargs)
+    except redis.ResponseError as exc:
+        if is_wrong_type(exc):
+            return default
+        raise
+
+
+def answers(pipe):
+    """Run a pipeline of reads; each answer, or None for a command on a key of another type."""
+    results = pipe.execute(raise_on_error=False)
+    for result in results:
+        if isinstance(result, Exception) and not is_wrong_type(result):
+            raise result
+    return [None if isinstance(result, Exception) else result for result in results]

@@ -38,6 +38,14 @@ def valid_queue_name(name):
 #: would overflow the milliseconds Redis is given for a lock's or a result's expiry.
 MAX_OPTION_SECONDS = 100 * 365 * 24 * 3600
 
+#: The deepest a payload may nest JSON arrays and objects, its own object counting as level 1
+#: (so its ``args`` list is level 2 and a list passed as an argument level 3).  Ruby's
+#: ``JSON.parse`` and ``JSON.generate`` refuse deeper documents by default (``max_nesting:
+#: 100``), so Sidekiq could neither write nor read one.  Enqueueing deeper arguments raises
+#: :class:`~django_bgjobs.errors.SerializationError`; :func:`loads` refuses a deeper payload
+#: read from Redis (the worker buries it instead of retrying it).
+MAX_NESTING_DEPTH = 100
+
 
 def option_seconds(name, value, bound):
     """An option given in seconds or as a timedelta (``wait``, ``expires_in``, ``lock_ttl``,
@@ -104,9 +112,13 @@ _MS_THRESHOLD = 100_000_000_000
 def epoch_s(value):
     """A payload time (epoch seconds as Sidekiq up to 7 writes them, or Sidekiq 8's integer
     milliseconds) as float epoch seconds; None when absent or not a number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return value / 1000.0 if abs(value) > _MS_THRESHOLD else float(value)
+    try:
+        seconds = value / 1000.0 if abs(value) > _MS_THRESHOLD else float(value)
+    except OverflowError:  # an int past float range
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def stamp(seconds):
@@ -134,7 +146,7 @@ def backtrace_lines(value):
         return [str(value)]
     try:
         decoded = json.loads(zlib.decompress(base64.b64decode("".join(value.split()), validate=True)))
-    except (ValueError, zlib.error):
+    except (ValueError, zlib.error, RecursionError):
         return value.splitlines()
     return [str(line) for line in decoded] if isinstance(decoded, list) else [str(decoded)]
 
@@ -170,6 +182,12 @@ def loads(raw):
         payload = json.loads(raw)
     except ValueError as exc:
         raise InvalidPayloadError(f"payload is not valid JSON ({exc})") from None
+    except RecursionError:  # json's decoder recurses once per level: thousands of them
+        raise InvalidPayloadError(f"payload is nested deeper than MAX_NESTING_DEPTH ({MAX_NESTING_DEPTH}) "
+                                  "levels; not decoded") from None
+    # Counting brackets first (at C speed) spares the walk to every payload with few of them.
+    if raw.count("[") + raw.count("{") > MAX_NESTING_DEPTH and nested_deeper_than(payload, MAX_NESTING_DEPTH):
+        raise InvalidPayloadError(f"payload is nested deeper than MAX_NESTING_DEPTH ({MAX_NESTING_DEPTH}) levels")
     if not isinstance(payload, dict):
         raise InvalidPayloadError(f"payload is a JSON {type(payload).__name__}, not an object")
     cls = payload.get("class")
@@ -220,3 +238,18 @@ def jid_in(raw):
     (a nested object in the arguments could hold another); None otherwise."""
     found = {match.group(1) for match in _JID_FIELD_RE.finditer(as_bytes(raw))}
     return found.pop().decode("ascii") if len(found) == 1 else None
+
+
+def nested_deeper_than(value, limit):
+    """True when ``value`` (decoded JSON) nests lists and dicts more than ``limit`` levels deep,
+    ``value`` itself counting as level 1.  Iterative: any depth is measured without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (list, dict)):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
+

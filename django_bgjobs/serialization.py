@@ -11,7 +11,10 @@ types are stored as a one-key object tagged ``"__bgjobs__"``:
   ``Model.DoesNotExist`` in the worker, which then retries like any failure).
 
 Anything else raises :class:`~django_bgjobs.errors.SerializationError` (a
-``TypeError``) naming the argument's position and type, before anything is written.
+``TypeError``) naming the argument's position and type, before anything is written; so
+do lists and dicts nested deeper than :data:`~django_bgjobs.payload.MAX_NESTING_DEPTH`
+allows (100 levels in the whole payload, as Ruby's JSON reads; a list or dict given as an
+argument starts at level 3, inside the payload object and its ``args`` list).
 """
 
 import datetime
@@ -19,18 +22,23 @@ import decimal
 import uuid
 
 from django_bgjobs.errors import SerializationError
+from django_bgjobs.payload import MAX_NESTING_DEPTH
 
 TAG = "__bgjobs__"
 
 _PLAIN = (str, int, float, bool, type(None))
 _INF = float("inf")
+# The level of an argument in the payload: the payload object is 1, its args list 2.
+_ARGUMENT_LEVEL = 3
 
 
 def encode_args(args, kwargs=None):
     """Return ``args`` as a JSON-ready list (``kwargs``, if any, become a trailing tagged dict)."""
-    encoded = [_encode(value, f"argument {index}") for index, value in enumerate(args)]
+    encoded = [_encode(value, f"argument {index}", _ARGUMENT_LEVEL) for index, value in enumerate(args)]
     if kwargs:
-        encoded.append({TAG: "kwargs", "value": {k: _encode(v, f"keyword argument {k!r}") for k, v in kwargs.items()}})
+        # The tagged object is at the argument level, its "value" object one deeper.
+        values = {k: _encode(v, f"keyword argument {k!r}", _ARGUMENT_LEVEL + 2) for k, v in kwargs.items()}
+        encoded.append({TAG: "kwargs", "value": values})
     return encoded
 
 
@@ -43,13 +51,22 @@ def decode_args(encoded):
     return args, kwargs
 
 
-def _encode(value, where):
+def _encode(value, where, level):
+    """``value`` as JSON-ready data; ``level`` is where it sits in the payload (lists and dicts
+    count, :data:`MAX_NESTING_DEPTH` at most; every non-plain value is stored as one)."""
     if isinstance(value, _PLAIN):
         if isinstance(value, float) and (value != value or value in (_INF, -_INF)):
             raise SerializationError(f"{where} is {value!r}, which JSON cannot hold")
         return value
+    # A model reference is two levels: the tagged object and its [app, model, pk] list.
+    if level + (getattr(value, "_meta", None) is not None) > MAX_NESTING_DEPTH:
+        raise SerializationError(
+            f"{where} is nested too deep: a payload nests lists and dicts at most {MAX_NESTING_DEPTH} levels "
+            f"deep (MAX_NESTING_DEPTH; the payload object and its args list are the first two), as Sidekiq's "
+            "JSON reads them"
+        )
     if isinstance(value, (list, tuple)):
-        return [_encode(item, where) for item in value]
+        return [_encode(item, where, level + 1) for item in value]
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
@@ -57,7 +74,7 @@ def _encode(value, where):
                 raise SerializationError(
                     f"{where} is a dict with a {type(key).__name__} key {key!r}; JSON object keys must be str"
                 )
-            out[key] = _encode(item, where)
+            out[key] = _encode(item, where, level + 1)
         if TAG in out:
             raise SerializationError(f"{where} is a dict using the reserved key {TAG!r}")
         return out
@@ -75,7 +92,7 @@ def _encode(value, where):
     if meta is not None and hasattr(meta, "concrete_model") and hasattr(value, "pk"):
         if value.pk is None:
             raise SerializationError(f"{where} is an unsaved {meta.label} instance; save it first or pass its fields")
-        return {TAG: "model", "value": [meta.app_label, meta.model_name, _encode(value.pk, where)]}
+        return {TAG: "model", "value": [meta.app_label, meta.model_name, _encode(value.pk, where, level + 2)]}
     raise SerializationError(
         f"{where} is of type {type(value).__module__}.{type(value).__qualname__}, which cannot be stored as JSON; "
         "pass an id or plain values instead"

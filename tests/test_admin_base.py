@@ -144,7 +144,7 @@ def test_action_with_the_pages_csrf_token_goes_through(operator, redis):
     assert redis.llen("queue:default") == 0
 
 
-@pytest.mark.parametrize("name", ["admin:django_bgjobs_dashboard_changelist", "admin:django_bgjobs_queues"])
+@pytest.mark.parametrize("name", ["admin:django_bgjobs_dashboard_changelist", "admin:django_bgjobs_batches"])
 def test_read_only_page_refuses_post_when_it_has_no_actions(operator_client, name):
     assert operator_client.post(reverse(name)).status_code == 405
 

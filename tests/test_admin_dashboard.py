@@ -153,3 +153,17 @@ def test_chart_coordinates_keep_a_dot_when_the_site_formats_numbers_the_german_w
     svg = page[page.index('<svg class="bgjobs-chart"'):]
     assert re.search(r'<rect class="processed" x="\d+(\.\d+)?" y="\d+(\.\d+)?"', svg)
     assert not re.search(r'(x|y|width|height)="\d+,\d', svg)
+
+
+def test_a_daily_count_no_redis_counter_can_hold_counts_zero_on_the_chart(operator_client, redis):
+    # Given: today's processed count written by hand as 3 followed by 400 zeros, and a real one yesterday
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    redis.set(keys.stat("processed", today.isoformat()), "3" + "0" * 400)
+    redis.set(keys.stat("processed", (today - datetime.timedelta(days=1)).isoformat()), "7")
+
+    # When
+    response = operator_client.get(reverse(DASHBOARD))
+
+    # Then
+    assert response.status_code == 200
+    assert response.context["chart"]["total_processed"] == 7

@@ -1,5 +1,7 @@
 """The processes page (django_bgjobs.admin.processes): live workers, their busy threads, quiet and stop."""
 
+import json
+
 import pytest
 from django.urls import reverse
 
@@ -80,3 +82,60 @@ def test_unknown_process_action_is_refused(operator_client, redis):
 
     assert messages_of(response) == ["Unknown action 'kill'."]
     assert redis.exists(keys.process_signals(IDENTITY)) == 0
+
+
+@pytest.mark.parametrize("member", [False, True], ids=["not-a-member", "member"])
+def test_stop_for_an_identity_naming_another_key_says_it_is_not_running_and_writes_nothing(
+    operator_client, redis, member,
+):
+    # Given: a queue's list, its key name posted as an identity (and maybe in the processes set)
+    redis.lpush(keys.queue("default"), dumps(payload(1)))
+    if member:
+        redis.sadd(keys.processes(), keys.queue("default"))
+
+    # When
+    response = operator_client.post(reverse(PROCESSES), {"identity": keys.queue("default"), "action": "stop"},
+                                    follow=True)
+
+    # Then
+    assert response.status_code == 200
+    assert messages_of(response) == ["Process queue:default is not running any more."]
+    assert redis.exists(keys.process_signals(keys.queue("default"))) == 0
+    assert redis.llen(keys.queue("default")) == 1
+
+
+def test_names_of_no_live_process_are_listed_and_removed_by_their_exact_names(operator_client, redis):
+    # Given: a live process, one whose heartbeat expired, and members naming keys of other types
+    register_process(redis, IDENTITY)
+    redis.sadd(keys.processes(), "host-3:1:gone", keys.queue("default"), "<b>odd</b>/name")
+    redis.lpush(keys.queue("default"), dumps(payload(1)))
+
+    # When
+    page = operator_client.get(reverse(PROCESSES)).content.decode()
+    response = operator_client.post(reverse(PROCESSES), {"action": "cleanup"}, follow=True)
+
+    # Then: listed (escaped), removed from the set, their keys left alone
+    assert "host-3:1:gone" in page and "&lt;b&gt;odd&lt;/b&gt;/name" in page and "queue:default</code>" in page
+    assert messages_of(response) == ["Removed 3 names of no live process from the list of processes."]
+    assert redis.smembers(keys.processes()) == {IDENTITY}
+    assert redis.llen(keys.queue("default")) == 1
+
+
+def test_a_process_whose_heartbeat_fields_have_the_wrong_types_is_shown_with_what_reads(operator_client, redis):
+    # Given: concurrency "abc" and other fields of the wrong type, next to a sound process
+    register_process(redis, IDENTITY, busy=2, concurrency=5)
+    redis.sadd(keys.processes(), "odd:1:x")
+    redis.hset(keys.process("odd:1:x"), mapping={"info": json.dumps({
+        "concurrency": "abc", "queues": "notalist", "hostname": ["h"], "pid": {"x": 1}, "started_at": "x",
+    }), "busy": "x", "beat": "soon"})
+
+    # When
+    response = operator_client.get(reverse(PROCESSES))
+
+    # Then
+    assert response.status_code == 200
+    assert (response.context["busy"], response.context["threads"]) == (2, 5)
+    odd = response.context["rows"][1]["process"]
+    assert (odd.identity, odd.concurrency, odd.queues, odd.hostname, odd.pid, odd.started_at) == (
+        "odd:1:x", None, [], None, None, None,
+    )

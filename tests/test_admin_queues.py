@@ -221,3 +221,24 @@ def test_clear_page_of_an_empty_queue_says_there_is_nothing_to_do(operator_clien
 
     assert "There is nothing to do: the list is empty." in page
     assert "Yes, delete" not in page
+
+
+def test_a_queue_name_whose_key_holds_a_hash_is_shown_unreadable_on_the_queues_page_and_dashboard(
+    operator_client, redis,
+):
+    # Given: a name in the queues set whose key is another program's hash, and a name no URL holds
+    RecordJob.perform_later(1)
+    redis.sadd(keys.queues(), "hashq", "a/b")
+    redis.hset(keys.queue("hashq"), "a", "b")
+
+    # When
+    queues = operator_client.get(reverse("admin:django_bgjobs_queues"))
+    dashboard = operator_client.get(reverse("admin:django_bgjobs_dashboard_changelist"))
+
+    # Then
+    assert queues.status_code == dashboard.status_code == 200
+    rows = {row["name"]: row for row in queues.context["queues"]}
+    assert rows["hashq"]["problem"] == "its key 'queue:hashq' holds a hash, not a list"
+    assert rows["a/b"]["problem"] == "not a valid queue name"
+    assert rows["default"]["problem"] is None and rows["default"]["size"] == 1
+    assert [row["name"] for row in dashboard.context["queues"] if row["problem"]] == ["a/b", "hashq"]

@@ -6,6 +6,8 @@ import json
 import pytest
 from django.urls import reverse
 
+from django_bgjobs import keys
+from django_bgjobs.api import CronSet
 from django_bgjobs.models import FailedJob
 from django_bgjobs.models import Schedule as ScheduleRow
 from django_bgjobs.payload import now_s
@@ -277,3 +279,29 @@ def test_row_edited_in_the_admin_form_takes_effect_without_a_worker_restart(oper
     start = float(redis.hget("cron:state:report", "last_tick"))
     assert scheduler.enqueue_due(now=max(start, now_s()) + 2) >= 2
     assert json.loads(redis.lindex("queue:low", 0))["args"] == [7]
+
+
+def test_unreadable_definitions_are_shown_and_deleted_by_their_exact_name(operator_client, redis, defined):
+    # Given: definitions another program left, next to the real ones
+    redis.hset(keys.cron_schedules(), mapping={"<b>bad</b>/1": "{not json", "list": "[1]", "deep": "[" * 100_000})
+    readable = {entry.name for entry in CronSet().entries()}
+
+    # When
+    page = operator_client.get(reverse(PAGE)).content.decode()
+
+    # Then: listed, escaped, with the start of their text
+    assert "&lt;b&gt;bad&lt;/b&gt;/1" in page and "{not json" in page and "[[[[" in page
+    for name in ("<b>bad</b>/1", "list", "deep"):
+        response = operator_client.post(reverse(PAGE), {"action": "delete_unreadable", "name": name}, follow=True)
+        assert messages_of(response) == [f"Deleted the unreadable definition {name!r}."]
+    assert {entry.name for entry in CronSet().entries()} == readable
+    assert CronSet().unreadable() == []
+
+
+def test_a_readable_definition_is_not_deleted_as_unreadable(operator_client, redis, defined):
+    name = CronSet().entries()[0].name
+
+    response = operator_client.post(reverse(PAGE), {"action": "delete_unreadable", "name": name}, follow=True)
+
+    assert messages_of(response) == [f"No unreadable definition is named {name!r} (any more)."]
+    assert CronSet().get(name) is not None

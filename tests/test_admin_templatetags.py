@@ -71,3 +71,29 @@ def test_short_class_keeps_the_last_dotted_name():
     assert short_class("smtplib.SMTPServerDisconnected") == "SMTPServerDisconnected"
     assert short_class("KeyError") == "KeyError"
     assert short_class(None) == ""
+
+
+def test_pretty_json_shows_a_value_nested_too_deep_to_encode_instead_of_failing_the_page():
+    deep = 0
+    for _ in range(50_000):
+        deep = [deep]
+
+    assert pretty_json({"args": [deep]}) == "(nested too deep to show)"
+    assert pretty_json([[1]]) == "[\n  [\n    1\n  ]\n]"
+
+
+@pytest.mark.parametrize("jid", ["a/b", "", "..", ".", None, 5.5, ["x"]])
+def test_link_to_a_value_no_url_can_hold_is_its_escaped_text(jid):
+    # (the text comes from Redis, as in the pages: a template's own literals count as safe)
+    template = Template('{% load bgjobs_admin %}{% bgjobs_url "django_bgjobs_dead_job" jid as url %}[{{ url }}]'
+                        '{% bgjobs_link text "django_bgjobs_dead_job" jid %}')
+
+    assert template.render(Context({"jid": jid, "text": "<b>it</b>"})) == "[]&lt;b&gt;it&lt;/b&gt;"
+
+
+def test_link_to_a_value_a_url_holds_is_a_link():
+    template = Template('{% load bgjobs_admin %}{% bgjobs_link text "django_bgjobs_queue" name %}')
+
+    assert template.render(Context({"name": "a<b", "text": "<b>q</b>"})) == (
+        '<a href="/admin/django_bgjobs/dashboard/queues/a%3Cb/">&lt;b&gt;q&lt;/b&gt;</a>'
+    )

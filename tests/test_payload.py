@@ -6,7 +6,16 @@ import re
 import pytest
 
 from django_bgjobs.errors import InvalidPayloadError
-from django_bgjobs.payload import dumps, fingerprint, jid_in, loads, new_jid, printable, valid_queue_name
+from django_bgjobs.payload import (
+    MAX_NESTING_DEPTH,
+    dumps,
+    fingerprint,
+    jid_in,
+    loads,
+    new_jid,
+    printable,
+    valid_queue_name,
+)
 
 
 def test_jid_is_24_lowercase_hex_chars_and_unique_when_generated():
@@ -31,6 +40,21 @@ def test_dumps_writes_enqueued_at_last_and_compact_when_present():
 def test_dumps_refuses_nan_when_a_value_is_not_json():
     with pytest.raises(ValueError):
         dumps({"class": "A", "args": [float("nan")]})
+
+
+def _nested_payload(levels):
+    """A payload ``levels`` deep: its object, its args list, then lists inside lists."""
+    return '{"class":"A","args":' + "[" * (levels - 1) + "]" * (levels - 1) + "}"
+
+
+def test_loads_reads_a_payload_nested_as_deep_as_the_limit():
+    assert loads(_nested_payload(MAX_NESTING_DEPTH))["class"] == "A"
+
+
+@pytest.mark.parametrize("levels", [MAX_NESTING_DEPTH + 1, 950, 100_000])
+def test_loads_refuses_a_payload_nested_deeper_than_the_limit_whatever_its_depth(levels):
+    with pytest.raises(InvalidPayloadError, match=r"nested deeper than MAX_NESTING_DEPTH \(100\) levels"):
+        loads(_nested_payload(levels))
 
 
 def test_loads_returns_payload_when_bytes_are_a_valid_payload():

@@ -10,7 +10,7 @@ import pytest
 
 from django_bgjobs import execution
 from django_bgjobs.errors import SerializationError
-from django_bgjobs.payload import loads
+from django_bgjobs.payload import MAX_NESTING_DEPTH, loads
 from django_bgjobs.serialization import TAG, decode_args, encode_args
 from tests.testapp.jobs import AuthorJob, RecordJob, RecordKwargsJob, performed
 from tests.testapp.models import Author
@@ -145,6 +145,53 @@ def test_encode_raises_type_error_naming_position_and_type_when_value_is_not_jso
         encode_args(args, kwargs)
 
     assert isinstance(failure.value, TypeError)
+
+
+def _nested(levels):
+    value = "bottom"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_arguments_nested_up_to_the_payload_limit_round_trip(redis):
+    # Given: the deepest argument a payload holds: 98 lists inside its object and args list
+    deep = _nested(MAX_NESTING_DEPTH - 2)
+
+    # When
+    payload = through_redis(redis, RecordJob, deep)
+
+    # Then
+    assert payload["args"] == [deep]
+
+
+@pytest.mark.parametrize("enqueue", [
+    lambda deep: RecordJob.perform_later(deep),
+    lambda deep: RecordJob.set(queue="low").perform_later("fine", deep),
+    lambda deep: RecordJob.perform_bulk([("fine",), (deep,)]),
+    lambda deep: RecordKwargsJob.perform_later(1, extra=_nested(MAX_NESTING_DEPTH - 3)),
+    lambda deep: RecordJob.perform_later({"a": deep}),
+], ids=["perform_later", "set", "perform_bulk", "kwarg", "in-a-dict"])
+def test_arguments_nested_deeper_than_the_payload_limit_are_refused_and_nothing_is_written(redis, enqueue):
+    # Given: one level more than a payload may hold (a keyword argument sits two levels deeper)
+    deep = _nested(MAX_NESTING_DEPTH - 1)
+
+    # When
+    with pytest.raises(SerializationError, match=r"is nested too deep: .* at most 100 levels deep \(MAX_NESTING_DEPTH"):
+        enqueue(deep)
+
+    # Then
+    assert redis.dbsize() == 0
+
+
+def test_an_argument_that_contains_itself_is_refused_as_too_deep(redis):
+    looped = []
+    looped.append(looped)
+
+    with pytest.raises(SerializationError, match="argument 0 is nested too deep"):
+        RecordJob.perform_later(looped)
+
+    assert redis.dbsize() == 0
 
 
 def test_decode_raises_value_error_when_tag_is_unknown():

@@ -266,6 +266,13 @@ def test_failed_job_is_dropped_without_retry_or_dead_entry_when_retry_is_false(r
 TEN_MB = 10 * 1024 * 1024
 
 
+def _nested(levels):
+    value = 0
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def _truncated_ten_mb(tmp_path):
     return '{"class":"tests.testapp.jobs.RecordJob","args":["' + "x" * TEN_MB
 
@@ -298,6 +305,11 @@ BAD_PAYLOADS = [
      "break the retry rules"),
     ("retry-not-a-number", lambda tmp: json.dumps({"class": FailingJob.name, "args": ["boom"], "retry": "abc"}),
      "original", "break the retry rules"),
+    # Deep enough that decoding the arguments recursively would raise RecursionError (and retry)
+    ("nested-950-deep", lambda tmp: json.dumps({"class": RecordJob.name, "args": [_nested(950)], "jid": "deep"}),
+     "original", "nested deeper than MAX_NESTING_DEPTH (100) levels"),
+    ("nested-100k-deep", lambda tmp: '{"class": "x", "args": ' + "[" * 100_000 + "]" * 100_000 + "}",
+     "original", "nested deeper than MAX_NESTING_DEPTH (100) levels"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from django_bgjobs.admin.base import JobsPage
 from django_bgjobs.admin.chart import history_chart
+from django_bgjobs.admin.queues import queue_row
 from django_bgjobs.api import ProcessSet, Queue, Stats
 
 HISTORY_DAYS = 30
@@ -14,12 +15,8 @@ class DashboardPage(JobsPage):
 
     def get(self, request):
         stats = Stats()
-        queues = []
         served = ProcessSet().served_queues()
-        for name, size in stats.queues.items():
-            queue = Queue(name)
-            queues.append({"name": name, "size": size, "latency": queue.latency(), "paused": queue.paused,
-                           "unserved": name not in served})
+        queues = [queue_row(Queue(name), size, served) for name, size in stats.queues.items()]
         return self.render(request, {
             "stats": stats,
             "queues": queues,

@@ -1,7 +1,9 @@
 """Processes: every live worker process, what each busy thread runs, and quiet / stop buttons.
 
 Quiet and stop are remote commands the worker reads at its next heartbeat (like
-Sidekiq's TSTP and TERM), so the page says "asked", not "done".
+Sidekiq's TSTP and TERM), so the page says "asked", not "done".  Names in the ``processes``
+set that no live process answers to (expired heartbeats, keys of other types) are listed
+apart, with a button that removes them.
 """
 
 from django.contrib import messages
@@ -21,7 +23,7 @@ class ProcessesPage(JobsPage):
             work.setdefault(identity, []).append({"thread_id": thread_id, **job})
         rows = [{"process": process, "work": work.get(process.identity, [])} for process in processes]
         return self.render(request, {
-            "rows": rows,
+            "rows": rows, "stale": ProcessSet().stale(),
             "busy": sum(process.busy for process in processes),
             "threads": sum(process.concurrency or 0 for process in processes),
         })
@@ -30,6 +32,11 @@ class ProcessesPage(JobsPage):
         identity = request.POST.get("identity", "")
         action = request.POST.get("action")
         back = admin_url(request, "django_bgjobs_processes")
+        if action == "cleanup":
+            removed = ProcessSet().cleanup()
+            messages.success(request, f"Removed {removed} name{'s' if removed != 1 else ''} of no live process "
+                                      "from the list of processes.")
+            return redirect_back(request, back)
         if action not in ("quiet", "stop"):
             messages.error(request, f"Unknown action {action!r}.")
             return redirect_back(request, back)

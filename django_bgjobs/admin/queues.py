@@ -20,18 +20,41 @@ def get_queue(name):
     return Queue(name)
 
 
+def queue_row(queue, size=None, served=()):
+    """One queue as the Queues page and the dashboard list it: ``name``, ``size``, ``latency``,
+    ``paused``, ``unserved`` (no live process serves it; ``served``: the names that one does,
+    ``ProcessSet.served_queues()``) and ``problem`` (why it is shown unreadable: a name no queue
+    can have, or a key of another type; its numbers are then left out)."""
+    problem = queue.problem()
+    if problem:
+        return {"name": queue.name, "size": 0, "latency": None, "paused": False, "problem": problem,
+                "unserved": False}
+    return {"name": queue.name, "size": queue.size() if size is None else size, "latency": queue.latency(),
+            "paused": queue.paused, "problem": None, "unserved": queue.name not in served}
+
+
 class QueuesPage(JobsPage):
+    """Every queue; POST ``action=forget`` removes a name shown unreadable from the list."""
+
     template_name = "admin/django_bgjobs/queues.html"
     title = "Queues"
     nav = "queues"
 
     def get(self, request):
         served = ProcessSet().served_queues()
-        rows = [
-            {"name": q.name, "size": q.size(), "latency": q.latency(), "paused": q.paused, "unserved": q.name not in served}
-            for q in Queue.all()
-        ]
-        return self.render(request, {"queues": rows})
+        return self.render(request, {"queues": [queue_row(queue, served=served) for queue in Queue.all()]})
+
+    def post(self, request):
+        name = request.POST.get("name")
+        back = admin_url(request, "django_bgjobs_queues")
+        if request.POST.get("action") != "forget" or name is None:
+            messages.error(request, f"Unknown action {request.POST.get('action')!r}.")
+        # As listed: a name that is not UTF-8 is removed by its exact bytes.
+        elif next((queue for queue in Queue.all() if queue.name == name), Queue(name)).forget():
+            messages.success(request, f"Removed {name[:80]!r} from the list of queues; its key was left alone.")
+        else:
+            messages.warning(request, f"{name[:80]!r} was not in the list of queues any more.")
+        return redirect_back(request, back)
 
 
 class QueuePage(JobsPage):
@@ -49,6 +72,7 @@ class QueuePage(JobsPage):
         jobs = queue.page(pagination.offset, pagination.per_page, newest_first=order == "newest")
         return self.render(request, {
             "title": f"Queue {queue.name}", "queue": queue, "paused": queue.paused, "latency": queue.latency(),
+            "problem": queue.problem(),
             "jobs": jobs, "pagination": pagination, "order": order,
         })
 
@@ -63,11 +87,14 @@ class QueuePage(JobsPage):
             queue.resume()
             messages.success(request, f"Resumed queue {queue.name}.")
         elif action == "delete":
-            jid = request.POST.get("jid", "")
-            if jid and queue.delete_job(jid):
-                messages.success(request, f"Deleted job {jid} from queue {queue.name}.")
+            # By jid, or by member id: the exact entry, whatever its payload holds.
+            jid, member = request.POST.get("jid", ""), request.POST.get("member", "")
+            record = queue.find_member(member) if member else queue.find_job(jid) if jid else None
+            name = record.jid or "with an unreadable payload" if record is not None else jid or member
+            if record is not None and record.delete():
+                messages.success(request, f"Deleted job {name} from queue {queue.name}.")
             else:
-                messages.warning(request, f"Job {jid or '(none given)'} is not in queue {queue.name} any more "
+                messages.warning(request, f"Job {name or '(none given)'} is not in queue {queue.name} any more "
                                           "(a worker may have taken it).")
         else:
             messages.error(request, f"Unknown action {action!r}.")

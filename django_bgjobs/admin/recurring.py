@@ -19,7 +19,9 @@ from django_bgjobs.errors import UnknownJobError
 from django_bgjobs.models import FailedJob
 from django_bgjobs.models import Schedule as ScheduleRow
 
-ACTIONS = ("enqueue", "disable", "enable")
+ACTIONS = ("enqueue", "disable", "enable", "delete_unreadable")
+#: How much of an unreadable definition the page shows.
+RAW_EXCERPT_CHARS = 300
 
 
 class RecurringPage(JobsPage):
@@ -29,7 +31,8 @@ class RecurringPage(JobsPage):
 
     def get(self, request):
         now = timezone.now().timestamp()
-        entries = CronSet().entries()
+        cron_set = CronSet()
+        entries = cron_set.entries()
         errors = []
         defined = schedules.configured(errors=errors)
         rows = {row.name: row.pk for row in ScheduleRow.objects.only("pk", "name")}
@@ -37,10 +40,7 @@ class RecurringPage(JobsPage):
         may_edit = self._may_edit(request)
         items = []
         for entry in entries:
-            try:
-                next_run = entry.next_run(now=now)
-            except (ValueError, KeyError):  # a zone or cron this host cannot use: the worker logs it
-                next_run = None
+            next_run = entry.next_run(now=now)  # None for a zone or cron this host cannot use
             pk = rows.get(entry.name) if entry.schedule.source == "database" and may_edit else None
             items.append({
                 "entry": entry, "schedule": entry.schedule, "next_run": next_run,
@@ -54,6 +54,7 @@ class RecurringPage(JobsPage):
             "items": items,
             "not_loaded": [schedule for name, schedule in sorted(defined.items()) if name not in in_redis],
             "errors": [str(error) for error in errors],
+            "unreadable": [(name, _excerpt(raw)) for name, raw in cron_set.unreadable()],
             "schedules_url": self._schedules_url(request),
             "add_url": self._add_url(request),
         })
@@ -64,6 +65,13 @@ class RecurringPage(JobsPage):
         action = request.POST.get("action")
         if action not in ACTIONS:
             messages.error(request, f"Unknown action {action!r}.")
+            return redirect_back(request, back)
+        if action == "delete_unreadable":  # only a definition that does not read: the others have owners
+            cron_set = CronSet()
+            if name in dict(cron_set.unreadable()) and cron_set.delete(name):
+                messages.success(request, f"Deleted the unreadable definition {name[:80]!r}.")
+            else:
+                messages.warning(request, f"No unreadable definition is named {name[:80]!r} (any more).")
             return redirect_back(request, back)
         entry = CronSet().get(name) if name else None
         if entry is None:
@@ -118,6 +126,11 @@ class RecurringPage(JobsPage):
         url = admin_url(request, "django_bgjobs_failedjob_changelist")
         found = FailedJob.objects.filter(jid__in=jids).values_list("jid", flat=True).distinct()
         return {jid: f"{url}?q={jid}" for jid in found}
+
+
+def _excerpt(raw):
+    raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return raw if len(raw) <= RAW_EXCERPT_CHARS else raw[:RAW_EXCERPT_CHARS] + f"… ({len(raw):,} characters)"
 
 
 def arguments(schedule):

@@ -121,8 +121,12 @@ SET_KINDS = {
 
 
 def entry_token(entry):
-    """``"<score>:<jid>"``: how forms and links name an entry (the score makes the lookup cheap)."""
-    return f"{entry.score!r}:{entry.jid or ''}"
+    """``"<score>:<jid>"``: how forms and links name an entry (the score makes the lookup cheap);
+    ``"<score>:#<member id>"`` for one without a jid (a payload that does not parse, say), which
+    names its exact member."""
+    if entry.jid and not entry.jid.startswith("#"):
+        return f"{entry.score!r}:{entry.jid}"
+    return f"{entry.score!r}:#{entry.member_id}"
 
 
 def find_entry(api_set, token=None, jid=None, score=None):
@@ -135,7 +139,11 @@ def find_entry(api_set, token=None, jid=None, score=None):
             score = float(score_text)
         except ValueError:
             return None
-    if score is not None and math.isfinite(score):
+    if score is not None and math.isnan(score):
+        score = None
+    if jid and jid.startswith("#"):
+        return api_set.find_member(jid[1:], score)
+    if score is not None:
         for entry in api_set.fetch(score):
             if (entry.jid or "") == (jid or ""):
                 return entry
@@ -175,6 +183,7 @@ class SetPage(JobsPage):
             entries = api_set.page(pagination.offset, pagination.per_page, reverse=self.kind.newest_first)
         return self.render(request, {
             "title": self.kind.title, "kind": self.kind, "entries": with_tokens(entries), "size": size,
+            "problem": api_set.problem(),
             "pagination": pagination, "query": query, "capped": capped, "max_results": MAX_SEARCH_RESULTS,
             "actions": [(name, ACTIONS[name]) for name in self.kind.actions],
             "bulk_actions": [(name, BULK_ACTIONS[name]) for name in self.kind.bulk_actions],

@@ -1,10 +1,15 @@
 """Small helpers shared by the monitoring API's modules (no Redis access at import)."""
 
+import json
+import math
+
 from django_bgjobs import conf
-from django_bgjobs.connection import get_redis
+from django_bgjobs.connection import answers, get_redis, unless_wrong_type  # noqa: F401 - for the API modules
 from django_bgjobs.payload import valid_queue_name
 
 DEFAULT_PAGE_SIZE = 100
+# A Redis integer is a signed 64-bit number: a longer "counter" is not one.
+_REDIS_INT_RANGE = range(-2**63, 2**63)
 
 
 class RedisUser:
@@ -29,18 +34,29 @@ def text(value):
 
 
 def to_int(value):
-    """A Redis counter or hash field as an int; 0 when missing or not a number."""
+    """A Redis counter or hash field as an int; 0 when missing, not a number or outside Redis's
+    64-bit range (``3`` followed by 400 zeros is not a counter Redis could have kept)."""
     try:
-        return int(text(value))
+        number = int(text(value))
     except (TypeError, ValueError):
         return 0
+    return number if number in _REDIS_INT_RANGE else 0
 
 
 def to_float(value):
-    """A Redis hash field as a float; None when missing or not a number."""
+    """A Redis hash field as a finite float; None when missing, not a number, or infinite."""
     try:
-        return float(text(value))
+        number = float(text(value))
     except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def json_or_none(raw):
+    """Decoded JSON, or None when ``raw`` is not JSON (or nested too deep to decode)."""
+    try:
+        return json.loads(text(raw))
+    except (TypeError, ValueError, RecursionError):
         return None
 
 

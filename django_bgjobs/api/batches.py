@@ -6,7 +6,7 @@ expired (``BATCH_TTL_S`` after it ended) is skipped when listed.  Each batch is 
 """
 
 from django_bgjobs import keys
-from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, text
+from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, text, unless_wrong_type
 from django_bgjobs.batches.client import BatchStatus
 
 
@@ -15,7 +15,7 @@ class BatchSet(RedisUser):
 
     def size(self):
         """Batches in the index (some may have expired since; :meth:`page` skips those)."""
-        return self.redis.zcard(keys.batches())
+        return unless_wrong_type(0, self.redis.zcard, keys.batches())
 
     def __len__(self):
         return self.size()
@@ -26,14 +26,17 @@ class BatchSet(RedisUser):
             raise ValueError(f"offset must be >= 0, not {offset}")
         if limit <= 0:
             return []
-        bids = [text(bid) for bid in self.redis.zrevrange(keys.batches(), offset, offset + limit - 1)]
+        bids = unless_wrong_type([], self.redis.zrevrange, keys.batches(), offset, offset + limit - 1)
+        bids = [text(bid) for bid in bids]
         statuses = [BatchStatus(bid, client=self.redis) for bid in bids]
         return [status for status in statuses if status.exists]
 
     def __iter__(self):
         offset = 0
         while True:
-            bids = [text(b) for b in self.redis.zrevrange(keys.batches(), offset, offset + DEFAULT_PAGE_SIZE - 1)]
+            bids = [text(b) for b in unless_wrong_type(
+                [], self.redis.zrevrange, keys.batches(), offset, offset + DEFAULT_PAGE_SIZE - 1,
+            )]
             for bid in bids:
                 status = BatchStatus(bid, client=self.redis)
                 if status.exists:

@@ -2,7 +2,7 @@
 
 from django_bgjobs import keys
 from django_bgjobs.cron import definitions as schedules
-from django_bgjobs.api._common import RedisUser, text, to_float
+from django_bgjobs.api._common import RedisUser, answers, text, to_float, unless_wrong_type
 from django_bgjobs.payload import now_s
 
 
@@ -28,7 +28,10 @@ class CronEntry(RedisUser):
         """Epoch seconds of the next tick (None when disabled)."""
         if not self.enabled:
             return None
-        return self.schedule.next_tick(now_s() if now is None else now)
+        try:
+            return self.schedule.next_tick(now_s() if now is None else now)
+        except (ValueError, KeyError, TypeError):  # a cron or zone this host cannot use: the worker logs it
+            return None
 
     def enqueue_now(self):
         """Enqueue one run now, outside the schedule; return its jid.  Writes."""
@@ -53,32 +56,54 @@ class CronSet(RedisUser):
     """Every recurring job in Redis, sorted by name.  ``CronSet().get(name)`` finds one."""
 
     def entries(self):
-        raw = self.redis.hgetall(keys.cron_schedules())
-        names = sorted(text(name) for name in raw)
+        """Every recurring job whose definition reads; :meth:`unreadable` lists the others."""
+        by_name = self._definitions()
+        names = sorted(by_name)
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(keys.cron_state(name))
-        states = pipe.execute()
-        by_name = {text(name): value for name, value in raw.items()}
+        states = answers(pipe)
         entries = []
         for name, state in zip(names, states):
-            try:
-                schedule = schedules.CronDefinition.from_json(by_name[name])
-            except (ValueError, TypeError):
-                continue
-            entries.append(CronEntry(schedule, {text(k): v for k, v in state.items()}, self._client))
+            schedule = _definition(by_name[name])
+            if schedule is not None:
+                entries.append(CronEntry(schedule, {text(k): v for k, v in (state or {}).items()}, self._client))
         return entries
+
+    def unreadable(self):
+        """``[(name, raw)]`` of the definitions that do not read (not JSON, missing fields),
+        sorted by name; :meth:`delete` removes one by its exact name."""
+        return [(name, raw) for name, raw in sorted(self._definitions().items()) if _definition(raw) is None]
+
+    def delete(self, name):
+        """Remove the definition named exactly ``name`` from Redis; True when it was there.  Writes.
+        A worker starting with it still in its settings or file puts it back."""
+        return bool(self.redis.hdel(keys.cron_schedules(), name))
+
+    def _definitions(self):
+        raw = unless_wrong_type({}, self.redis.hgetall, keys.cron_schedules())
+        return {text(name): value for name, value in raw.items()}
 
     def __iter__(self):
         return iter(self.entries())
 
     def __len__(self):
-        return self.redis.hlen(keys.cron_schedules())
+        return unless_wrong_type(0, self.redis.hlen, keys.cron_schedules())
 
     def get(self, name):
         """The entry named ``name``, or None."""
-        raw = self.redis.hget(keys.cron_schedules(), name)
-        if raw is None:
+        schedule = _definition(unless_wrong_type(None, self.redis.hget, keys.cron_schedules(), name))
+        if schedule is None:
             return None
-        state = {text(k): v for k, v in self.redis.hgetall(keys.cron_state(name)).items()}
-        return CronEntry(schedules.CronDefinition.from_json(raw), state, self._client)
+        state = unless_wrong_type({}, self.redis.hgetall, keys.cron_state(name))
+        return CronEntry(schedule, {text(k): v for k, v in state.items()}, self._client)
+
+
+def _definition(raw):
+    """The :class:`CronDefinition` stored as ``raw``, or None when it does not read."""
+    if raw is None:
+        return None
+    try:
+        return schedules.CronDefinition.from_json(raw)
+    except (ValueError, TypeError, RecursionError):
+        return None

@@ -10,7 +10,7 @@ Workers add to one hash per UTC minute (``keys.metrics``, written with each hear
 from dataclasses import dataclass
 
 from django_bgjobs import keys
-from django_bgjobs.api._common import RedisUser, text, to_int
+from django_bgjobs.api._common import RedisUser, answers, text, to_int
 from django_bgjobs.payload import now_s
 
 #: The longest window: the hashes live this long (worker.metrics.METRICS_TTL_S).
@@ -59,11 +59,11 @@ class JobMetrics(RedisUser):
             for start in self.minute_starts:  # both names of the minute: up to Sidekiq 7, and 8
                 pipe.hgetall(keys.metrics(start, version=7))
                 pipe.hgetall(keys.metrics(start, version=8))
-            replies = pipe.execute()
+            replies = answers(pipe)
             self._hashes = []
             for older, newer in zip(replies[::2], replies[1::2]):
                 fields = {}
-                for name, value in [*older.items(), *newer.items()]:
+                for name, value in [*(older or {}).items(), *(newer or {}).items()]:
                     fields[text(name)] = fields.get(text(name), 0) + to_int(value)
                 self._hashes.append(fields)
         return self._hashes

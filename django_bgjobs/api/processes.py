@@ -11,8 +11,11 @@ removes it.  Remote commands go through the list ``<identity>-signals``.
 import json
 
 from django_bgjobs import keys
-from django_bgjobs.api._common import RedisUser, text, to_float, to_int
+from django_bgjobs.api._common import (
+    RedisUser, answers, json_or_none, text, to_float, to_int, unless_wrong_type,
+)
 from django_bgjobs.api.records import JobRecord
+from django_bgjobs.payload import epoch_s
 
 SIGNAL_TTL_S = 60
 
@@ -39,35 +42,38 @@ class Process(RedisUser):
     def __repr__(self):
         return f"<Process {self.identity} busy={self.busy}/{self.concurrency}>"
 
+    # The fields of ``info`` as their types, None (or []) when a writer left another type.
+
     @property
     def hostname(self):
-        return self.info.get("hostname")
+        return _of_type(self.info.get("hostname"), str)
 
     @property
     def pid(self):
-        return self.info.get("pid")
+        return _of_type(self.info.get("pid"), int)
 
     @property
     def tag(self):
-        return self.info.get("tag")
+        return _of_type(self.info.get("tag"), str)
 
     @property
     def queues(self):
-        return self.info.get("queues") or []
+        queues = self.info.get("queues")
+        return [str(name) for name in queues] if isinstance(queues, list) else []
 
     @property
     def concurrency(self):
-        return self.info.get("concurrency")
+        return _of_type(self.info.get("concurrency"), int)
 
     @property
     def async_concurrency(self):
         """How many ``async def perform`` jobs the process runs at once besides its threads."""
-        return self.info.get("async_concurrency")
+        return _of_type(self.info.get("async_concurrency"), int)
 
     @property
     def started_at(self):
         """Epoch seconds when the process started."""
-        return self.info.get("started_at")
+        return epoch_s(self.info.get("started_at"))
 
     def quiet(self):
         """Ask the process to stop fetching jobs; it finishes those it runs (takes a heartbeat)."""
@@ -93,11 +99,11 @@ class ProcessSet(RedisUser):
         identities = self._identities()
         pipe = self.redis.pipeline(transaction=False)
         for identity in identities:
-            pipe.exists(keys.process(identity))
+            pipe.type(keys.process(identity))
             pipe.hmget(keys.process(identity), "info", "busy", "beat", "quiet", "rss", "rtt_us")
-        results = pipe.execute()
-        for identity, exists, fields in zip(identities, results[::2], results[1::2]):
-            if exists:
+        results = answers(pipe)
+        for identity, kind, fields in zip(identities, results[::2], results[1::2]):
+            if text(kind) == "hash":  # a member naming a key of another type is no process
                 yield _process(identity, fields, self._client)
 
     def size(self):
@@ -109,12 +115,14 @@ class ProcessSet(RedisUser):
 
     def get(self, identity):
         """The live :class:`Process` with this identity, or None."""
+        # Membership first: the identity may come from a form, and name any key at all.
+        if not unless_wrong_type(False, self.redis.sismember, keys.processes(), identity):
+            return None
         pipe = self.redis.pipeline(transaction=False)
-        pipe.sismember(keys.processes(), identity)
-        pipe.exists(keys.process(identity))
+        pipe.type(keys.process(identity))
         pipe.hmget(keys.process(identity), "info", "busy", "beat", "quiet", "rss", "rtt_us")
-        member, exists, fields = pipe.execute()
-        return _process(identity, fields, self._client) if member and exists else None
+        kind, fields = answers(pipe)
+        return _process(identity, fields, self._client) if text(kind) == "hash" else None
 
     def served_queues(self):
         """The names of the queues some live process fetches from, from each heartbeat's
@@ -129,20 +137,25 @@ class ProcessSet(RedisUser):
         """Threads available across every live process."""
         return sum(p.concurrency or 0 for p in self)
 
-    def cleanup(self):
-        """Remove identities whose heartbeat hash has expired; return how many were removed.
-
-        A write, so it is never called by the read methods; the admin or a cron calls it.
-        """
+    def stale(self):
+        """The members of the ``processes`` set that name no live process, sorted: their heartbeat
+        hash expired (a process that died without saying goodbye), or their key holds another type."""
         identities = self._identities()
         pipe = self.redis.pipeline(transaction=False)
         for identity in identities:
-            pipe.exists(keys.process(identity))
-        stale = [identity for identity, exists in zip(identities, pipe.execute()) if not exists]
+            pipe.type(keys.process(identity))
+        return [identity for identity, kind in zip(identities, pipe.execute()) if text(kind) != "hash"]
+
+    def cleanup(self):
+        """Remove the :meth:`stale` members, each by its exact name; return how many were removed.
+
+        A write, so it is never called by the read methods; the admin or a cron calls it.
+        """
+        stale = self.stale()
         return self.redis.srem(keys.processes(), *stale) if stale else 0
 
     def _identities(self):
-        return sorted(text(member) for member in self.redis.smembers(keys.processes()))
+        return sorted(text(member) for member in unless_wrong_type((), self.redis.smembers, keys.processes()))
 
 
 class WorkSet(RedisUser):
@@ -154,14 +167,14 @@ class WorkSet(RedisUser):
     """
 
     def __iter__(self):
-        identities = sorted(text(m) for m in self.redis.smembers(keys.processes()))
+        identities = ProcessSet(self._client)._identities()
         pipe = self.redis.pipeline(transaction=False)
         for identity in identities:
             pipe.hgetall(keys.work(identity))  # Sidekiq 7 and later, and ours by default
             pipe.hgetall(keys.workers(identity))  # Sidekiq 6
-        replies = pipe.execute()
+        replies = answers(pipe)
         for identity, threads, threads_6 in zip(identities, replies[::2], replies[1::2]):
-            threads = {**threads_6, **threads}
+            threads = {**(threads_6 or {}), **(threads or {})}
             for thread_id in sorted(threads):
                 work = _work(threads[thread_id])
                 if work is not None:
@@ -169,11 +182,11 @@ class WorkSet(RedisUser):
 
     def size(self):
         """How many threads run a job, from the processes' ``busy`` counts (as Sidekiq counts)."""
-        identities = self.redis.smembers(keys.processes())
+        identities = ProcessSet(self._client)._identities()
         pipe = self.redis.pipeline(transaction=False)
         for identity in identities:
-            pipe.hget(keys.process(text(identity)), "busy")
-        return sum(to_int(busy) for busy in pipe.execute())
+            pipe.hget(keys.process(identity), "busy")
+        return sum(to_int(busy) for busy in answers(pipe))
 
     def find_work_by_jid(self, jid):
         """The ``(identity, thread_id, work)`` running the job ``jid``, or None."""
@@ -183,12 +196,13 @@ class WorkSet(RedisUser):
         return None
 
 
+def _of_type(value, kind):
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
 def _process(identity, fields, client):
-    info_raw, busy, beat, quiet, rss, rtt = (text(f) for f in fields)
-    try:
-        info = json.loads(info_raw) if info_raw else {}
-    except ValueError:
-        info = {}
+    info_raw, busy, beat, quiet, rss, rtt = (text(f) for f in fields or (None,) * 6)
+    info = json_or_none(info_raw) if info_raw else {}
     if not isinstance(info, dict):
         info = {}
     return Process(identity, info, to_int(busy), to_float(beat), quiet == "true", client=client,
@@ -196,16 +210,19 @@ def _process(identity, fields, client):
 
 
 def _work(raw):
-    try:
-        work = json.loads(text(raw))
-    except ValueError:
-        return None
+    work = json_or_none(raw)
     if not isinstance(work, dict):
         return None
     payload = work.get("payload")
     if isinstance(payload, dict):
-        payload = json.dumps(payload)
-    record = JobRecord(payload or "", work.get("queue"))
+        try:
+            payload = json.dumps(payload)
+        except (ValueError, RecursionError):
+            payload = text(raw)
+    if not isinstance(payload, (str, bytes)):
+        payload = ""
+    queue = work.get("queue")
+    record = JobRecord(payload, queue if isinstance(queue, str) else None)
     work["payload"] = record.item
     work["job"] = record
     return work

@@ -7,7 +7,9 @@ while workers take jobs may skip or repeat one.
 """
 
 from django_bgjobs import client, keys, registry
-from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, configured_queue_names, text
+from django_bgjobs.api._common import (
+    DEFAULT_PAGE_SIZE, RedisUser, answers, configured_queue_names, text, unless_wrong_type,
+)
 from django_bgjobs.api.records import JobRecord, clear_jobs
 from django_bgjobs.errors import UnknownJobError
 from django_bgjobs.payload import dumps, valid_queue_name
@@ -23,9 +25,12 @@ class Queue(RedisUser):
         queue.find_job(jid).delete()
     """
 
-    def __init__(self, name="default", client=None):
+    def __init__(self, name="default", client=None, member=None):
         super().__init__(client)
         self.name = name
+        #: The name exactly as the ``queues`` set holds it (:meth:`all` keeps bytes that are not
+        #: UTF-8, which ``name`` shows with replacement characters), for :meth:`forget`.
+        self.member = name if member is None else member
         # Removals made through this object's records, so iteration does not skip entries.
         self._removed = 0
 
@@ -46,22 +51,22 @@ class Queue(RedisUser):
     def all(cls, client=None):
         """Every queue known in Redis (``queues``) or configured in ``BGJOBS["QUEUES"]``, by name."""
         probe = RedisUser(client)
-        names = {text(name) for name in probe.redis.smembers(keys.queues())}
-        names.update(configured_queue_names())
-        return [cls(name, client=client) for name in sorted(names)]
+        members = {text(member): member for member in unless_wrong_type((), probe.redis.smembers, keys.queues())}
+        names = set(members) | set(configured_queue_names())
+        return [cls(name, client=client, member=members.get(name)) for name in sorted(names)]
 
     # -- reads ------------------------------------------------------------------------------
 
     def size(self):
-        """How many jobs wait in the queue now."""
-        return self.redis.llen(self.key)
+        """How many jobs wait in the queue now (0 when its key holds another type: :meth:`problem`)."""
+        return unless_wrong_type(0, self.redis.llen, self.key)
 
     def __len__(self):
         return self.size()
 
     def latency(self):
         """Seconds since the oldest waiting job was enqueued; 0.0 when the queue is empty."""
-        raw = self.redis.lindex(self.key, -1)
+        raw = unless_wrong_type(None, self.redis.lindex, self.key, -1)
         return 0.0 if raw is None else JobRecord(raw, self.name).latency
 
     def page(self, offset=0, limit=DEFAULT_PAGE_SIZE, newest_first=True):
@@ -71,10 +76,10 @@ class Queue(RedisUser):
         if limit <= 0:
             return []
         if newest_first:
-            raws = self.redis.lrange(self.key, offset, offset + limit - 1)
+            raws = unless_wrong_type([], self.redis.lrange, self.key, offset, offset + limit - 1)
         else:
             # Count from the tail; LRANGE returns head-to-tail, so reverse for oldest first.
-            raws = self.redis.lrange(self.key, -(offset + limit), -(offset + 1))[::-1]
+            raws = unless_wrong_type([], self.redis.lrange, self.key, -(offset + limit), -(offset + 1))[::-1]
         return [JobRecord(raw, self.name, parent=self, client=self._client) for raw in raws]
 
     def jobs(self, newest_first=True, page_size=DEFAULT_PAGE_SIZE):
@@ -100,10 +105,25 @@ class Queue(RedisUser):
                 return record
         return None
 
+    def find_member(self, member_id):
+        """The :class:`JobRecord` whose exact member has this :attr:`~JobRecord.member_id`, or None
+        (names any entry, a payload that does not parse included).  O(n), as :meth:`find_job`."""
+        return next((record for record in self.jobs() if record.member_id == member_id), None)
+
     @property
     def paused(self):
         """True while workers skip this queue (its name is in the ``paused`` set)."""
-        return bool(self.redis.sismember(keys.paused(), self.name))
+        return bool(unless_wrong_type(False, self.redis.sismember, keys.paused(), self.name))
+
+    def problem(self):
+        """Why this is not a queue the admin can show and workers can serve (its name is not a
+        valid queue name, or its key holds another type than a list), or None."""
+        if not valid_queue_name(self.name):
+            return "not a valid queue name"
+        kind = text(self.redis.type(self.key))
+        if kind not in ("list", "none"):
+            return f"its key {self.key!r} holds a {kind}, not a list"
+        return None
 
     # -- changes ----------------------------------------------------------------------------
 
@@ -141,6 +161,15 @@ class Queue(RedisUser):
         if written is None:
             return None
         return JobRecord(dumps(written), self.name, parent=self, client=self._client)
+
+    def forget(self):
+        """Remove this exact name from the ``queues`` and ``paused`` sets (where queue names are
+        listed); True when it was listed.  For a name that is no queue's (see :meth:`problem`):
+        its key is left alone, as another program's may be; :meth:`clear` deletes a queue's jobs."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.srem(keys.queues(), self.member)
+        pipe.srem(keys.paused(), self.member)
+        return bool(answers(pipe)[0])
 
     def pause(self):
         """Make every worker skip this queue until :meth:`resume`."""

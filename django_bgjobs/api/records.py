@@ -12,6 +12,7 @@ Records tolerate payloads that do not parse (the dead set keeps whatever a
 worker could not read): ``item`` is then ``{}`` and ``parse_error`` says why.
 """
 
+import hashlib
 import json
 import logging
 import secrets
@@ -31,6 +32,8 @@ from django_bgjobs.serialization import TAG
 logger = logging.getLogger(__name__)
 
 DISPLAY_ARGS_CHARS = 120
+#: How much of an unreadable payload's raw text a page shows.
+RAW_EXCERPT_CHARS = 10_000
 KILL_REASON = "killed from the monitoring API"
 # Optimistic (WATCH) moves give up after this many collisions with other writers.
 _MAX_WATCH_ATTEMPTS = 50
@@ -73,8 +76,17 @@ class JobRecord:
     # -- payload fields ---------------------------------------------------------------------
 
     @property
+    def member_id(self):
+        """A digest naming this exact member (its raw bytes), for forms and links that must name
+        the entry whatever its payload holds (no jid, a jid that is not a string, a copy)."""
+        raw = self.raw if isinstance(self.raw, bytes) else str(self.raw).encode("utf-8", "surrogatepass")
+        return hashlib.sha1(raw).hexdigest()
+
+    @property
     def jid(self):
-        return self.item.get("jid")
+        """The payload's ``jid``; None when it has none, or one that is not a string."""
+        jid = self.item.get("jid")
+        return jid if isinstance(jid, str) else None
 
     @property
     def klass(self):
@@ -87,8 +99,9 @@ class JobRecord:
 
     @property
     def queue(self):
-        """The queue this record was read from, else the payload's ``queue``."""
-        return self._queue_name or self.item.get("queue")
+        """The queue this record was read from, else the payload's ``queue`` (None when not a string)."""
+        queue = self._queue_name or self.item.get("queue")
+        return queue if isinstance(queue, str) else None
 
     @property
     def created_at(self):
@@ -139,12 +152,20 @@ class JobRecord:
     def display_args(self):
         """The arguments as one short line for lists (``1, 'a', user=auth.user#3``)."""
         if self.parse_error:
-            text_value = text(self.raw) or ""
+            text_value = self.raw_excerpt
         else:
             text_value = ", ".join(_render_arg(arg, top=True) for arg in self.args)
         if len(text_value) > DISPLAY_ARGS_CHARS:
             text_value = text_value[: DISPLAY_ARGS_CHARS - 1] + "…"
         return text_value
+
+    @property
+    def raw_excerpt(self):
+        """The raw payload as text (undecodable bytes replaced), cut to :data:`RAW_EXCERPT_CHARS`."""
+        raw = text(self.raw) or ""
+        if len(raw) > RAW_EXCERPT_CHARS:
+            return raw[:RAW_EXCERPT_CHARS] + f"… ({len(raw):,} characters in all)"
+        return raw
 
     # -- changes ----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ dead set's caps are applied in one place.
 
 from django_bgjobs import keys, moves, retry
 from django_bgjobs.job_end import Outcome
-from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, glob_escape
+from django_bgjobs.api._common import DEFAULT_PAGE_SIZE, RedisUser, glob_escape, text, unless_wrong_type
 from django_bgjobs.api.records import KILL_REASON, SortedEntry, clear_jobs, move_watched, notify_died
 from django_bgjobs.payload import dumps, now_s
 
@@ -38,10 +38,16 @@ class SortedSet(RedisUser):
     # -- reads ------------------------------------------------------------------------------
 
     def size(self):
-        return self.redis.zcard(self.key)
+        """How many entries the set holds (0 when its key holds another type)."""
+        return unless_wrong_type(0, self.redis.zcard, self.key)
 
     def __len__(self):
         return self.size()
+
+    def problem(self):
+        """None, or why the set cannot be read: its key holds another type (it then reads as empty)."""
+        kind = text(self.redis.type(self.key))
+        return None if kind in ("zset", "none") else f"its key {text(self.key)!r} holds a {kind}, not a zset"
 
     def page(self, offset=0, limit=DEFAULT_PAGE_SIZE, reverse=False):
         """Up to ``limit`` :class:`SortedEntry` in score order (highest first if ``reverse``)."""
@@ -50,7 +56,7 @@ class SortedSet(RedisUser):
         if limit <= 0:
             return []
         read = self.redis.zrevrange if reverse else self.redis.zrange
-        pairs = read(self.key, offset, offset + limit - 1, withscores=True)
+        pairs = unless_wrong_type([], read, self.key, offset, offset + limit - 1, withscores=True)
         return [SortedEntry(self, score, raw) for raw, score in pairs]
 
     def entries(self, reverse=False, page_size=DEFAULT_PAGE_SIZE):
@@ -71,6 +77,8 @@ class SortedSet(RedisUser):
         """Iterate the entries whose raw payload contains ``substring`` (class, jid, error text...)."""
         seen = set()
         pattern = f"*{glob_escape(substring)}*"
+        if unless_wrong_type(None, self.redis.zcard, self.key) is None:
+            return
         for raw, score in self.redis.zscan_iter(self.key, match=pattern, count=count):
             if raw not in seen:  # ZSCAN may return a member twice while the set is rehashed
                 seen.add(raw)
@@ -83,10 +91,16 @@ class SortedSet(RedisUser):
                 return entry
         return None
 
+    def find_member(self, member_id, score=None):
+        """The :class:`SortedEntry` whose exact member has this :attr:`~JobRecord.member_id`, or
+        None (names any entry, one whose payload does not parse included); faster given its score."""
+        entries = self.fetch(score) if score is not None and score == score else self.entries()
+        return next((entry for entry in entries if entry.member_id == member_id), None)
+
     def fetch(self, score, jid=None):
         """Entries scored exactly ``score`` (or within a ``(min, max)`` tuple), optionally one jid."""
         low, high = score if isinstance(score, tuple) else (score, score)
-        pairs = self.redis.zrangebyscore(self.key, low, high, withscores=True)
+        pairs = unless_wrong_type([], self.redis.zrangebyscore, self.key, low, high, withscores=True)
         entries = [SortedEntry(self, s, raw) for raw, s in pairs]
         return [e for e in entries if jid is None or e.jid == jid]
 

@@ -7,7 +7,7 @@ last reset; their ``:YYYY-MM-DD`` twins (UTC day) feed :meth:`Stats.history`.
 import datetime
 
 from django_bgjobs import keys
-from django_bgjobs.api._common import RedisUser, configured_queue_names, text, to_int
+from django_bgjobs.api._common import RedisUser, answers, configured_queue_names, text, to_int
 from django_bgjobs.api.records import JobRecord
 
 STAT_NAMES = ("processed", "failed")
@@ -42,28 +42,30 @@ class Stats(RedisUser):
         pipe.smembers(keys.processes())
         pipe.smembers(keys.queues())
         pipe.lindex(keys.queue("default"), -1)
-        processed, failed, scheduled, retries, dead, identities, queue_names, oldest_default = pipe.execute()
+        # A key of another type (another program's) reads as empty: answers() gives None.
+        processed, failed, scheduled, retries, dead, identities, queue_names, oldest_default = answers(pipe)
         #: Jobs run since the last :meth:`reset`, and how many of those raised.
         self.processed = to_int(processed)
         self.failed = to_int(failed)
-        self.scheduled_size = scheduled
-        self.retry_size = retries
-        self.dead_size = dead
+        self.scheduled_size = scheduled or 0
+        self.retry_size = retries or 0
+        self.dead_size = dead or 0
         #: Seconds the oldest job of the ``default`` queue has waited (0.0 when empty).
         self.default_queue_latency = 0.0 if oldest_default is None else JobRecord(oldest_default).latency
 
-        identities = sorted(text(i) for i in identities)
-        names = sorted({text(n) for n in queue_names} | set(configured_queue_names()))
+        identities = sorted(text(i) for i in identities or ())
+        names = sorted({text(n) for n in queue_names or ()} | set(configured_queue_names()))
         pipe = self.redis.pipeline(transaction=False)
         for identity in identities:
-            pipe.exists(keys.process(identity))
+            pipe.type(keys.process(identity))
             pipe.hget(keys.process(identity), "busy")
         for name in names:
             pipe.llen(keys.queue(name))
-        results = pipe.execute()
+        results = answers(pipe)
         per_process = results[: 2 * len(identities)]
-        live_busy = [busy for exists, busy in zip(per_process[::2], per_process[1::2]) if exists]
-        sizes = results[2 * len(identities):]
+        # A live process is a hash; a member naming a key of another type is no process.
+        live_busy = [busy for kind, busy in zip(per_process[::2], per_process[1::2]) if text(kind) == "hash"]
+        sizes = [size or 0 for size in results[2 * len(identities):]]
         #: Live worker processes, and the sum of their busy threads.
         self.processes_size = len(live_busy)
         self.workers_size = sum(to_int(busy) for busy in live_busy)

@@ -46,7 +46,7 @@ class UniqueLocks(RedisUser):
         batch = []
         for key in self.redis.scan_iter(match=pattern, count=count):
             key = text(key)
-            if key in seen:  # SCAN may return a key twice
+            if key in seen or not self.is_lock_key(key):  # SCAN may return a key twice; another program's key
                 continue
             seen.add(key)
             batch.append(key)

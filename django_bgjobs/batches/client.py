@@ -51,7 +51,7 @@ import sys
 from contextlib import contextmanager
 
 from django_bgjobs import client, conf, execution, keys, scripts, serialization
-from django_bgjobs.connection import get_redis
+from django_bgjobs.connection import answers, get_redis, unless_wrong_type
 from django_bgjobs.errors import BgJobsError, ConfigurationError, UnknownJobError
 from django_bgjobs.job import Job, check_queue_name
 from django_bgjobs.payload import now_s, printable
@@ -432,9 +432,11 @@ class BatchStatus:
         pipe.hlen(keys.batch_failures(bid))
         pipe.scard(keys.batch_dead(bid))
         pipe.ttl(keys.batch(bid))
-        fields, self.pending, self.failures, self.dead, ttl = pipe.execute()
+        # A key of another type (another program's) reads as empty.
+        fields, pending, failures, dead, ttl = answers(pipe)
+        self.pending, self.failures, self.dead = pending or 0, failures or 0, dead or 0
         self._redis = redis
-        fields = {_text(k): _text(v) for k, v in fields.items()}
+        fields = {_text(k): _text(v) for k, v in (fields or {}).items()}
         self.exists = bool(fields)
         self.description = fields.get("description", "")
         self.parent_bid = fields.get("parent") or None
@@ -450,7 +452,7 @@ class BatchStatus:
         self.expires_in_s = ttl if ttl is not None and ttl >= 0 else None
         try:
             self.callbacks = [(c["event"], f"{c['module']}.{c['qualname']}") for c in json.loads(fields.get("callbacks") or "[]")]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             self.callbacks = []
 
     def __repr__(self):
@@ -477,21 +479,21 @@ class BatchStatus:
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys.batch_failures(self.bid))
         pipe.smembers(keys.batch_dead(self.bid))
-        failures, dead = pipe.execute()
-        dead = {_text(jid) for jid in dead}
+        failures, dead = answers(pipe)
+        dead = {_text(jid) for jid in dead or ()}
         found = []
-        for jid, raw in failures.items():
+        for jid, raw in (failures or {}).items():
             jid = _text(jid)
             try:
                 info = json.loads(raw)
-            except ValueError:
-                info = {}
-            found.append({"jid": jid, **info, "dead": jid in dead})
-        return sorted(found, key=lambda f: (f.get("failed_at") or 0, f["jid"]))
+            except (ValueError, RecursionError):
+                info = None
+            found.append({**(info if isinstance(info, dict) else {}), "jid": jid, "dead": jid in dead})
+        return sorted(found, key=lambda f: (_float(f.get("failed_at")) or 0, f["jid"]))
 
     def jids(self):
         """The jids of the jobs not succeeded yet."""
-        return sorted(_text(jid) for jid in self._redis.smembers(keys.batch_jids(self.bid)))
+        return sorted(_text(jid) for jid in unless_wrong_type((), self._redis.smembers, keys.batch_jids(self.bid)))
 
 
 def _text(value):
@@ -507,6 +509,8 @@ def _int(value):
 
 def _float(value):
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
+

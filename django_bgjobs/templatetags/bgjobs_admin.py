@@ -8,6 +8,7 @@ import datetime
 import json
 
 from django import template
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince, timeuntil
@@ -49,6 +50,29 @@ def timeago(value, now=None):
     return format_html('<time datetime="{}" title="{}">{}</time>', moment.isoformat(), exact, text)
 
 
+@register.simple_tag(takes_context=True)
+def bgjobs_url(context, name, *args):
+    """``{% bgjobs_url "django_bgjobs_queue" queue.name as url %}``: the URL of an admin page
+    for values read from Redis, or "" when no URL can hold them (a jid with a ``/``, an empty
+    or ``..`` queue name, a value that is not a string), so the template shows them unlinked
+    instead of failing the whole page.  ``name`` is an ``admin:`` URL name without the prefix."""
+    if any(not isinstance(arg, (str, int)) or isinstance(arg, bool) or str(arg) in ("", ".", "..") for arg in args):
+        return ""
+    request = context.get("request")
+    try:
+        return reverse(f"admin:{name}", args=args, current_app=getattr(request, "current_app", None))
+    except NoReverseMatch:
+        return ""
+
+
+@register.simple_tag(takes_context=True)
+def bgjobs_link(context, text, name, *args):
+    """``<a href="...">text</a>`` to the admin page ``name`` for ``args`` (see :func:`bgjobs_url`),
+    or the text alone when no URL can hold them."""
+    url = bgjobs_url(context, name, *args)
+    return format_html('<a href="{}">{}</a>', url, text) if url else format_html("{}", text)
+
+
 @register.filter
 def duration(seconds):
     """A latency in seconds, short: ``0 s``, ``4.2 s``, ``12 min``, ``3 h 5 min``, ``2 days``."""
@@ -79,8 +103,15 @@ def thousands(value):
 
 @register.filter
 def pretty_json(value):
-    """Indented JSON for a payload or its arguments (plain text: escape it in the template)."""
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    """Indented JSON for a payload or its arguments (plain text: escape it in the template);
+    compact JSON for one nested too deep to indent."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    except (RecursionError, ValueError):
+        try:
+            return json.dumps(value, ensure_ascii=False, default=str)
+        except (RecursionError, ValueError):
+            return "(nested too deep to show)"
 
 
 @register.filter
