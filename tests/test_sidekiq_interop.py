@@ -23,9 +23,9 @@ from tests.testapp.jobs import FailingJob, RecordJob, performed
 pytestmark = [pytest.mark.sidekiq, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sidekiq_version")]
 
 
-def fail_once(job_class, *args, dead=False):
+def fail_once(job_class, *args, dead=False, queue="default"):
     """Enqueue ``job_class(*args)``, take it as a worker would and fail it: to retry (or dead)."""
-    handle = (job_class.set(retry=0) if dead else job_class).perform_later(*args)
+    handle = job_class.set(retry=0 if dead else None, queue=queue).perform_later(*args)
     inflight = keys.inflight("interop-host:1:test", handle.queue)
     raw = get_redis().lmove(keys.queue(handle.queue), inflight, "LEFT", "LEFT")
     outcome = unit_in_flight(raw, "interop-host:1:test", handle.queue).fail(ValueError(f"bad {args}"))
@@ -171,9 +171,9 @@ def test_sidekiq_compressed_backtrace_is_shown_as_lines_by_our_api_and_admin(vie
 @pytest.mark.slow
 def test_real_sidekiq_runs_what_we_enqueue_schedule_and_retry():
     # Given: a Ruby job enqueued, one scheduled a second ahead, and one in our retry set, due now
-    now_job = RubyRecordJob.perform_later(1, "now")
-    later_job = RubyRecordJob.set(wait=1).perform_later(2, "later")
-    retried = fail_once(RubyRecordJob, 3, "retried")
+    now_job = RubyRecordJob.set(queue="ruby").perform_later(1, "now")
+    later_job = RubyRecordJob.set(queue="ruby", wait=1).perform_later(2, "later")
+    retried = fail_once(RubyRecordJob, 3, "retried", queue="ruby")
     [raw] = get_redis().zrange(keys.retry(), 0, -1)
     get_redis().zadd(keys.retry(), {raw: time.time()})  # due now
 

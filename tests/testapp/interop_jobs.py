@@ -36,11 +36,10 @@ class InteropRecordJob(Job):
 
 
 class RubyRecordJob(Job):
-    """The Python name of ``RubyRecordJob`` in ``tests/ruby/jobs.rb``: enqueued here, run by Ruby's
-    ``sidekiq`` (no Python worker serves the ``ruby`` queue)."""
+    """The Python name of ``RubyRecordJob`` in ``tests/ruby/jobs.rb``: enqueued here (to the
+    ``ruby`` queue, which no Python worker serves), run by Ruby's ``sidekiq``."""
 
     name = "RubyRecordJob"
-    queue = "ruby"
 
     def perform(self, *args):
         raise NotImplementedError("RubyRecordJob runs in Ruby's sidekiq")
