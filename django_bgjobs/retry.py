@@ -210,7 +210,8 @@ def fail(work, exc, job=None):
     ``queue``, ``payload`` (raising :class:`InvalidPayloadError` when the raw payload is not
     a JSON object) and ``write(build)``, which runs the commands ``build(pipe)`` queues in
     one MULTI with the job's removal from the in-flight list (``build`` returns the
-    follow-ups of :func:`job_end.queue_writes`, run once that MULTI is written).  ``job``: the Job instance
+    follow-ups of :func:`job_end.queue_writes`, run once that MULTI is written; so are the
+    log line and the ``job_retried`` / ``job_died`` signal of a retry or dead entry).  ``job``: the Job instance
     that ran, if one was made.  The decision is taken once, whatever Redis does (the unit
     retries its write), so ``retry_in`` and ``retries_exhausted`` run once.  A payload whose
     own fields break the rules (``"retry_count": "x"``) is buried as unreadable, rather than
@@ -252,14 +253,16 @@ def _retry(work, payload, exc, job_class, now, wait_s, reason):
 
     def build(pipe):
         pipe.zadd(keys.retry(), {entry: retry_at})
-        return queue_writes(pipe, End(Outcome.RETRIED, payload, retry_at, exc))
+        return [*queue_writes(pipe, End(Outcome.RETRIED, payload, retry_at, exc)), written]
+
+    def written(client, results):  # a follow-up: once the entry is in Redis (with others' ends, maybe)
+        logger.warning(
+            "%s jid=%s failed (%s: %s); %s in %.0fs", printable(payload["class"]), printable(payload.get("jid")),
+            payload["error_class"], printable(payload["error_message"]), reason, wait_s,
+        )
+        signals.notify(signals.job_retried, job_class, payload=payload, exception=exc, retry_at=retry_at)
 
     work.write(build)
-    logger.warning(
-        "%s jid=%s failed (%s: %s); %s in %.0fs", printable(payload["class"]), printable(payload.get("jid")),
-        payload["error_class"], printable(payload["error_message"]), reason, wait_s,
-    )
-    signals.notify(signals.job_retried, job_class, payload=payload, exception=exc, retry_at=retry_at)
     return Outcome.RETRIED
 
 
@@ -269,12 +272,14 @@ def _bury(work, payload, exc, job_class, now, reason, end_writes=True):
 
     def build(pipe):
         add_to_dead(pipe, entry, now)
-        return queue_writes(pipe, End(Outcome.DEAD, payload, None, exc)) if end_writes else None
+        return [*(queue_writes(pipe, End(Outcome.DEAD, payload, None, exc)) if end_writes else ()), written]
+
+    def written(client, results):  # a follow-up: once the entry is in Redis (with others' ends, maybe)
+        logger.error("%s jid=%s moved to the dead set: %s", printable(payload.get("class")),
+                     printable(payload.get("jid")), printable(reason))
+        signals.notify(signals.job_died, job_class, payload=payload, exception=exc, reason=reason)
 
     work.write(build)
-    logger.error("%s jid=%s moved to the dead set: %s", printable(payload.get("class")), printable(payload.get("jid")),
-                 printable(reason))
-    signals.notify(signals.job_died, job_class, payload=payload, exception=exc, reason=reason)
     return Outcome.DEAD
 
 

@@ -14,7 +14,8 @@ A :class:`~django_bgjobs.worker.processor.Processor` thread makes an :class:`Att
    (``worker/event_loop.py``), whose finisher thread sends the end signal.
 3. :meth:`Attempt.succeeded` or :meth:`Attempt.failed`, by whichever thread saw the end: the
    "done" / "fail" log line, then the unit of work's ``acknowledge`` or ``fail``, which write
-   the end in one MULTI with the features' end writes (``job_end``).
+   the end in one MULTI with the features' end writes (``job_end``).  (The async finisher
+   writes several ends at once, and logs their lines once they are written: ``UnitOfWork.defer``.)
 
 While the chain runs, :func:`django_bgjobs.execution.current_attempt` returns the attempt, so
 a middleware can read the worker's state (``identity``, ``queue``, ``metrics``, ``guard``,
@@ -122,8 +123,8 @@ class Attempt:
         if self.outcome is not None:
             self.unit.acknowledge(self.outcome, fetch_next=fetch_next)
             return False
-        logger.info("done %s jid=%s queue=%s %.3fs", printable(self.payload["class"]), printable(self.job.jid),
-                    self.queue, time.perf_counter() - self.started)
+        self.unit.defer(logger.info, "done %s jid=%s queue=%s %.3fs", printable(self.payload["class"]),
+                        printable(self.job.jid), self.queue, time.perf_counter() - self.started)
         self.unit.acknowledge(Outcome.SUCCEEDED, fetch_next=fetch_next)
         return True
 
@@ -133,10 +134,10 @@ class Attempt:
         Outcome.  ``patient=False``: one write, a ``RedisError`` propagates."""
         payload = self.payload
         if not isinstance(exc, InvalidPayloadError) or payload is not None:
-            logger.info(
-                "fail %s jid=%s queue=%s %.3fs: %s: %s", printable((payload or {}).get("class")),
-                printable((payload or {}).get("jid")),
-                self.queue, time.perf_counter() - self.started, type(exc).__name__, exc,
+            self.unit.defer(
+                logger.info, "fail %s jid=%s queue=%s %.3fs: %s: %s", printable((payload or {}).get("class")),
+                printable((payload or {}).get("jid")), self.queue, time.perf_counter() - self.started,
+                type(exc).__name__, exc,
             )
         if self.outcome is Outcome.RESCHEDULED:
             # Already back in the schedule set: a middleware outside the one that put it there

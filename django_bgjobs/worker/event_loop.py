@@ -14,13 +14,19 @@ threads start with the first async job.  How an async job runs:
    it held) before the thread goes on to its next job.
 2. On the loop's thread the coroutine -- the async middleware, the wrappers the sync ones
    returned (timeout, perform callbacks, metrics) and ``perform`` -- runs as one asyncio
-   task; Django's stale database connections are closed afterwards, as the ASGI handler
-   does per request.
-3. The outcome goes to the finisher thread, which sends ``job_succeeded`` / ``job_failed``
-   and ends the attempt (``Attempt.succeeded`` / ``Attempt.failed``: the unit of work's
-   acknowledgement, or the retry or dead entry), then frees the slot.  Redis writes, the
-   signals' receivers and ``retry_in`` / ``retries_exhausted`` therefore never run on the
-   loop, which only ever runs the jobs' own coroutines (and async middleware).
+   task.  Its outcome goes to the finisher thread at once.
+3. The finisher thread takes every outcome waiting (jobs finish in waves: those started
+   together end together), sends each one's ``job_succeeded`` / ``job_failed`` and ends its
+   attempt (``Attempt.succeeded`` / ``Attempt.failed``: the unit of work's acknowledgement,
+   or the retry or dead entry), then writes all those ends in one MULTI
+   (:class:`~django_bgjobs.worker.fetcher.Endings`: one round trip, each end as atomic as
+   alone), logs their "done" / "fail" lines, frees their slots and closes Django's stale
+   database connections (its own, and those of the thread the jobs' ``sync_to_async`` calls
+   run in), as the ASGI handler does per request.  It writes what it has ended every
+   ``WRITE_WITHIN_S``, so a finished job is acknowledged within milliseconds of the end of
+   ``perform`` (the window measured is in ``docs/guarantees.rst``).
+   Redis writes, the signals' receivers and ``retry_in`` / ``retries_exhausted`` never run
+   on the loop, which only ever runs the jobs' own coroutines (and async middleware).
 4. At shutdown (:meth:`EventLoop.abandon`, after ``SHUTDOWN_TIMEOUT_S``) the jobs still
    running are marked abandoned and their tasks cancelled (``CancelledError`` is raised at
    their ``await``); they write nothing and the launcher pushes them back to their queues.
@@ -44,10 +50,15 @@ from django.db import close_old_connections
 
 from django_bgjobs.job_end import Outcome
 from django_bgjobs.payload import printable
+from django_bgjobs.worker.fetcher import Endings
 
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.5
+#: The finisher writes the ends it has made once making them has taken this long, or when no
+#: other job has ended meanwhile: jobs that end together share a round trip, and the first
+#: of them does not wait for the CPU of all the others (a failure costs a traceback).
+WRITE_WITHIN_S = 0.002
 #: A loop that has not ticked for this long is reported as blocked.
 BLOCKED_AFTER_S = 5.0
 
@@ -64,6 +75,7 @@ class EventLoop:
         self._running = {}  # Attempt -> (busy-work key, concurrent future)
         self._ended = queue.SimpleQueue()  # (attempt, result, exception) for the finisher; None: stop
         self._keys = itertools.count()
+        self._tasks = set()  # the loop's own tasks (_close_jobs_connections), referenced until done
         self._threads = []
         self._closed = False  # set by abandon(): no job is started any more
         self.last_tick = None  # time.monotonic() of the loop's last tick (see check_blocked)
@@ -122,10 +134,7 @@ class EventLoop:
         except BaseException as exc:  # SystemExit and friends must not stop the loop
             exception = exc
         finally:
-            try:
-                await sync_to_async(close_old_connections)()
-            finally:
-                self._ended.put((attempt, result, exception))
+            self._ended.put((attempt, result, exception))
 
     # -- the finisher thread ----------------------------------------------------------------
 
@@ -134,21 +143,61 @@ class EventLoop:
             item = self._ended.get()
             if item is None:
                 return
-            attempt, result, exception = item
+            group = []
+            endings = Endings()
+            deadline = time.perf_counter() + WRITE_WITHIN_S
             try:
                 with self._ending_lock:
-                    if not attempt.abandoned:
-                        self._end(attempt, result, exception)
-            except Exception:  # a bug: the job stays in flight to run again
-                logger.exception("ending async job jid=%s failed", printable(attempt.job.jid))
+                    while True:
+                        group.append(item)
+                        self._end(endings, *item)
+                        if time.perf_counter() >= deadline:
+                            break
+                        try:
+                            item = self._ended.get_nowait()
+                        except queue.Empty:
+                            break
+                        if item is None:
+                            self._ended.put(None)  # stop once this group is written
+                            break
+                    endings.write()
+            except Exception:  # a bug: those jobs stay in flight to run again
+                logger.exception("writing the ends of %d async jobs failed", len(group))
             finally:
                 with self._lock:
-                    self._running.pop(attempt, None)
-                self._slots.release()
-                close_old_connections()
+                    for attempt, _, _ in group:
+                        self._running.pop(attempt, None)
+                for _ in group:
+                    self._slots.release()
+                self._close_old_connections()
 
-    def _end(self, attempt, result, exception):
-        """Send the end signal (in the job's context) and end the attempt, as a processor thread would."""
+    def _close_old_connections(self):
+        """Django's stale connections: the finisher's, and those of the thread the jobs'
+        ``sync_to_async`` calls run in (one for the whole loop), as the ASGI handler does per
+        request."""
+        close_old_connections()
+        if not self._stopped:
+            self.loop.call_soon_threadsafe(self._close_jobs_connections)
+
+    def _close_jobs_connections(self):
+        """On the loop: close the stale connections of the thread the jobs' ``sync_to_async``
+        calls run in."""
+        task = self.loop.create_task(sync_to_async(close_old_connections)())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _end(self, endings, attempt, result, exception):
+        """Send the end signal (in the job's context) and end the attempt, as a processor
+        thread would, but its end only joins ``endings``, written with the others'."""
+        if attempt.abandoned:
+            return
+        endings.join(attempt.unit)
+        try:
+            self._end_attempt(attempt, result, exception)
+        except Exception:  # a bug: the job stays in flight to run again
+            logger.exception("ending async job jid=%s failed", attempt.job.jid)
+
+    def _end_attempt(self, attempt, result, exception):
         # A receiver that raises makes the attempt fail with its error, as in a thread.
         exception = attempt.end_signal(result=result, exception=exception)
         if exception is None:

@@ -33,7 +33,8 @@ else ends a job through its unit of work, and the launcher's recoveries go throu
    the features' end writes, ``job_end``), :meth:`~UnitOfWork.fail` (``retry.fail``),
    :meth:`~UnitOfWork.reschedule` or :meth:`~UnitOfWork.requeue` (put back unrun).  Every
    end is one MULTI (or one script) with the removal from the in-flight list, retried until
-   Redis takes it, so a finished job is not run twice because of a blip.
+   Redis takes it, so a finished job is not run twice because of a blip.  :class:`Endings`
+   writes the ends of several units in one MULTI (the async finisher's waves).
 """
 
 import json
@@ -68,7 +69,7 @@ class UnitOfWork:
     removal from the in-flight list, and retried until Redis takes it.
     """
 
-    __slots__ = ("queue", "raw", "_fetcher", "_payload", "_patient", "_reconnect")
+    __slots__ = ("queue", "raw", "_fetcher", "_payload", "_patient", "_reconnect", "_endings")
 
     def __init__(self, fetcher, queue, raw):
         self.queue, self.raw = queue, raw
@@ -76,6 +77,7 @@ class UnitOfWork:
         self._payload = None
         self._patient = True
         self._reconnect = None
+        self._endings = None  # the Endings this unit's end joins (set by Endings.join), or None
 
     def __repr__(self):
         return f"<UnitOfWork {self.queue} {self.raw[:80]!r}>"
@@ -102,11 +104,13 @@ class UnitOfWork:
                 payload = self.payload
             except InvalidPayloadError:  # unreadable: no feature can have state about it
                 pass
-        if payload is None or not job_end.concerns(payload):
+        if payload is not None and job_end.concerns(payload):
+            self.write(lambda pipe: job_end.queue_writes(pipe, job_end.End(outcome, payload)), fetch_next)
+        elif self._endings is not None:
+            self.write(lambda pipe: None)
+        else:
             self._fetcher.ack(self.queue, self.raw, fetch_next=fetch_next)
             self._until_written(self._fetcher.write_acks)
-        else:
-            self.write(lambda pipe: job_end.queue_writes(pipe, job_end.End(outcome, payload)), fetch_next)
 
     def fail(self, exc, job=None, patient=True):
         """The attempt failed with ``exc``: :func:`django_bgjobs.retry.fail` decides and writes
@@ -133,6 +137,14 @@ class UnitOfWork:
         self._until_written(lambda: moved.append(self._fetcher.requeue([(self.queue, self.raw)])))
         return bool(moved and moved[-1])
 
+    def defer(self, log, *args):
+        """Call ``log(*args)`` (a log line about this end) now; or, when the end joined
+        :class:`Endings`, once they are written, so that the ends go to Redis first."""
+        if self._endings is None:
+            log(*args)
+        else:
+            self._endings.defer(log, args)
+
     def note_started(self, jid):
         """Before running a job ``lua/recover.lua`` pushed back after a crash (its payload
         carries ``crashes``): say this worker runs it, so a crash now counts against it."""
@@ -144,7 +156,11 @@ class UnitOfWork:
         list, in one MULTI, retried until written (``build`` is called again for a retry, so
         it must only queue commands); then the follow-ups ``build`` returned (those of
         :func:`job_end.queue_writes`), with the MULTI's results.  When it queues none, the removal joins the next
-        ``fetch.lua`` call (see :meth:`acknowledge`)."""
+        ``fetch.lua`` call (see :meth:`acknowledge`).  A unit that joined :class:`Endings` only
+        adds its end to them: :meth:`Endings.write` writes it, with the others'."""
+        if self._endings is not None:
+            self._endings.add(self, build)
+            return
         client = self._fetcher.client
         pipe = client.pipeline(transaction=True)
         follow_ups = build(pipe)
@@ -170,25 +186,84 @@ class UnitOfWork:
             job_end.run_follow_ups(client, *written[0])
 
     def _until_written(self, write):
-        """Run a Redis write until it succeeds (giving up, with an error logged, after 1000
-        tries); once only when the unit is not patient."""
+        """Run a Redis write until it succeeds (:func:`_until_written`); once only when the
+        unit is not patient."""
         if not self._patient:
             write()
             return
-        while True:
-            try:
-                write()
-            except redis.RedisError as exc:
-                if self._reconnect is None:
-                    self._reconnect = Reconnect(f"ending a job of queue {self.queue}", conf.get("RECONNECT_MAX_WAIT_S"))
-                self._reconnect.failed(exc)
-                if self._reconnect.errors > 1000:
-                    logger.error("giving up writing the end of a job after 1000 attempts; the job may run again")
-                    return
-            else:
-                if self._reconnect is not None:
-                    self._reconnect.ok()
-                return
+        self._reconnect = _until_written(write, self._reconnect, f"ending a job of queue {self.queue}")
+
+
+def _until_written(write, reconnect, what):
+    """Run a Redis write until it succeeds (giving up, with an error logged, after 1000
+    tries); return the :class:`Reconnect` that timed its retries (None when there were none)."""
+    while True:
+        try:
+            write()
+        except redis.RedisError as exc:
+            if reconnect is None:
+                reconnect = Reconnect(what, conf.get("RECONNECT_MAX_WAIT_S"))
+            reconnect.failed(exc)
+            if reconnect.errors > 1000:
+                logger.error("giving up writing the end of a job after 1000 attempts; the job may run again")
+                return reconnect
+        else:
+            if reconnect is not None:
+                reconnect.ok()
+            return reconnect
+
+
+class Endings:
+    """The ends of several units of work, written together: one MULTI holds every unit's
+    commands and its removal from the in-flight list, so jobs that finish together cost one
+    round trip, and each end is as atomic as on its own (the MULTI is all or nothing).
+
+    A unit joins them (:meth:`join`), then is ended as usual (``acknowledge``, ``fail``): its
+    end is only built and added here.  :meth:`write` writes them all, retried until Redis takes
+    them (``build`` is called again for a retry), then runs their follow-ups with the
+    MULTI's results -- after the write, as for one unit.  The async finisher
+    (``worker/event_loop.py``) ends what the event loop finished since its last write this way.
+    """
+
+    __slots__ = ("_ends", "_deferred", "_reconnect")
+
+    def __init__(self):
+        self._ends = []  # (unit, build)
+        self._deferred = []  # (log, args): UnitOfWork.defer
+        self._reconnect = None
+
+    def join(self, unit):
+        """Make ``unit``'s end, whichever it is, one of these (patient, as a unit is)."""
+        unit._endings = self
+
+    def add(self, unit, build):
+        self._ends.append((unit, build))
+
+    def defer(self, log, args):
+        self._deferred.append((log, args))
+
+    def write(self):
+        """Write every end added, log the lines deferred (:meth:`UnitOfWork.defer`), then run
+        the follow-ups (see the class docstring)."""
+        ends, self._ends = self._ends, []
+        deferred, self._deferred = self._deferred, []
+        written = []  # (follow-ups, results) of the MULTI that went through
+
+        def execute():
+            pipe = client.pipeline(transaction=True)
+            follow_ups = []
+            for unit, build in ends:
+                follow_ups += build(pipe) or ()
+                pipe.lrem(unit._fetcher._inflight[unit.queue], 1, unit.raw)
+            written[:] = [(follow_ups, pipe.execute())]
+
+        if ends:
+            client = ends[0][0]._fetcher.client
+            self._reconnect = _until_written(execute, self._reconnect, f"ending {len(ends)} jobs")
+        for log, args in deferred:
+            log(*args)
+        if written:
+            job_end.run_follow_ups(client, *written[0])
 
 
 class _Ack:

@@ -125,6 +125,17 @@ class FaultCase:
     def kill9(self, pid):
         os.kill(pid, signal.SIGKILL)
 
+    def kill9_and_count(self, pid, identity, label):
+        """``kill -9`` worker ``pid`` (whose identity is ``identity``), wait for it to be gone,
+        and count what its death sends back (:class:`KillCounts`, reported under ``label``):
+        its in-flight jobs, split by the ledger's lines at that moment."""
+        self.kill9(pid)
+        wait_for(lambda: gone(pid), 10, f"pid {pid} gone")
+        in_flight = self.in_flight(identity)
+        counts = rerun_counts(in_flight, self.ledger_path.read_text().split())
+        report(counts.line(f"{self.name}, {label}"))
+        return counts
+
     # -- what Redis holds ---------------------------------------------------------------------
 
     def in_flight(self, identity=None):
@@ -185,10 +196,41 @@ class FaultCase:
         return figures
 
 
+@dataclass
+class KillCounts:
+    """What one ``kill -9`` sends back to run again: the jobs in the killed worker's in-flight
+    lists at its death, split by whether they had finished (their ledger line written)."""
+
+    #: Finished before the kill (ledger written), their end not yet in Redis: run again.
+    finished: set
+    #: Unfinished at the kill (running, or taken and not started): run again, as at-least-once allows.
+    running: set
+
+    def line(self, label):
+        return (f"{label}: finished before the kill and run again={len(self.finished)}, "
+                f"running at the kill and run again={len(self.running)}")
+
+
+def rerun_counts(in_flight_at_kill, finished_before_kill):
+    """Split the jids in a killed worker's in-flight lists (read once it is dead) by whether
+    they had finished before the kill (:class:`KillCounts`)."""
+    in_flight = set(in_flight_at_kill)
+    return KillCounts(finished=in_flight & set(finished_before_kill), running=in_flight - set(finished_before_kill))
+
+
 def report(line):
     """Print a case's figures now and again at the end of the run."""
     print("\n" + line)
     REPORTS.append(line)
+
+
+def gone(pid):
+    """True once ``pid`` has exited (a zombie its parent has not reaped yet counts: it runs nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
 
 
 def _jid(raw):

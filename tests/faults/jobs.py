@@ -48,6 +48,19 @@ class SlowLedgerJob(FaultJob):
         record(self.jid)
 
 
+class FailOnceLedgerJob(SlowLedgerJob):
+    """Runs ``seconds``, records, then fails on its first attempt; its retry is an hour away,
+    so each job ends in the retry set after one failure and one ledger line."""
+
+    def retry_in(self, count, exception):
+        return 3600
+
+    def perform(self, seconds):
+        super().perform(seconds)
+        if self.retry_count is None:
+            raise RuntimeError("first attempt fails")
+
+
 class CrashJob(FaultJob):
     """Ends its worker process from inside ``perform``, as a segfault or the OOM killer would."""
 

@@ -15,11 +15,26 @@ from django_bgjobs import Job
 from django_bgjobs.connection import get_redis
 
 PERFORMED_KEY = "test:performed"
+#: Sorted set: jid -> Redis's clock (epoch seconds) when its first ledger row was written.
+FINISHED_KEY = "test:finished"
+
+_RECORD_FINISHED = """
+local now = redis.call('TIME')
+redis.call('ZADD', KEYS[2], 'NX', tonumber(now[1]) + tonumber(now[2]) / 1000000, ARGV[1])
+return redis.call('RPUSH', KEYS[1], ARGV[2])
+"""
 
 
 def record(jid, args, **extra):
     """Append one run to the ledger (used by every recording job)."""
     get_redis().rpush(PERFORMED_KEY, json.dumps({"jid": jid, "args": list(args), **extra}))
+
+
+def record_finished(jid, args, **extra):
+    """:func:`record`, and note in :data:`FINISHED_KEY` when, by Redis's clock (one atomic step):
+    the kill tests compare it with the kill to see how long a finished job waited for its ack."""
+    get_redis().eval(_RECORD_FINISHED, 2, PERFORMED_KEY, FINISHED_KEY, jid,
+                     json.dumps({"jid": jid, "args": list(args), **extra}))
 
 
 def performed(client=None):
@@ -151,7 +166,23 @@ class AsyncSleepJob(Job):
     async def perform(self, seconds):
         started = time.time()
         await asyncio.sleep(seconds)
-        await asyncio.to_thread(record, self.jid, [seconds], started=started, ended=time.time())
+        await asyncio.to_thread(record_finished, self.jid, [seconds], started=started, ended=time.time())
+
+
+class AsyncFailOnceJob(Job):
+    """Like :class:`AsyncSleepJob`, then fails on its first attempt; its retry is an hour away,
+    so each job ends in the retry set after one ledger row (a second row: two attempts for
+    one failure)."""
+
+    def retry_in(self, count, exception):
+        return 3600
+
+    async def perform(self, seconds):
+        started = time.time()
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(record_finished, self.jid, [seconds], started=started, ended=time.time())
+        if self.retry_count is None:
+            raise JobFailure("first attempt fails")
 
 # The jobs the Ruby interop tests share with Sidekiq, for worker subprocesses too.
 from tests.testapp import interop_jobs  # noqa: E402,F401
