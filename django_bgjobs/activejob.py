@@ -27,7 +27,7 @@ yourself); ``_aj_serialized`` values: symbols as strings, ``Date`` as ``date``, 
 ``Decimal``, ``ActiveSupport::Duration`` as ``timedelta``.  Anything else makes the payload
 unreadable: it goes to the dead set with the reason.  Going the other way, dicts, keyword
 arguments, ``datetime``, ``date``, ``Decimal`` and ``UUID`` (a string) are written as Rails
-reads them; a model instance is refused at enqueue (pass its id: there is no GlobalID here).
+7.1 and later read them (``Decimal`` uses the ``BigDecimalSerializer`` that Rails 7.1 added); a model instance is refused at enqueue (pass its id: there is no GlobalID here).
 """
 
 import datetime
@@ -71,7 +71,7 @@ def _from(value):
         return [_from(item) for item in value]
     if not isinstance(value, dict):
         return value
-    if _GLOBALID in value:
+    if len(value) == 1 and _GLOBALID in value:  # Rails' serialized_global_id?: that one key only
         return value[_GLOBALID]
     if _SERIALIZED in value:
         return _deserialize(value[_SERIALIZED], value.get("value"))

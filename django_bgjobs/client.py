@@ -40,7 +40,7 @@ from django.dispatch import Signal
 from django_bgjobs import conf, execution, keys, middleware, scripts, serialization, signals
 from django_bgjobs.connection import describe, get_redis
 from django_bgjobs.errors import BgJobsError, ConfigurationError, EnqueueError, PayloadTooLargeError
-from django_bgjobs.payload import dumps, loads, new_jid, new_jids, now_s, stamp
+from django_bgjobs.payload import dumps, loads, new_jid, new_jids, now_s, timestamp, unscheduled
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def build_payloads(configured, items, *, encoded=None, created_at=None):
     expires_in_s = configured.expires_in_s or job_class._expires_in_s
     # Sidekiq Pro's rule: the expiry counts from when the job is due, not from now.
     expiry = (max(at_s or created_at, created_at) + expires_in_s) if expires_in_s else None
-    created_stamp = stamp(created_at)
+    created_stamp = timestamp(created_at)
     payloads = []
     items = items if isinstance(items, list) else list(items)
     jids = new_jids(len(items)) if len(items) > 1 else [new_jid()]
@@ -289,7 +289,7 @@ def push(job_class, payloads, *, guards=None, writes=None, defer=True, redis_cli
     if backend == "inline":
         accepted, kept = _run_chain(Push(job_class, False, guards, writes), payloads)
         for payload in kept:
-            payload["enqueued_at"] = stamp(now_s())
+            payload["enqueued_at"] = timestamp(now_s())
             _notify(job_class, [payload])
             execution.perform_inline(loads(dumps(payload)))
         return accepted
@@ -389,7 +389,7 @@ def _write(push_, payloads, client, attempt=0):
     with a ``priority`` above 0 goes to the tail of its queue (the end workers take from), so
     it runs before the jobs already waiting.
     """
-    enqueued_at = stamp(now_s())
+    enqueued_at = timestamp(now_s())
     raws = []
     queue = None
     plain = True
@@ -400,9 +400,9 @@ def _write(push_, payloads, client, attempt=0):
                 queue = payload["queue"]
             plain = plain and payload["queue"] == queue and not payload.get("priority", 0) > 0
             raws.append(dumps(payload))
-        else:  # stored without "at", as Sidekiq does: its score says when (Sidekiq's poller would
-            plain = False  # schedule a payload that carries "at" once more before running it)
-            raws.append(dumps({name: value for name, value in payload.items() if name != "at"}))
+        else:
+            plain = False
+            raws.append(dumps(unscheduled(payload)))
     _check_sizes(push_.job_class, payloads, raws)
     plain = plain and not push_._guards and not push_._writes
     try:

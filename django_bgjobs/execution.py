@@ -40,7 +40,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from django_bgjobs import callbacks, middleware, registry, signals
 from django_bgjobs.errors import InvalidPayloadError, JobTimeout, Shutdown
-from django_bgjobs.payload import new_jid, now_s, stamp
+from django_bgjobs.payload import new_jid, now_s, timestamp
 
 # The job whose attempt runs in this thread or asyncio task.  Context variables, so each
 # coroutine on the event loop has its own.
@@ -382,6 +382,6 @@ def _job_for_now(job_class, args, kwargs):
     job._perform_args = (args, kwargs)
     job.payload = {
         "class": job_class.name, "args": list(args), "queue": job_class.queue, "jid": job.jid,
-        "created_at": stamp(now_s()), "enqueued_at": stamp(now_s()),
+        "created_at": timestamp(now_s()), "enqueued_at": timestamp(now_s()),
     }
     return job

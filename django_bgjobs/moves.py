@@ -28,7 +28,7 @@ import json
 import redis
 
 from django_bgjobs import keys, scripts
-from django_bgjobs.payload import dumps, stamp
+from django_bgjobs.payload import dumps, timestamp, unscheduled
 
 SCRIPT = "move_to_queue"
 
@@ -65,11 +65,11 @@ def members(client: redis.Redis, set_key: str, jobs: Iterable[tuple[str | bytes,
 
 
 def _now_args(now_s: float) -> list[str]:
-    """The script's "due" bound (epoch seconds) and ``enqueued_at`` as JSON (:func:`stamp`)."""
-    return [repr(float(now_s)), json.dumps(stamp(float(now_s)))]
+    """The script's "due" bound (epoch seconds) and ``enqueued_at`` as JSON (:func:`~django_bgjobs.payload.timestamp`)."""
+    return [repr(float(now_s)), json.dumps(timestamp(float(now_s)))]
 
 
 def _unstamped(payload: dict) -> str:
     """``payload`` encoded without ``at`` and ``enqueued_at``, for the script to append the new
     ``enqueued_at``."""
-    return dumps({name: value for name, value in payload.items() if name not in ("at", "enqueued_at")})
+    return dumps(unscheduled(payload))

@@ -4,10 +4,11 @@ Fields written at enqueue: ``class``, ``args``, ``jid`` (24 hex chars), ``queue`
 ``retry``, ``created_at``, ``enqueued_at`` and ``at`` for a scheduled job.  The worker
 adds ``retry_count``, ``error_class``, ``error_message``, ``failed_at``, ``retried_at``
 on failure, and ``error_backtrace`` compressed as Sidekiq does (:func:`compress_backtrace`;
-:func:`backtrace_lines` reads that and the plain list that Sidekiq before 6.0, and this
+:func:`backtrace_lines` reads that and the plain list that Sidekiq before 6.0.1, and this
 app before 0.2, wrote).  Times are written as ``BGJOBS["SIDEKIQ_VERSION"]`` says and read
-in every version's form (:func:`epoch_s`).  :func:`dumps` always writes ``enqueued_at`` last, so the Lua poller
-can refresh it in place without re-encoding the arguments (see ``lua/move_to_queue.lua``).
+in every version's form (:func:`epoch_s`).  A job waiting in a sorted set is stored
+:func:`unscheduled`; the Lua that moves it appends its new ``enqueued_at`` without
+re-encoding the rest (``lua/json_members.lua``).
 """
 
 import base64
@@ -121,7 +122,7 @@ def epoch_s(value):
     return seconds if math.isfinite(seconds) else None
 
 
-def stamp(seconds):
+def timestamp(seconds):
     """A payload time (``created_at``, ``enqueued_at``, ``failed_at``, ``retried_at``) as we write
     it: epoch seconds as a float for Sidekiq 6 and 7, integer epoch milliseconds for Sidekiq 8
     (``BGJOBS["SIDEKIQ_VERSION"]``).  Sorted-set scores and ``at`` stay in seconds in all."""
@@ -129,9 +130,14 @@ def stamp(seconds):
 
 
 def compress_backtrace(lines):
-    """``error_backtrace`` as Sidekiq writes it (``job_retry.rb`` since 6.0): Base64 of the
-    zlib-deflated JSON list.  Sidekiq 7 and later can read no other form."""
+    """``error_backtrace`` as Sidekiq writes it (``job_retry.rb``; compressed since 6.0.1,
+    strict Base64 since 7.2.1): Base64 of the zlib-deflated JSON list.  Sidekiq 7 and later
+    can read no other form."""
     return base64.b64encode(zlib.compress(_encode(list(lines)).encode())).decode()
+
+
+#: The most a compressed ``error_backtrace`` may inflate to before it is shown as its raw text.
+MAX_BACKTRACE_BYTES = 1024 * 1024
 
 
 def backtrace_lines(value):
@@ -145,7 +151,11 @@ def backtrace_lines(value):
     if not isinstance(value, str):
         return [str(value)]
     try:
-        decoded = json.loads(zlib.decompress(base64.b64decode("".join(value.split()), validate=True)))
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(base64.b64decode("".join(value.split()), validate=True), MAX_BACKTRACE_BYTES)
+        if inflater.unconsumed_tail:  # a "backtrace" that inflates past any real one: not shown
+            raise ValueError("too large")
+        decoded = json.loads(text)
     except (ValueError, zlib.error, RecursionError):
         return value.splitlines()
     return [str(line) for line in decoded] if isinstance(decoded, list) else [str(decoded)]
@@ -156,10 +166,15 @@ _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def dumps(payload):
-    """Encode a payload dict, ``enqueued_at`` last, compactly."""
-    if "enqueued_at" in payload and next(reversed(payload)) != "enqueued_at":
-        payload = {k: v for k, v in payload.items() if k != "enqueued_at"} | {"enqueued_at": payload["enqueued_at"]}
+    """Encode a payload dict compactly."""
     return _encode(payload)
+
+
+def unscheduled(payload):
+    """``payload`` without ``at`` and ``enqueued_at``: how a job waits in a sorted set, as
+    Sidekiq stores it (the score says when; Sidekiq's poller would schedule a payload that
+    carries ``at`` once more), and what a move to a queue stamps anew."""
+    return {name: value for name, value in payload.items() if name not in ("at", "enqueued_at")}
 
 
 #: A payload read back may pass ``MAX_PAYLOAD_BYTES`` by this much: the error fields a failure adds.

@@ -53,7 +53,7 @@ from django_bgjobs.payload import (
     printable,
     seconds_of,
     short_repr,
-    stamp,
+    timestamp,
 )
 
 logger = logging.getLogger(__name__)
@@ -189,10 +189,10 @@ def record_error(payload, exc, now):
     payload["error_backtrace"] = compress_backtrace("".join(frames).splitlines()[-4 * MAX_BACKTRACE_FRAMES:])
     if "retry_count" in payload:
         payload["retry_count"] += 1
-        payload["retried_at"] = stamp(now)
+        payload["retried_at"] = timestamp(now)
     else:
         payload["retry_count"] = 0
-        payload["failed_at"] = stamp(now)
+        payload["failed_at"] = timestamp(now)
 
 
 def add_to_dead(pipe, raw, now):
@@ -291,7 +291,7 @@ def _bury_unreadable(work, exc, now):
     client must not become a 50 MB dead entry, failure row and admin page."""
     data = as_bytes(work.raw)
     wrapper = {"class": "django_bgjobs.UnreadablePayload", "args": [], "retry": False, "queue": work.queue,
-               "jid": jid_in(data) or new_jid(), "created_at": stamp(now)}
+               "jid": jid_in(data) or new_jid(), "created_at": timestamp(now)}
     limit = conf.get("MAX_PAYLOAD_BYTES")
     kept = data
     if limit is not None and len(data) > limit:

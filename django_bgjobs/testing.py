@@ -43,7 +43,7 @@ from contextlib import ContextDecorator, contextmanager
 
 from django_bgjobs import client, execution, registry, serialization
 from django_bgjobs.errors import BgJobsError
-from django_bgjobs.payload import now_s, stamp
+from django_bgjobs.payload import now_s, timestamp
 
 __all__ = [
     "CapturedJob", "CapturedJobs", "EnqueueLoopError", "capture_jobs", "perform_enqueued_jobs",
@@ -329,7 +329,7 @@ class _CaptureSink:
         records = []
         for payload in payloads:
             if "at" not in payload:
-                payload.setdefault("enqueued_at", stamp(now_s()))  # as ``client.push`` would stamp it
+                payload.setdefault("enqueued_at", timestamp(now_s()))  # as ``client.push`` would stamp it
             records.append(CapturedJob(payload, depth))
         return records
 
@@ -360,7 +360,7 @@ class _PerformSink(_CaptureSink):
 def _run(job):
     """Run one captured job through the worker's code path, at ``job.depth + 1`` for its children."""
     payload = dict(job.payload)
-    payload.setdefault("enqueued_at", stamp(now_s()))
+    payload.setdefault("enqueued_at", timestamp(now_s()))
     outer = getattr(_running, "depth", 0)
     _running.depth = job.depth + 1
     try:

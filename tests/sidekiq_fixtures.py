@@ -19,7 +19,9 @@ Sources (github.com/sidekiq/sidekiq at the tags named):
 * v7.0.0 lib/sidekiq/metrics/tracking.rb: ``j|%Y%m%d|%-H:%-M`` hashes (``CLASS|p``, ``CLASS|f``,
   ``CLASS|ms``), 8 hours; v8.0.0: ``j|%y%m%d|%-H:%M`` (8 hours) and the ten-minute
   ``j|%y%m%d|%-H:%M`` minus its last digit (72 hours).
-* job_retry.rb (6.0 on): ``error_backtrace`` is ``Base64.encode64(Zlib::Deflate.deflate(JSON))``.
+* job_retry.rb: ``error_backtrace`` is zlib-deflated JSON in Base64 (compressed since 6.0.1):
+  ``Base64.encode64`` (a newline every 60 characters) up to 7.2.0, ``pack("m0")`` (strict, no
+  newlines) from 7.2.1, so 7.3.0 and 8.0.0 write the strict form.
 """
 
 import base64
@@ -35,7 +37,7 @@ def encode64(data):
     return "".join(line + "\n" for line in textwrap.wrap(base64.b64encode(data).decode(), 60))
 
 
-COMPRESSED_BACKTRACE = encode64(zlib.compress(json.dumps(BACKTRACE).encode()))
+COMPRESSED_BACKTRACE = base64.b64encode(zlib.compress(json.dumps(BACKTRACE).encode())).decode()  # 7.2.1+, 8
 
 # 2026-12-07 10:00:00 UTC, and the milliseconds Sidekiq 8 writes for it
 T = 1_796_637_600.25
@@ -49,7 +51,7 @@ def _job(version, jid, **fields):
 
 
 def fixture(version):
-    """``{key: (type, value)}`` as a Sidekiq ``version`` (7 or 8) process leaves them mid-run."""
+    """``{key: (type, value)}`` as a Sidekiq ``version`` (7, as 7.3.0, or 8) process leaves them mid-run."""
     stamp = T_MS if version == 8 else T
     identity = f"ruby-host:4242:{version}abc"
     waiting = _job(version, "a" * 24, enqueued_at=stamp)

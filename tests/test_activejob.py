@@ -26,7 +26,7 @@ RAILS_ARGUMENTS = [
     {"_aj_serialized": "ActiveJob::Serializers::SymbolSerializer", "value": "sym"},
     {"_aj_serialized": "ActiveJob::Serializers::DateSerializer", "value": "2026-12-07"},
     {"_aj_globalid": "gid://shop/User/42"},
-    {"_aj_serialized": "ActiveJob::Serializers::TimeWithZoneSerializer", "value": "2026-12-07T10:00:00.123456Z",
+    {"_aj_serialized": "ActiveJob::Serializers::TimeWithZoneSerializer", "value": "2026-12-07T10:00:00.123456789Z",
      "time_zone": "UTC"},
     {"_aj_serialized": "ActiveJob::Serializers::BigDecimalSerializer", "value": "12.50"},
     {"_aj_serialized": "ActiveJob::Serializers::DurationSerializer", "value": 90, "parts": [["minutes", 1.5]]},
@@ -53,6 +53,12 @@ def test_rails_arguments_become_python_values_and_keyword_arguments():
                     datetime.datetime(2026, 12, 7, 10, 0, 0, 123456, tzinfo=datetime.timezone.utc),
                     decimal.Decimal("12.50"), datetime.timedelta(seconds=90)]
     assert kwargs == {"mode": "full"}
+
+
+def test_a_hash_holding_a_globalid_key_among_others_is_a_plain_hash_as_rails_reads_it():
+    args, _ = from_arguments([{"_aj_globalid": "gid://shop/User/1", "note": "x", "_aj_symbol_keys": []}])
+
+    assert args == [{"_aj_globalid": "gid://shop/User/1", "note": "x"}]
 
 
 @pytest.mark.parametrize("wrapper", ["ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper",

@@ -14,6 +14,7 @@ from django_bgjobs.payload import (
     loads,
     new_jid,
     printable,
+    unscheduled,
     valid_queue_name,
 )
 
@@ -25,16 +26,17 @@ def test_jid_is_24_lowercase_hex_chars_and_unique_when_generated():
     assert all(re.fullmatch(r"[0-9a-f]{24}", jid) for jid in jids)
 
 
-def test_dumps_writes_enqueued_at_last_and_compact_when_present():
-    # Given
-    payload = {"enqueued_at": 2.5, "class": "A", "args": [1, "x"], "jid": "j"}
+def test_dumps_is_compact_and_keeps_the_order_when_encoding():
+    raw = dumps({"enqueued_at": 2.5, "class": "A", "args": [1, "x"], "jid": "j"})
 
-    # When
-    raw = dumps(payload)
+    assert raw == '{"enqueued_at":2.5,"class":"A","args":[1,"x"],"jid":"j"}'
 
-    # Then
-    assert raw == '{"class":"A","args":[1,"x"],"jid":"j","enqueued_at":2.5}'
-    assert list(payload) == ["enqueued_at", "class", "args", "jid"]  # the caller's dict is left alone
+
+def test_unscheduled_drops_at_and_enqueued_at_and_leaves_the_callers_dict_alone():
+    payload = {"class": "A", "at": 5.0, "args": [], "enqueued_at": 4.0}
+
+    assert unscheduled(payload) == {"class": "A", "args": []}
+    assert list(payload) == ["class", "at", "args", "enqueued_at"]
 
 
 def test_dumps_refuses_nan_when_a_value_is_not_json():

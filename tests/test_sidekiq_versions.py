@@ -16,6 +16,7 @@ from django_bgjobs.checks import check_settings
 from django_bgjobs.failures import row_fields
 from django_bgjobs.payload import backtrace_lines, compress_backtrace, dumps
 from django_bgjobs.worker.launcher import Launcher
+from tests.sidekiq_fixtures import encode64
 from tests.testapp.jobs import RecordJob
 
 LINES = ["app/jobs/hard_worker.rb:12:in `perform'", "sidekiq/processor.rb:196:in `execute_job'"] * 20
@@ -23,11 +24,6 @@ LINES = ["app/jobs/hard_worker.rb:12:in `perform'", "sidekiq/processor.rb:196:in
 
 def bgjobs(**changes):
     return override_settings(BGJOBS={**settings.BGJOBS, **changes})
-
-
-def ruby_encode64(data):
-    """Ruby's ``Base64.encode64``: RFC 2045, a newline after every 60 characters and at the end."""
-    return "".join(line + "\n" for line in textwrap.wrap(base64.b64encode(data).decode(), 60))
 
 
 @pytest.mark.parametrize("version", [True, 5, 9, "7", None])
@@ -40,7 +36,7 @@ def test_e070_when_sidekiq_version_is_not_6_7_or_8(version):
 
 def test_backtrace_is_read_when_ruby_broke_its_base64_into_lines():
     # Given: an error_backtrace exactly as Sidekiq's compress_backtrace writes it (job_retry.rb, 6.0+)
-    stored = ruby_encode64(zlib.compress(json.dumps(LINES).encode()))
+    stored = encode64(zlib.compress(json.dumps(LINES).encode()))
     assert stored.count("\n") > 2
 
     # Then: the API, and a FailedJob row, have its lines
@@ -204,13 +200,13 @@ def test_sidekiq_8_times_are_written_in_integer_milliseconds_and_read_back_in_se
         before_ms = int(time.time() * 1000)
         now_job = RecordJob.perform_later(1)
         later = RecordJob.set(wait=0.05).perform_later(2)
-        time.sleep(0.06)
-        Poller().enqueue_due()
+        moved_at = time.time() + 0.06  # when the poller moves it: its new enqueued_at
+        Poller().enqueue_due(now=moved_at)
         failed = FailingJob.perform_later("x")
         raw = redis.lmove(keys.queue("default"), keys.inflight("me:1:a", "default"), "LEFT", "LEFT")
         from tests.helpers import unit_in_flight
         unit_in_flight(raw, "me:1:a").fail(ValueError("x"))
-        after_ms = int(time.time() * 1000)
+        after_ms = int(max(time.time(), moved_at) * 1000) + 1
 
     # Then: created_at, enqueued_at and failed_at are integer ms, as Sidekiq 8 writes them
     queued = {p["jid"]: p for p in map(json.loads, redis.lrange("queue:default", 0, -1))}
@@ -284,7 +280,8 @@ def test_what_we_write_for_sidekiq_7_and_8_has_their_shape(redis, version):
     [their_retry] = [json.loads(r) for r in theirs["retry"][1]]
     for field in ("created_at", "failed_at", "error_backtrace", "retry_count", "error_class"):
         assert shape(our_retry)[field] == shape(their_retry)[field], field
-    assert backtrace_lines(our_retry["error_backtrace"])
+    assert backtrace_lines(our_retry["error_backtrace"])[-1] == "ValueError: x"  # the frames, decoded
+    assert "\n" not in our_retry["error_backtrace"]  # strict Base64, as Sidekiq 7.2.1 and 8 write it
     # The process hash and its busy jobs, under Sidekiq 7/8's key, with its fields
     their_identity = next(k for k, (kind, _) in theirs.items() if kind == "hash" and ":work" not in k
                           and not k.startswith("j|"))
@@ -295,3 +292,36 @@ def test_what_we_write_for_sidekiq_7_and_8_has_their_shape(redis, version):
     # Metrics under the keys that Sidekiq version reads
     metric_keys = sorted(k for k in redis.scan_iter("j|*"))
     assert metric_keys == sorted(k for k in theirs if k.startswith("j|"))
+
+
+def test_sidekiq_8_failure_times_of_a_batch_and_of_a_refused_duplicate_read_as_seconds(redis):
+    from django_bgjobs import Batch
+    from tests.helpers import unit_in_flight
+    from tests.testapp.jobs import FailingJob
+    from tests.testapp.unique_batch_jobs import RejectOnConflictJob
+
+    with bgjobs(SIDEKIQ_VERSION=8):
+        # Given: a batch job that failed, and a duplicate refused into the dead set
+        before = time.time()
+        batch = Batch()
+        with batch.jobs():
+            FailingJob.perform_later("x")
+        raw = redis.lmove(keys.queue("default"), keys.inflight("me:1:a", "default"), "LEFT", "LEFT")
+        unit_in_flight(raw, "me:1:a").fail(ValueError("x"))
+        RejectOnConflictJob.perform_later(1)
+        RejectOnConflictJob.perform_later(1)
+        after = time.time()
+
+        # Then: the batch's failure time is seconds (its admin page shows it), and the dead
+        # entry's failed_at is Sidekiq 8's integer milliseconds like its other times
+        [failure] = batch.status().failed_jobs()
+        assert before - 1 <= failure["failed_at"] <= after + 1
+        [dead] = [json.loads(r) for r in redis.zrange(keys.dead(), 0, -1)]
+        assert isinstance(dead["failed_at"], int) and isinstance(dead["created_at"], int)
+        assert before * 1000 - 1000 <= dead["failed_at"] <= after * 1000 + 1000
+
+
+def test_a_compressed_backtrace_that_inflates_past_any_real_one_is_shown_as_its_text():
+    bomb = base64.b64encode(zlib.compress(b"[" + b'"x",' * 400_000 + b'"x"]')).decode()
+
+    assert backtrace_lines(bomb) == [bomb]

@@ -12,7 +12,7 @@ from django_bgjobs.api._common import (
 )
 from django_bgjobs.api.records import JobRecord, clear_jobs
 from django_bgjobs.errors import UnknownJobError
-from django_bgjobs.payload import dumps, valid_queue_name
+from django_bgjobs.payload import dumps, unscheduled, valid_queue_name
 
 
 class Queue(RedisUser):
@@ -151,7 +151,7 @@ class Queue(RedisUser):
         """
         if not valid_queue_name(self.name):
             raise ValueError(f"queue name {self.name!r} is invalid")
-        payload = {k: v for k, v in item.items() if k not in ("at", "enqueued_at")}
+        payload = unscheduled(item)
         payload["queue"] = self.name
         try:
             job_class = registry.get(payload.get("class"))

@@ -54,7 +54,7 @@ from django_bgjobs import client, conf, execution, keys, scripts, serialization
 from django_bgjobs.connection import answers, get_redis, unless_wrong_type
 from django_bgjobs.errors import BgJobsError, ConfigurationError, UnknownJobError
 from django_bgjobs.job import Job, check_queue_name
-from django_bgjobs.payload import now_s, printable
+from django_bgjobs.payload import epoch_s, now_s, printable, timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def _push_callback(client_, raw):
     entry = json.loads(raw)
     payload = {
         "class": CALLBACK_JOB_NAME, "args": [entry["bid"], entry["event"], entry["index"]], "retry": True,
-        "queue": entry["queue"], "jid": entry["jid"], "created_at": float(entry["fired_at"]),
+        "queue": entry["queue"], "jid": entry["jid"], "created_at": timestamp(float(entry["fired_at"])),
     }
     parent = entry.get("parent") or ""
     if parent:
@@ -488,8 +488,10 @@ class BatchStatus:
                 info = json.loads(raw)
             except (ValueError, RecursionError):
                 info = None
-            found.append({**(info if isinstance(info, dict) else {}), "jid": jid, "dead": jid in dead})
-        return sorted(found, key=lambda f: (_float(f.get("failed_at")) or 0, f["jid"]))
+            info = info if isinstance(info, dict) else {}
+            found.append({**info, "failed_at": epoch_s(info.get("failed_at")),
+                          "retried_at": epoch_s(info.get("retried_at")), "jid": jid, "dead": jid in dead})
+        return sorted(found, key=lambda f: (f["failed_at"] or 0, f["jid"]))
 
     def jids(self):
         """The jids of the jobs not succeeded yet."""

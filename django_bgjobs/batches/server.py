@@ -17,7 +17,7 @@ can complete but never succeed.  ``RESCHEDULED`` is no end.
 from django_bgjobs import batches, scripts
 from django_bgjobs.errors import Discard
 from django_bgjobs.job_end import Outcome
-from django_bgjobs.payload import dumps
+from django_bgjobs.payload import dumps, epoch_s
 
 _SUCCESSES = frozenset({Outcome.SUCCEEDED, Outcome.EXPIRED})
 _DEATHS = frozenset({Outcome.DEAD, Outcome.KILLED})
@@ -77,6 +77,7 @@ def _push_fired(client, fired):
 def _failure_info(payload):
     return dumps({
         "class": payload.get("class"), "error_class": payload.get("error_class"),
-        "error_message": (payload.get("error_message") or "")[:1000], "failed_at": payload.get("failed_at"),
-        "retried_at": payload.get("retried_at"), "retry_count": payload.get("retry_count"),
+        "error_message": (payload.get("error_message") or "")[:1000],
+        "failed_at": epoch_s(payload.get("failed_at")), "retried_at": epoch_s(payload.get("retried_at")),
+        "retry_count": payload.get("retry_count"),
     })

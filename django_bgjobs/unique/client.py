@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from django_bgjobs import client, conf, job, keys, registry, serialization, signals
 from django_bgjobs.errors import ConfigurationError, InvalidOptionError, UniqueJobError, UnknownJobError
-from django_bgjobs.payload import dumps, now_s, option_seconds, printable
+from django_bgjobs.payload import dumps, now_s, option_seconds, printable, timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def _guard(options, payload):
 def _dead_entry(options, payload, now):
     """The payload as it goes to the dead set when ``on_conflict = "reject"`` refuses it."""
     reason = f"a job with the same {options.lock} lock is already enqueued (unique lock {payload['lock_digest']})"
-    return dict(payload, error_class="django_bgjobs.errors.UniqueJobError", error_message=reason, failed_at=now,
+    return dict(payload, error_class="django_bgjobs.errors.UniqueJobError", error_message=reason, failed_at=timestamp(now),
                 dead_reason=reason)
 
 

@@ -125,9 +125,7 @@ class LockRules:
         strategy = lock.options.server_conflict or "reschedule"
         if strategy == "reschedule":
             at_s = now + conf.get("UNIQUE_RESCHEDULE_S") * random.uniform(1.0, 1.5)
-            later = {key: value for key, value in payload.items() if key != "enqueued_at"}
-            later["at"] = at_s
-            attempt.reschedule(at_s, later)
+            attempt.reschedule(at_s, payload)
             logger.info("%s rescheduled in %.1fs: another job holds its %s run lock", where, at_s - now, lock.lock)
             return None
         message = f"{where}: another job holds its {lock.lock} run lock"

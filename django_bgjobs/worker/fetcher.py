@@ -49,7 +49,7 @@ from django_bgjobs import conf, job_end, keys, retry, scripts
 from django_bgjobs.connection import blocking_wait_s, get_redis
 from django_bgjobs.errors import InvalidPayloadError, PoisonJobError
 from django_bgjobs.job_end import Outcome
-from django_bgjobs.payload import dumps, loads, now_s, stamp
+from django_bgjobs.payload import dumps, loads, now_s, timestamp, unscheduled
 from django_bgjobs.worker.backoff import Reconnect
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,9 @@ class UnitOfWork:
 
     def reschedule(self, at_s, payload):
         """Put the job back unrun in the schedule set, due at ``at_s``, as ``payload`` (a dict:
-        the fields it should carry then), in one MULTI with the removal."""
-        entry = dumps(payload)
+        the fields it should carry then; stored :func:`~django_bgjobs.payload.unscheduled`), in
+        one MULTI with the removal."""
+        entry = dumps(unscheduled(payload))
 
         def build(pipe):
             pipe.zadd(keys.schedule(), {entry: at_s})  # no end writes: the job has not ended
@@ -408,7 +409,7 @@ class Fetcher:
         reason = f"its worker process died {max_crashes} times while running it (BGJOBS['MAX_CRASHES'])"
         death = {
             "dead_reason": reason, "error_class": retry.error_class_name(PoisonJobError(reason)),
-            "error_message": f"poison job: {reason}", "failed_at": stamp(now),
+            "error_message": f"poison job: {reason}", "failed_at": timestamp(now),
         }
         moved, *buried = scripts.run("recover", flat, [
             identity, max_crashes, repr(now), conf.get("DEAD_TIMEOUT_S"), conf.get("DEAD_MAX_JOBS"),
