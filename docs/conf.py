@@ -15,7 +15,7 @@ import django
 from django.conf import settings
 
 DOCS = Path(__file__).resolve().parent
-sys.path[:0] = [str(DOCS.parent), str(DOCS / "_ext")]
+sys.path.insert(0, str(DOCS.parent))
 
 if not settings.configured:
     settings.configure(
@@ -38,10 +38,7 @@ except PackageNotFoundError:  # a checkout that was never installed
     release = "unknown"
 version = release
 
-extensions = [
-    "sphinx.ext.autodoc",
-    "examples",  # docs/_ext/examples.py: every code block is tested or marked illustration
-]
+extensions = ["sphinx.ext.autodoc"]
 
 exclude_patterns = ["_build"]
 root_doc = "index"
@@ -50,7 +47,7 @@ highlight_language = "python3"
 html_theme = "furo"
 html_title = f"django-bgjobs {release}"
 html_static_path = ["_static"]
-html_css_files = ["examples.css"]
+html_css_files = ["examples.css"]  # the "illustration" mark (tests/test_docs_examples.py)
 
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True}

@@ -10,8 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,docs]"
 
-# The docs site first (a few seconds): any warning fails the run (-W), every cross-reference
-# must resolve (-n), and every code block must be tested or marked illustration (docs/_ext).
+# The docs site first (a few seconds): any warning fails the run (-W) and every cross-reference
+# must resolve (-n).  Its code examples are checked by tests/test_docs_examples.py.
 echo "test.sh: building the docs (sphinx-build -W --keep-going -n)"
 .venv/bin/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
 
