@@ -91,7 +91,7 @@ def test_every_tested_block_has_a_name_and_a_runner_and_every_runner_a_block():
 # -- the runners -----------------------------------------------------------------------------
 
 
-EXAMPLE_MODULES = ("docs_examples", "accounts.jobs")
+EXAMPLE_MODULES = ("docs_examples", "accounts.jobs", "myapp.jobs_mw")
 
 
 @pytest.fixture
@@ -207,7 +207,45 @@ def batches_define(request):
     assert (status.description, status.total, Queue("default").size()) == ("Newsletter", 2, 2)
 
 
+def middleware(name):
+    """The tenant middleware pair: the client stamps the payload, the server wraps the run."""
+
+    def runner(request):
+        from contextlib import contextmanager
+
+        from django.conf import settings
+        from django.test import override_settings
+
+        from django_bgjobs import Job
+        from django_bgjobs.testing import capture_jobs
+
+        entered = []
+
+        @contextmanager
+        def tenant(name):
+            entered.append(name)
+            yield
+
+        namespace = run(name, {"current_tenant": lambda: "acme", "tenant": tenant}, module="myapp.jobs_mw")
+
+        class TenantJob(Job):
+            def perform(self):
+                return entered[:]
+
+        base = {k: v for k, v in settings.BGJOBS.items() if k != "SCHEDULE_FILE"}
+        with override_settings(BGJOBS={**base, **namespace["BGJOBS"]}):
+            with capture_jobs() as jobs:
+                TenantJob.perform_later()
+            jobs.perform_all()
+        assert jobs[0].payload["tenant"] == "acme"
+        assert jobs[0].result == ["acme"]
+
+    return runner
+
+
 RUNNERS = {
+    "readme-middleware": middleware("readme-middleware"),
+    "middleware-tenant": middleware("middleware-tenant"),
     "readme-define-job": readme_define_job,
     "readme-unstorable-argument": readme_unstorable_argument,
     "readme-arguments-must-fit": readme_arguments_must_fit,
