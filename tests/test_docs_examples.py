@@ -243,7 +243,70 @@ def middleware(name):
     return runner
 
 
+def held_lock():
+    """A job holding its unique lock: (jid, lock key)."""
+    from django_bgjobs import Job
+    from django_bgjobs.api import UniqueLocks
+
+    class GenerateReportJob(Job):
+        lock = "until_executed"
+
+        def perform(self, user_id): ...
+
+    jid = GenerateReportJob.perform_later(7).jid
+    [lock] = UniqueLocks()
+    return jid, lock.key
+
+
+def unique_locks(name):
+    def runner(request):
+        from django_bgjobs.api import UniqueLocks
+
+        jid, key = held_lock()
+        run(name, {"jid": jid, "key": key})
+        assert list(UniqueLocks()) == []  # released by the example
+
+    return runner
+
+
+def batch_status(name):
+    def runner(request):
+        from django_bgjobs import Batch
+        from tests.testapp.jobs import NoopJob
+
+        batch = Batch(description="Newsletter")
+        with batch.jobs():
+            NoopJob.perform_later()
+        namespace = run(name, {"bid": batch.bid})
+        assert (namespace["status"].bid, namespace["status"].total) == (batch.bid, 1)
+
+    return runner
+
+
+def api_processes(request):
+    from django_bgjobs import keys
+    from tests.helpers import register_process
+
+    redis = request.getfixturevalue("redis")
+    register_process(redis, "host-1:4242:abc")
+    run("api-processes", {**run("api-import"), "identity": "host-1:4242:abc"})
+    assert sorted(redis.lrange(keys.process_signals("host-1:4242:abc"), 0, -1)) == ["TERM", "TSTP"]
+
+
+def import_job_timeout(request):
+    from django_bgjobs import Job
+
+    namespace = run("guarantees-timeout", {"Job": Job})
+    assert namespace["ImportJob"].timeout == 30
+
+
 RUNNERS = {
+    "unique-held-locks": unique_locks("unique-held-locks"),
+    "api-unique-locks": unique_locks("api-unique-locks"),
+    "batch-status": batch_status("batch-status"),
+    "api-batches": batch_status("api-batches"),
+    "api-processes": api_processes,
+    "guarantees-timeout": import_job_timeout,
     "readme-middleware": middleware("readme-middleware"),
     "middleware-tenant": middleware("middleware-tenant"),
     "readme-define-job": readme_define_job,
