@@ -261,7 +261,7 @@ class Job:
     @classmethod
     def before_enqueue(cls, payload):
         """Runs before each payload is written (fields may be changed), in the client middleware
-        chain (:class:`EnqueueCallbacks`); raise ``Discard`` to not enqueue it (``perform_later``
+        chain (``EnqueueCallbacks``); raise ``Discard`` to not enqueue it (``perform_later``
         then returns None).  Runs at the commit when the push waits for one."""
 
     @classmethod
@@ -344,9 +344,9 @@ class ConfiguredJob:
 
     def build_payloads(self, items, **options):
         """The payloads for ``items`` (``(args, kwargs)`` pairs), checked and encoded, each with
-        what the features stamp on it (:data:`payload_stamps`: a ``lock``'s digest); nothing written.  Every producer of a
+        what the features stamp on it (``payload_stamps``: a ``lock``'s digest); nothing written.  Every producer of a
         Job's payloads (``perform_later``, recurring ticks, ``django.tasks``) builds them here.
-        ``options``: those of :func:`client.build_payloads`."""
+        ``options``: those of ``client.build_payloads``."""
         payloads = client.build_payloads(self, items, **options)
         for stamp in payload_stamps:
             for payload, (args, kwargs) in zip(payloads, items):

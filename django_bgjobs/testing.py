@@ -25,7 +25,7 @@ fixture (``django_bgjobs.pytest_plugin``) wraps a test in :func:`capture_jobs`.
 What is captured is exactly what would have been written to Redis: each payload
 goes through the client's argument checks and a JSON round trip, so a
 non-serializable argument still raises at ``perform_later``.  Running a captured
-job goes through :func:`django_bgjobs.execution.perform_inline`, the code path the
+job goes through ``django_bgjobs.execution.perform_inline``, the code path the
 worker uses, so class lookup, argument decoding and signals behave the same.
 
 Two differences from Redis, on purpose:

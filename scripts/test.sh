@@ -8,7 +8,13 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,docs]"
+
+# The docs site first (a few seconds): any warning fails the run (-W) and every cross-reference
+# must resolve (-n).  Its code examples are checked by tests/test_docs_examples.py.
+echo "test.sh: building the docs (sphinx-build -W --keep-going -n)"
+.venv/bin/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+
 .venv/bin/python runtests.py "$@"
 
 # Django 6.x needs Python 3.12+: find one, or say plainly that this run is skipped.

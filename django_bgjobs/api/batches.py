@@ -21,7 +21,7 @@ class BatchSet(RedisUser):
         return self.size()
 
     def page(self, offset=0, limit=DEFAULT_PAGE_SIZE):
-        """Up to ``limit`` :class:`BatchStatus`, newest first, from ``offset`` in the index."""
+        """Up to ``limit`` :class:`~django_bgjobs.BatchStatus`, newest first, from ``offset`` in the index."""
         if offset < 0:
             raise ValueError(f"offset must be >= 0, not {offset}")
         if limit <= 0:
@@ -46,6 +46,6 @@ class BatchSet(RedisUser):
             offset += len(bids)
 
     def get(self, bid):
-        """The :class:`BatchStatus` of batch ``bid``, or None once it has expired."""
+        """The :class:`~django_bgjobs.BatchStatus` of batch ``bid``, or None once it has expired."""
         status = BatchStatus(bid, client=self.redis)
         return status if status.exists else None

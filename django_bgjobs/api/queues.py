@@ -16,7 +16,9 @@ from django_bgjobs.payload import dumps, unscheduled, valid_queue_name
 
 
 class Queue(RedisUser):
-    """The jobs waiting in one queue::
+    """The jobs waiting in one queue.
+
+    ::
 
         queue = Queue("default")
         queue.size(), queue.latency()
@@ -134,7 +136,7 @@ class Queue(RedisUser):
 
     def clear(self):
         """Delete every waiting job and forget the queue name; return how many jobs were removed.
-        Their unique locks are freed and their batches told (:func:`clear_jobs`)."""
+        Their unique locks are freed and their batches told (``records.clear_jobs``)."""
         return clear_jobs(self.redis, self.key, "list", more=lambda pipe: pipe.srem(keys.queues(), self.name))
 
     def push(self, item):

@@ -161,7 +161,7 @@ class JobRecord:
 
     @property
     def raw_excerpt(self):
-        """The raw payload as text (undecodable bytes replaced), cut to :data:`RAW_EXCERPT_CHARS`."""
+        """The raw payload as text (undecodable bytes replaced), cut to ``RAW_EXCERPT_CHARS``."""
         raw = text(self.raw) or ""
         if len(raw) > RAW_EXCERPT_CHARS:
             return raw[:RAW_EXCERPT_CHARS] + f"… ({len(raw):,} characters in all)"
@@ -171,7 +171,7 @@ class JobRecord:
 
     def delete(self):
         """Remove this exact payload from its queue; True when it was still there.  Its unique
-        lock is freed and its batch told (:mod:`django_bgjobs.job_end`, ``Outcome.DELETED``)."""
+        lock is freed and its batch told (``django_bgjobs.job_end``, ``Outcome.DELETED``)."""
         removed = self.redis.lrem(keys.queue(self.queue), 1, self.raw) > 0
         if removed:
             _note_removed(self.parent)
@@ -203,7 +203,7 @@ class SortedEntry(JobRecord):
     def delete(self):
         """Remove this entry from its set; True when it was still there.  Outside the dead set
         (where its end was written when it died) its unique lock is freed and its batch told,
-        in the same MULTI (:mod:`django_bgjobs.job_end`, ``Outcome.DELETED``)."""
+        in the same MULTI (``django_bgjobs.job_end``, ``Outcome.DELETED``)."""
         if self.parent.name == "dead":
             removed = self.redis.zrem(self.parent.key, self.raw) > 0
         else:
@@ -248,7 +248,7 @@ class SortedEntry(JobRecord):
 
     def requeued(self, uncount_retry):
         """The payload to push when this job goes back to its queue now (``queue`` always names
-        a valid queue; :mod:`django_bgjobs.moves` drops ``at`` and stamps ``enqueued_at``)."""
+        a valid queue; ``django_bgjobs.moves`` drops ``at`` and stamps ``enqueued_at``)."""
         if self.parse_error:
             raise InvalidPayloadError(f"cannot enqueue a payload that does not parse: {self.parse_error}")
         payload = dict(self.item)

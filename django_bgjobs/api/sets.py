@@ -161,7 +161,7 @@ class SortedSet(RedisUser):
 
     def clear(self):
         """Delete every entry; return how many there were.  Outside the dead set their unique
-        locks are freed and their batches told (:func:`~django_bgjobs.api.records.clear_jobs`)."""
+        locks are freed and their batches told (``records.clear_jobs``)."""
         if self.name == "dead":  # their ends were written when they died
             pipe = self.redis.pipeline(transaction=True)
             pipe.zcard(self.key)
