@@ -1,0 +1,63 @@
+"""django-bgjobs names its version the same way everywhere: ``django_bgjobs.__version__``, the
+admin's footer and ``manage.py runjobs --version`` all say the installed distribution's version,
+which is pyproject's (and CHANGELOG.rst's latest release)."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+
+import pytest
+from django.urls import reverse
+
+import django_bgjobs
+from tests.admin_support import PAGES, operator, operator_client  # noqa: F401 - fixtures
+from tests.helpers import REPO_ROOT, subprocess_env
+
+PYPROJECT_VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def test_version_is_the_installed_distributions_which_is_pyprojects():
+    assert django_bgjobs.__version__ == metadata.version("django-bgjobs") == PYPROJECT_VERSION
+
+
+def test_version_is_0_unknown_when_the_package_was_never_installed(monkeypatch):
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    assert django_bgjobs._installed_version() == "0+unknown"
+
+
+def test_changelog_latest_release_is_the_version():
+    changelog = (REPO_ROOT / "CHANGELOG.rst").read_text()
+    releases = re.findall(r"^(\d+\.\d+\.\d+) - \d{4}-\d\d-\d\d$", changelog, re.M)
+    assert releases and releases[0] == PYPROJECT_VERSION
+
+
+MODEL_ADMIN_PAGES = [
+    ("admin:django_bgjobs_failedjob_changelist", []),
+    ("admin:django_bgjobs_schedule_changelist", []),
+    ("admin:django_bgjobs_schedule_add", []),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "args"), PAGES + MODEL_ADMIN_PAGES)
+def test_every_admin_page_of_the_app_shows_the_version_in_its_footer(operator_client, name, args):  # noqa: F811
+    response = operator_client.get(reverse(name, args=args))
+
+    assert response.status_code == 200
+    footer = re.search(r'<footer id="footer">(.*?)</footer>', response.content.decode(), re.S)
+    assert footer and f"django-bgjobs {PYPROJECT_VERSION}" in footer.group(1)
+
+
+def test_runjobs_version_prints_django_bgjobs_version_and_starts_no_worker():
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "runjobs", "--version"], cwd=REPO_ROOT, env=subprocess_env(),
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{PYPROJECT_VERSION}\n"
