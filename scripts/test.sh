@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: the README's test command, and what .ci/run calls.
 # Needs python3 and redis-server on PATH; PostgreSQL at 127.0.0.1:5432 adds a second run.
+# Then scripts/check_wheel.py checks the built wheel from a fresh virtualenv.
 # When a Python 3.12+ is also on the machine (PATH or pyenv), a third run checks Django 6.x.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,8 +9,13 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,release]"
 .venv/bin/python runtests.py "$@"
+
+# The release: build the sdist and wheel, compare their contents with what a user needs, run
+# twine check --strict, install the wheel in a fresh virtualenv and run the example's smoke run
+# and the fast tests from it (not from this checkout).
+.venv/bin/python scripts/check_wheel.py
 
 # Django 6.x needs Python 3.12+: find one, or say plainly that this run is skipped.
 python6=""
