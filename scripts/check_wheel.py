@@ -2,7 +2,7 @@
 """Build the release files from this checkout and prove the wheel works where a user installs it.
 
 Usage: ``python scripts/check_wheel.py [--contents-only]`` (needs ``pip install -e ".[release]"``:
-build, twine).  ``scripts/test.sh`` runs it after the test suite; the exit status is non-zero on
+build, twine, trove-classifiers).  ``scripts/test.sh`` runs it after the test suite; the exit status is non-zero on
 any failure.  ``--contents-only`` stops after step 3.
 
 1. ``python -m build`` makes the sdist and the wheel, in a temporary directory, from a copy of
@@ -17,7 +17,8 @@ any failure.  ``--contents-only`` stops after step 3.
    * **sdist**: the same package files, plus what builds the wheel and describes the release
      (:data:`SDIST_FILES`) and setuptools' egg-info (MANIFEST.in says why no tests).
 
-3. ``twine check --strict`` on both (the README must render on PyPI).
+3. ``twine check --strict`` on both (the README must render on PyPI), and every classifier is one
+   PyPI accepts (``trove-classifiers``; an unknown one makes the upload fail).
 4. A fresh virtualenv gets the wheel with its ``test`` extra, never the checkout, and a copy of
    the checkout without ``django_bgjobs/`` is the working directory, so nothing can import
    the checkout's package; ``BGJOBS_TEST_INSTALLED_IN`` makes tests/conftest.py stop unless
@@ -38,6 +39,8 @@ import time
 import tomllib
 import zipfile
 from pathlib import Path
+
+import trove_classifiers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "django_bgjobs"
@@ -60,7 +63,8 @@ def main(argv):
     contents_only = argv == ["--contents-only"]
     if argv and not contents_only:
         fail(f"unknown arguments {argv}; usage: check_wheel.py [--contents-only]")
-    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    version = project["version"]
     with tempfile.TemporaryDirectory(prefix="bgjobs-wheel-") as tmp:
         tmp = Path(tmp)
         files = source_files()
@@ -81,6 +85,10 @@ def main(argv):
 
         step("twine check --strict")
         run([sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)])
+        unknown = sorted(set(project["classifiers"]) - trove_classifiers.classifiers)
+        if unknown:
+            fail(f"classifiers PyPI does not know (trove-classifiers): {unknown}")
+        print(f"{len(project['classifiers'])} classifiers, all known to PyPI", flush=True)
         if contents_only:
             print("check_wheel: contents OK (--contents-only: not installed)", flush=True)
             return 0

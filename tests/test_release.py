@@ -1,6 +1,7 @@
-"""django-bgjobs names its version the same way everywhere: ``django_bgjobs.__version__``, the
-admin's footer and ``manage.py runjobs --version`` all say the installed distribution's version,
-which is pyproject's (and CHANGELOG.rst's latest release)."""
+"""What a release says of itself agrees everywhere: ``django_bgjobs.__version__``, the admin's
+footer and ``manage.py runjobs --version`` all say the installed distribution's version, which is
+pyproject's, CHANGELOG.rst's latest release and the README's; the README's supported versions and
+license are pyproject's.  (scripts/check_wheel.py checks the built wheel and sdist.)"""
 
 import re
 import subprocess
@@ -15,7 +16,8 @@ import django_bgjobs
 from tests.admin_support import PAGES, operator, operator_client  # noqa: F401 - fixtures
 from tests.helpers import REPO_ROOT, subprocess_env
 
-PYPROJECT_VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+PYPROJECT_VERSION = PROJECT["version"]
 
 
 def test_version_is_the_installed_distributions_which_is_pyprojects():
@@ -34,6 +36,18 @@ def test_changelog_latest_release_is_the_version():
     changelog = (REPO_ROOT / "CHANGELOG.rst").read_text()
     releases = re.findall(r"^(\d+\.\d+\.\d+) - \d{4}-\d\d-\d\d$", changelog, re.M)
     assert releases and releases[0] == PYPROJECT_VERSION
+
+
+def test_readme_states_the_version_supported_versions_and_license_pyproject_states():
+    fields = dict(re.findall(r"^:(\w+): (.*)$", (REPO_ROOT / "README.rst").read_text(), re.M))
+    pythons = [c.rsplit(" :: ", 1)[1] for c in PROJECT["classifiers"]
+               if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    djangos = [c.rsplit(" :: ", 1)[1] for c in PROJECT["classifiers"] if re.fullmatch(r"Framework :: Django :: [\d.]+", c)]
+
+    assert fields["Version"].startswith(f"{PYPROJECT_VERSION};")
+    assert fields["Supports"].startswith(f"Python {', '.join(pythons)} with Django {', '.join(djangos)} ")
+    assert fields["License"] == f"{PROJECT['license']} (``LICENSE``)"
+    assert (REPO_ROOT / "LICENSE").read_text().startswith(f"{PROJECT['license']} License\n")
 
 
 MODEL_ADMIN_PAGES = [
