@@ -104,7 +104,7 @@ def main(argv):
         work = tmp / "checkout-without-package"
         copy_files([name for name in files if name.split("/", 1)[0] != PACKAGE], work)
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV")}
-        env.update(BGJOBS_TEST_INSTALLED_IN=site_packages, BGJOBS_TEST_POSTGRES="skip")
+        env["BGJOBS_TEST_INSTALLED_IN"] = site_packages
         where = subprocess.check_output(
             [str(python), "-c", "import django_bgjobs; print(django_bgjobs.__file__, django_bgjobs.__version__)"],
             cwd=work, env=env, text=True).split()
