@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -75,3 +76,17 @@ def test_runjobs_version_prints_django_bgjobs_version_and_starts_no_worker():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{PYPROJECT_VERSION}\n"
+
+
+def test_a_test_run_meant_for_the_installed_wheel_stops_when_django_bgjobs_comes_from_elsewhere(tmp_path):
+    # scripts/check_wheel.py sets BGJOBS_TEST_INSTALLED_IN to the fresh virtualenv's site-packages
+    env = subprocess_env({"BGJOBS_TEST_INSTALLED_IN": str(tmp_path)})
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", "tests/test_keys.py"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+
+    assert result.returncode == 4, result.stdout + result.stderr  # pytest's usage error
+    location = Path(django_bgjobs.__file__).resolve()
+    assert f"django_bgjobs is imported from {location}, not from {tmp_path}" in result.stderr
