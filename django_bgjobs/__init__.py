@@ -28,9 +28,21 @@ from django_bgjobs.errors import (
 from django_bgjobs.callbacks import RetryOn
 from django_bgjobs.job import ConfiguredJob, EnqueuedJob, Job
 
+
+def _installed_version():
+    """The installed distribution's version (pyproject's ``version``), or ``0+unknown`` when the
+    package is imported from a directory that was never installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("django-bgjobs")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 __all__ = [
     "Batch", "BatchStatus", "BgJobsError", "ConfigurationError", "ConfiguredJob", "Discard", "EnqueueError",
     "EnqueuedJob", "InvalidOptionError", "InvalidPayloadError", "Job", "JobTimeout", "PayloadTooLargeError", "PoisonJobError", "Retry", "RetryOn",
     "SerializationError", "UniqueJobError", "UnknownJobError",
 ]
-__version__ = "0.1.0"
+__version__ = _installed_version()

@@ -19,6 +19,7 @@ fixture are left to that fixture; the session's end kills whatever remains).
 
 import atexit
 import os
+from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -31,6 +32,7 @@ _session_server = None
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     global _session_server
+    _check_installed_package()
     url = os.environ.get("BGJOBS_TEST_REDIS_URL")
     if not url:
         _session_server = start_redis_server()
@@ -56,8 +58,27 @@ def pytest_unconfigure(config):
 
 
 def pytest_report_header(config):
+    import django_bgjobs
+
     owner = "started for this run" if _session_server is not None else "from BGJOBS_TEST_REDIS_URL"
-    return f"bgjobs test redis: {os.environ.get('BGJOBS_TEST_REDIS_URL')} ({owner})"
+    return [
+        f"bgjobs test redis: {os.environ.get('BGJOBS_TEST_REDIS_URL')} ({owner})",
+        f"django_bgjobs {django_bgjobs.__version__} from {Path(django_bgjobs.__file__).parent}",
+    ]
+
+
+def _check_installed_package():
+    """With ``BGJOBS_TEST_INSTALLED_IN`` set (scripts/check_wheel.py sets it to a virtualenv's
+    site-packages), stop unless ``django_bgjobs`` is imported from there, so a checkout on
+    ``sys.path`` cannot stand in for the installed wheel."""
+    site_packages = os.environ.get("BGJOBS_TEST_INSTALLED_IN")
+    if not site_packages:
+        return
+    import django_bgjobs
+
+    location = Path(django_bgjobs.__file__).resolve()
+    if not location.is_relative_to(Path(site_packages).resolve()):
+        raise pytest.UsageError(f"django_bgjobs is imported from {location}, not from {site_packages}")
 
 
 def _clear_settings_cache():

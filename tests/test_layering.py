@@ -16,6 +16,7 @@ module is checked without anyone adding it here:
 """
 
 import ast
+import importlib.util
 import json
 import subprocess
 import sys
@@ -25,7 +26,9 @@ import pytest
 
 from tests.helpers import subprocess_env
 
-PACKAGE = Path(__file__).resolve().parent.parent / "django_bgjobs"
+#: The package under test, wherever it is imported from (the checkout, or an installed wheel),
+#: found without running its ``__init__``.
+PACKAGE = Path(importlib.util.find_spec("django_bgjobs").submodule_search_locations[0])
 SERVER_PACKAGES = ("worker", "management")
 WEB_PACKAGES = ("api", "admin", "templatetags")
 NOT_CODE = ("migrations", "templates", "lua", "__pycache__")

@@ -142,3 +142,11 @@ def bgjobs_nav(context, current=""):
 
     request = context.get("request")
     return {"nav_links": nav_links(request, current) if request is not None else []}
+
+
+@register.simple_tag
+def bgjobs_version():
+    """django-bgjobs' version, for the footer of its admin pages."""
+    from django_bgjobs import __version__
+
+    return __version__

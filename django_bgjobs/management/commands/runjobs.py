@@ -8,6 +8,7 @@ import time
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
+import django_bgjobs
 from django_bgjobs import conf
 from django_bgjobs.connection import describe, eviction_policy, eviction_warning, get_redis
 from django_bgjobs.errors import ConfigurationError
@@ -19,6 +20,10 @@ LOG_FORMAT = "%(asctime)s pid=%(process)d %(threadName)s %(levelname)s %(name)s:
 
 class Command(BaseCommand):
     help = "Run background jobs from Redis (like `bundle exec sidekiq`)."
+
+    def get_version(self):
+        """``runjobs --version`` prints django-bgjobs' version (Django's own for other commands)."""
+        return django_bgjobs.__version__
 
     def add_arguments(self, parser):
         parser.add_argument("-c", "--concurrency", type=int, help="threads per process (default BGJOBS['CONCURRENCY'], 5)")
