@@ -45,16 +45,18 @@ def combinations():
     return [(env, "{}.{}".format(*ENV_NAME.match(env).groups()[:2])) for env in envs]
 
 
-def runs(python, version):
-    """True if ``python`` is an interpreter of that X.Y version."""
+def real_executable(python, version):
+    """The interpreter behind ``python`` (a pyenv shim resolves to its target) if it is
+    Python X.Y, else None."""
     try:
         out = subprocess.run(
-            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2], sys.executable)"],
             capture_output=True, text=True, timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and out.stdout.strip() == version
+        return None
+    found, _, executable = out.stdout.strip().partition(" ")
+    return executable if out.returncode == 0 and found == version else None
 
 
 def find_python(version):
@@ -63,8 +65,9 @@ def find_python(version):
     pyenv_root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
     candidates += sorted(glob.glob(f"{pyenv_root}/versions/{version}.*/bin/python{version}"), reverse=True)
     for candidate in candidates:
-        if candidate and runs(candidate, version):
-            return candidate
+        executable = candidate and real_executable(candidate, version)
+        if executable:
+            return executable
     return None
 
 
