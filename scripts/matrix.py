@@ -108,14 +108,14 @@ def main(pytest_args):
     require = os.environ.get("BGJOBS_TEST_PYTHONS") == "require" or bool(os.environ.get("CI"))
     rows, failed = [], False
     started = time.monotonic()
-    found = {}
-    for env, version in combinations():
+    found, matrix = {}, combinations()
+    for env, version in matrix:
         if version not in found:
             found[version] = find_or_install(version)
             where = found[version] or "MISSING (not on PATH, not in ~/.pyenv/versions)"
             print(f"matrix: Python {version}: {where}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bgjobs-matrix-") as tmp:
-        for env, version in combinations():
+        for env, version in matrix:
             kind = "full" if env == FULL else "fast, SQLite"
             if found[version] is None:
                 status = "FAIL" if require else "MISSING"
