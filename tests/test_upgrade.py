@@ -61,15 +61,16 @@ def args_of(entries):
 def test_the_fixture_holds_every_kind_of_key_0_1_0_writes():
     names = set(FIXTURE["keys"])
     for expected in ("queues", "queue:default", "queue:low", "schedule", "retry", "dead", "processes",
-                     "inflight-owners", "crashes", "batches", "stat:processed", "stat:failed", "cron:schedules"):
+                     "inflight-owners", "crashes", "batches", "stat:processed", "stat:failed", "cron:schedules",
+                     "paused", f"{DEAD_WORKER}-signals", f"b-{IDS['failed_bid']}-failinfo", f"b-{IDS['failed_bid']}-died"):
         assert expected in names
     for prefix in ("j|", "unique:", "b-", "cron:state:", "task:result:", "inflight:", "stat:processed:"):
         assert any(name.startswith(prefix) for name in names), prefix
     assert {keys.process(DEAD_WORKER), keys.work(DEAD_WORKER)} <= names
     (slow,) = FIXTURE["keys"][keys.inflight(DEAD_WORKER, "default")]["value"]
     assert slow.count('"crashes"') == 2
-    (dead,) = FIXTURE["keys"]["dead"]["value"]
-    assert isinstance(json.loads(dead[0])["error_backtrace"], list)
+    for member, _ in FIXTURE["keys"]["dead"]["value"]:
+        assert isinstance(json.loads(member)["error_backtrace"], list)
 
 
 def test_the_api_reads_what_0_1_0_wrote(redis):
@@ -86,15 +87,15 @@ def test_the_api_reads_what_0_1_0_wrote(redis):
     assert retrying.error_class == "tests.testapp.jobs.JobFailure"
     assert retrying.retry_count == 0 and retrying.failed_at > 1.7e9
     assert any("JobFailure" in line for line in retrying.error_backtrace)
-    (dead,) = DeadSet()
-    assert dead.error_message == "dies at once in 0.1.0"
+    assert sorted(entry.error_message for entry in DeadSet()) == ["batch member dies in 0.1.0", "dies at once in 0.1.0"]
+    assert Queue("critical").paused
 
     # Then: the killed worker, its job and counters
     assert ProcessSet().get(DEAD_WORKER).concurrency == 2
     identity, _, work = WorkSet().find_work_by_jid(IDS["slow_jid"])
     assert identity == DEAD_WORKER and work["job"].klass == "tests.testapp.jobs.SlowJob"
     written = {name: int(FIXTURE["keys"][f"stat:{name}"]["value"]) for name in ("processed", "failed")}
-    assert written["processed"] >= 8 and written["failed"] == 2
+    assert written["processed"] >= 8 and written["failed"] == 3
     assert (Stats().processed, Stats().failed) == (written["processed"], written["failed"])
     minute = next(name for name in FIXTURE["keys"] if name.startswith("j|"))
     metrics = JobMetrics(minutes=60, now=FIXTURE["generated_at"]).classes()
@@ -106,6 +107,8 @@ def test_the_api_reads_what_0_1_0_wrote(redis):
     pending, done = BatchSet().get(IDS["pending_bid"]), BatchSet().get(IDS["done_bid"])
     assert (pending.total, pending.pending, pending.done) == (2, 2, False)
     assert done.success_at is not None and done.done
+    failed = BatchSet().get(IDS["failed_bid"])
+    assert (failed.total, failed.dead, failed.failures) == (1, 1, 1) and failed.complete_at is not None
     (cron,) = CronSet()
     assert cron.name == "every-two-seconds" and cron.last_jid
 
