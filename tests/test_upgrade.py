@@ -62,7 +62,8 @@ def test_the_fixture_holds_every_kind_of_key_0_1_0_writes():
     names = set(FIXTURE["keys"])
     for expected in ("queues", "queue:default", "queue:low", "schedule", "retry", "dead", "processes",
                      "inflight-owners", "crashes", "batches", "stat:processed", "stat:failed", "cron:schedules",
-                     "paused", f"{DEAD_WORKER}-signals", f"b-{IDS['failed_bid']}-failinfo", f"b-{IDS['failed_bid']}-died"):
+                     "paused", f"{DEAD_WORKER}-signals", f"b-{IDS['failed_bid']}-failinfo",
+                     f"b-{IDS['failed_bid']}-died"):
         assert expected in names
     for prefix in ("j|", "unique:", "b-", "cron:state:", "task:result:", "inflight:", "stat:processed:"):
         assert any(name.startswith(prefix) for name in names), prefix
