@@ -13,9 +13,12 @@ Usage: ``python runtests.py [pytest args...]`` (the args are passed to both runs
 
 Each pytest run starts its own throwaway redis-server (see tests/conftest.py).
 Exit status is non-zero if any run failed, including a run that collected no
-tests (pytest's exit code 5), which always means something is broken.
+tests (pytest's exit code 5), which always means something is broken.  With
+``BGJOBS_TEST_SUMMARY=FILE`` each run's result is appended to FILE as a JSON line
+(``scripts/matrix.py`` reads them for its table).
 """
 
+import json
 import os
 import shlex
 import subprocess
@@ -104,6 +107,12 @@ def run_all(pytest_args, report_dir):
         results.append(("PostgreSQL (not slow, not browser)", 1, 0.0, {"passed": 0, "failed": 0, "skipped": 0}))
     else:
         print(f"\nSkipping the PostgreSQL run: {reason}", flush=True)
+
+    summary = os.environ.get("BGJOBS_TEST_SUMMARY")
+    if summary:
+        with open(summary, "a") as out:
+            for label, code, took, counts in results:
+                out.write(json.dumps({"label": label, "code": code, "seconds": took, "counts": counts}) + "\n")
 
     print("\n" + " summary ".center(78, "="))
     totals = {"passed": 0, "failed": 0, "skipped": 0}
